@@ -1,0 +1,10 @@
+#include "cli/commands.h"
+
+namespace ringvm {
+
+void add_img_command(CLI::App& app, int* status) {
+  auto* cmd = app.add_subcommand("img", "(not yet implemented)");
+  cmd->callback([status] { *status = 1; });
+}
+
+}  // namespace ringvm

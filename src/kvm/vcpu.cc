@@ -1,0 +1,188 @@
+#include "kvm/vcpu.h"
+
+#include <sys/ioctl.h>
+
+#include <memory>
+
+#include "devices/bus.h"
+
+namespace ringvm {
+
+namespace {
+template <typename T>
+Result<T> get(int fd, unsigned long req, const char* what) {
+  T v{};
+  if (::ioctl(fd, req, &v) != 0) return sys_error(what);
+  return v;
+}
+template <typename T>
+Result<void> set(int fd, unsigned long req, const T& v, const char* what) {
+  if (::ioctl(fd, req, &v) != 0) return sys_error(what);
+  return Ok();
+}
+}  // namespace
+
+const char* kvm_exit_reason_name(uint32_t reason) {
+  switch (reason) {
+    case KVM_EXIT_UNKNOWN: return "unknown";
+    case KVM_EXIT_EXCEPTION: return "exception";
+    case KVM_EXIT_IO: return "io";
+    case KVM_EXIT_HYPERCALL: return "hypercall";
+    case KVM_EXIT_DEBUG: return "debug";
+    case KVM_EXIT_HLT: return "hlt";
+    case KVM_EXIT_MMIO: return "mmio";
+    case KVM_EXIT_IRQ_WINDOW_OPEN: return "irq_window_open";
+    case KVM_EXIT_SHUTDOWN: return "shutdown";
+    case KVM_EXIT_FAIL_ENTRY: return "fail_entry";
+    case KVM_EXIT_INTR: return "intr";
+    case KVM_EXIT_SET_TPR: return "set_tpr";
+    case KVM_EXIT_TPR_ACCESS: return "tpr_access";
+    case KVM_EXIT_NMI: return "nmi";
+    case KVM_EXIT_INTERNAL_ERROR: return "internal_error";
+    case KVM_EXIT_SYSTEM_EVENT: return "system_event";
+    case KVM_EXIT_IOAPIC_EOI: return "ioapic_eoi";
+    case KVM_EXIT_HYPERV: return "hyperv";
+    case KVM_EXIT_X86_RDMSR: return "x86_rdmsr";
+    case KVM_EXIT_X86_WRMSR: return "x86_wrmsr";
+    default: return "other";
+  }
+}
+
+Result<kvm_regs> KvmVcpu::get_regs() const { return get<kvm_regs>(fd(), KVM_GET_REGS, "KVM_GET_REGS"); }
+Result<void> KvmVcpu::set_regs(const kvm_regs& r) const { return set(fd(), KVM_SET_REGS, r, "KVM_SET_REGS"); }
+Result<kvm_sregs> KvmVcpu::get_sregs() const { return get<kvm_sregs>(fd(), KVM_GET_SREGS, "KVM_GET_SREGS"); }
+Result<void> KvmVcpu::set_sregs(const kvm_sregs& s) const { return set(fd(), KVM_SET_SREGS, s, "KVM_SET_SREGS"); }
+Result<kvm_fpu> KvmVcpu::get_fpu() const { return get<kvm_fpu>(fd(), KVM_GET_FPU, "KVM_GET_FPU"); }
+Result<void> KvmVcpu::set_fpu(const kvm_fpu& f) const { return set(fd(), KVM_SET_FPU, f, "KVM_SET_FPU"); }
+Result<kvm_lapic_state> KvmVcpu::get_lapic() const {
+  return get<kvm_lapic_state>(fd(), KVM_GET_LAPIC, "KVM_GET_LAPIC");
+}
+Result<void> KvmVcpu::set_lapic(const kvm_lapic_state& l) const { return set(fd(), KVM_SET_LAPIC, l, "KVM_SET_LAPIC"); }
+Result<kvm_mp_state> KvmVcpu::get_mp_state() const {
+  return get<kvm_mp_state>(fd(), KVM_GET_MP_STATE, "KVM_GET_MP_STATE");
+}
+Result<void> KvmVcpu::set_mp_state(const kvm_mp_state& s) const {
+  return set(fd(), KVM_SET_MP_STATE, s, "KVM_SET_MP_STATE");
+}
+
+Result<void> KvmVcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) const {
+  const size_t bytes = sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2);
+  auto buf = std::make_unique<uint8_t[]>(bytes);
+  // SAFETY: buf holds the header and entries.size() entries.
+  auto* c = reinterpret_cast<kvm_cpuid2*>(buf.get());
+  c->nent = static_cast<uint32_t>(entries.size());
+  std::copy(entries.begin(), entries.end(), c->entries);
+  if (::ioctl(fd(), KVM_SET_CPUID2, c) != 0) return sys_error("KVM_SET_CPUID2");
+  return Ok();
+}
+
+Result<void> KvmVcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs) const {
+  const size_t bytes = sizeof(kvm_msrs) + msrs.size() * sizeof(kvm_msr_entry);
+  auto buf = std::make_unique<uint8_t[]>(bytes);
+  // SAFETY: buf holds the header and msrs.size() entries.
+  auto* m = reinterpret_cast<kvm_msrs*>(buf.get());
+  m->nmsrs = static_cast<uint32_t>(msrs.size());
+  std::copy(msrs.begin(), msrs.end(), m->entries);
+  const int n = ::ioctl(fd(), KVM_SET_MSRS, m);
+  if (n < 0) return sys_error("KVM_SET_MSRS");
+  if (static_cast<size_t>(n) != msrs.size())
+    return make_error(ErrorCode::kUnsupported, "KVM_SET_MSRS: the host refused MSR {:#x}",
+                      msrs[static_cast<size_t>(n)].index);
+  return Ok();
+}
+
+Result<std::vector<kvm_msr_entry>> KvmVcpu::get_msrs(const std::vector<uint32_t>& indices) const {
+  const size_t bytes = sizeof(kvm_msrs) + indices.size() * sizeof(kvm_msr_entry);
+  auto buf = std::make_unique<uint8_t[]>(bytes);
+  // SAFETY: buf holds the header and indices.size() entries.
+  auto* m = reinterpret_cast<kvm_msrs*>(buf.get());
+  m->nmsrs = static_cast<uint32_t>(indices.size());
+  for (size_t i = 0; i < indices.size(); ++i) m->entries[i] = kvm_msr_entry{indices[i], 0, 0};
+  const int n = ::ioctl(fd(), KVM_GET_MSRS, m);
+  if (n < 0) return sys_error("KVM_GET_MSRS");
+  return std::vector<kvm_msr_entry>(m->entries, m->entries + n);
+}
+
+Result<VcpuExit> KvmVcpu::run(const Bus& pio, const Bus& mmio, ExitCounters* counters) {
+  kvm_run* r = run_area();
+  const size_t run_size = run_.size();
+  for (;;) {
+    if (::ioctl(fd(), KVM_RUN, 0) != 0) {
+      if (errno == EINTR || errno == EAGAIN) {
+        r->immediate_exit = 0;
+        return VcpuExit{VcpuExitKind::kKicked, KVM_EXIT_INTR, 0, 0};
+      }
+      return sys_error(fmt::format("KVM_RUN on vCPU {}", id_));
+    }
+    const uint32_t reason = r->exit_reason;
+    if (counters != nullptr && reason < ExitCounters::kReasons)
+      counters->by_reason[reason].fetch_add(1, std::memory_order_relaxed);
+    switch (reason) {
+      case KVM_EXIT_IO: {
+        const uint64_t size = r->io.size;
+        const uint64_t count = r->io.count;
+        const uint64_t off = r->io.data_offset;
+        // The kernel fills these, but a bad offset would let us touch memory past the mapping.
+        if (size == 0 || size > 8 || off > run_size || count * size > run_size - off)
+          return make_error(ErrorCode::kInternal, "vCPU {}: KVM_EXIT_IO with bad layout", id_);
+        uint8_t* data = run_.data() + off;
+        for (uint64_t i = 0; i < count; ++i) {
+          std::span<uint8_t> d(data + i * size, size);
+          bool claimed = r->io.direction == KVM_EXIT_IO_OUT ? pio.write(r->io.port, d) : pio.read(r->io.port, d);
+          if (!claimed && counters != nullptr) counters->pio_unclaimed.fetch_add(1, std::memory_order_relaxed);
+        }
+        break;
+      }
+      case KVM_EXIT_MMIO: {
+        const uint32_t len = std::min<uint32_t>(r->mmio.len, 8);
+        std::span<uint8_t> d(r->mmio.data, len);
+        bool claimed = r->mmio.is_write ? mmio.write(r->mmio.phys_addr, d) : mmio.read(r->mmio.phys_addr, d);
+        if (!claimed && counters != nullptr) counters->mmio_unclaimed.fetch_add(1, std::memory_order_relaxed);
+        break;
+      }
+      case KVM_EXIT_HLT: return VcpuExit{VcpuExitKind::kHalt, reason, 0, 0};
+      case KVM_EXIT_SHUTDOWN: return VcpuExit{VcpuExitKind::kShutdown, reason, 0, 0};
+      case KVM_EXIT_SYSTEM_EVENT:
+        return VcpuExit{VcpuExitKind::kSystemEvent, reason, r->system_event.type, 0};
+      case KVM_EXIT_INTR: r->immediate_exit = 0; return VcpuExit{VcpuExitKind::kKicked, reason, 0, 0};
+      case KVM_EXIT_FAIL_ENTRY:
+        return VcpuExit{VcpuExitKind::kFailEntry, reason, 0, r->fail_entry.hardware_entry_failure_reason};
+      case KVM_EXIT_INTERNAL_ERROR:
+        return VcpuExit{VcpuExitKind::kInternalError, reason, 0, r->internal.suberror};
+      case KVM_EXIT_IRQ_WINDOW_OPEN:
+      case KVM_EXIT_IOAPIC_EOI:
+        break;
+      default: return VcpuExit{VcpuExitKind::kOther, reason, 0, 0};
+    }
+  }
+}
+
+std::string KvmVcpu::dump_state() const {
+  std::string out = fmt::format("vCPU {} state:\n", id_);
+  auto regs = get_regs();
+  if (regs) {
+    const auto& g = *regs;
+    out += fmt::format(
+        "  rip={:016x} rsp={:016x} rflags={:016x}\n"
+        "  rax={:016x} rbx={:016x} rcx={:016x} rdx={:016x}\n"
+        "  rsi={:016x} rdi={:016x} rbp={:016x}\n"
+        "  r8 ={:016x} r9 ={:016x} r10={:016x} r11={:016x}\n"
+        "  r12={:016x} r13={:016x} r14={:016x} r15={:016x}\n",
+        g.rip, g.rsp, g.rflags, g.rax, g.rbx, g.rcx, g.rdx, g.rsi, g.rdi, g.rbp, g.r8, g.r9, g.r10, g.r11,
+        g.r12, g.r13, g.r14, g.r15);
+  } else {
+    out += "  registers unavailable: " + regs.error().message() + "\n";
+  }
+  auto sregs = get_sregs();
+  if (sregs) {
+    const auto& s = *sregs;
+    out += fmt::format("  cr0={:016x} cr2={:016x} cr3={:016x} cr4={:016x} efer={:016x}\n", s.cr0, s.cr2, s.cr3,
+                       s.cr4, s.efer);
+    out += fmt::format("  cs={:04x} base={:x} limit={:x} l={} db={}  ss={:04x} ds={:04x}\n", s.cs.selector,
+                       s.cs.base, s.cs.limit, s.cs.l, s.cs.db, s.ss.selector, s.ds.selector);
+    out += fmt::format("  gdt={:x}/{:x} idt={:x}/{:x}\n", s.gdt.base, s.gdt.limit, s.idt.base, s.idt.limit);
+  }
+  return out;
+}
+
+}  // namespace ringvm

@@ -1,0 +1,72 @@
+// GuestMemory: the guest's RAM as a set of non-overlapping regions of host memory.
+//
+// Every access is bounds-checked: an address range that is not wholly inside one region is an
+// error, never a touch of host memory outside a region. The guest is hostile; all addresses it
+// hands us (descriptor tables, buffers, boot structures) go through these accessors.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include "base/mmap.h"
+#include "base/result.h"
+
+namespace ringvm {
+
+struct GuestRegion {
+  uint64_t gpa = 0;     // guest-physical base
+  MappedRegion host;    // its host mapping (host.size() bytes)
+  uint64_t size() const { return host.size(); }
+  uint64_t end() const { return gpa + host.size(); }  // exclusive
+};
+
+class GuestMemory {
+ public:
+  GuestMemory() = default;
+  GuestMemory(GuestMemory&&) = default;
+  GuestMemory& operator=(GuestMemory&&) = default;
+
+  // Adds `size` bytes of anonymous memory at `gpa`. Fails on overlap, overflow or a size that is
+  // not a multiple of 4 KiB.
+  Result<void> add_region(uint64_t gpa, uint64_t size);
+
+  // Standard x86 layout: RAM below `mmio_hole_start` and the rest above 4 GiB.
+  static Result<GuestMemory> create_x86(uint64_t ram_bytes, uint64_t mmio_hole_start = 0xC000'0000);
+
+  const std::vector<GuestRegion>& regions() const { return regions_; }
+  uint64_t total_size() const;
+
+  // A host view of [gpa, gpa+len) if it lies wholly in one region. len == 0 is allowed when gpa
+  // is inside or at the end of a region.
+  Result<std::span<uint8_t>> span(uint64_t gpa, uint64_t len) const;
+  bool contains(uint64_t gpa, uint64_t len) const { return span(gpa, len).ok(); }
+
+  Result<void> read(uint64_t gpa, std::span<uint8_t> out) const;
+  Result<void> write(uint64_t gpa, std::span<const uint8_t> in) const;
+  Result<void> fill(uint64_t gpa, uint8_t value, uint64_t len) const;
+
+  // Trivially-copyable objects; copies, so a guest changing memory underneath cannot race us.
+  template <typename T>
+  Result<T> read_obj(uint64_t gpa) const {
+    static_assert(std::is_trivially_copyable_v<T>);
+    T v;
+    // SAFETY: T is trivially copyable and `v` is sizeof(T) bytes of our own stack.
+    RETURN_IF_ERROR(read(gpa, {reinterpret_cast<uint8_t*>(&v), sizeof(T)}));
+    return v;
+  }
+  template <typename T>
+  Result<void> write_obj(uint64_t gpa, const T& v) const {
+    static_assert(std::is_trivially_copyable_v<T>);
+    // SAFETY: T is trivially copyable; we read exactly sizeof(T) bytes of `v`.
+    return write(gpa, {reinterpret_cast<const uint8_t*>(&v), sizeof(T)});
+  }
+
+ private:
+  const GuestRegion* find(uint64_t gpa) const;
+  std::vector<GuestRegion> regions_;  // sorted by gpa
+};
+
+}  // namespace ringvm
