@@ -1,0 +1,106 @@
+#include "vmm/config.h"
+
+#include <charconv>
+#include <limits>
+
+namespace ringvm {
+
+namespace {
+
+Result<uint64_t> parse_scaled(std::string_view text, uint64_t default_unit, std::string_view what) {
+  if (text.empty())
+    return make_error(ErrorCode::kInvalidArgument, "{}: empty size: give a number such as 512M or 2G", what);
+  uint64_t value = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || ptr == text.data())
+    return make_error(ErrorCode::kInvalidArgument, "{}: '{}' is not a size: give a number such as 512M or 2G",
+                      what, text);
+  std::string_view suffix(ptr, static_cast<size_t>(text.data() + text.size() - ptr));
+  uint64_t unit = default_unit;
+  if (suffix == "b" || suffix == "B") unit = 1;
+  else if (suffix == "k" || suffix == "K" || suffix == "KiB") unit = 1ULL << 10;
+  else if (suffix == "m" || suffix == "M" || suffix == "MiB") unit = 1ULL << 20;
+  else if (suffix == "g" || suffix == "G" || suffix == "GiB") unit = 1ULL << 30;
+  else if (suffix == "t" || suffix == "T" || suffix == "TiB") unit = 1ULL << 40;
+  else if (!suffix.empty())
+    return make_error(ErrorCode::kInvalidArgument, "{}: unknown size suffix '{}' in '{}': use K, M, G or T", what,
+                      suffix, text);
+  if (value > std::numeric_limits<uint64_t>::max() / unit)
+    return make_error(ErrorCode::kOutOfRange, "{}: '{}' is too large", what, text);
+  return value * unit;
+}
+
+}  // namespace
+
+Result<uint64_t> parse_memory_size(std::string_view text) {
+  auto bytes = TRY(parse_scaled(text, 1ULL << 20, "--memory"));
+  if (bytes == 0) return make_error(ErrorCode::kInvalidArgument, "--memory 0: a VM needs memory; give e.g. --memory 512M");
+  if (bytes < (16ULL << 20))
+    return make_error(ErrorCode::kInvalidArgument, "--memory {}: at least 16M is needed to boot anything", text);
+  if (bytes % 4096 != 0)
+    return make_error(ErrorCode::kInvalidArgument, "--memory {}: must be a multiple of 4 KiB", text);
+  if (bytes > (1ULL << 40))
+    return make_error(ErrorCode::kOutOfRange, "--memory {}: more than 1 TiB is not supported", text);
+  return bytes;
+}
+
+Result<uint64_t> parse_byte_size(std::string_view text) { return parse_scaled(text, 1, "size"); }
+
+Result<ConsoleSpec> parse_console(std::string_view text) {
+  if (text == "stdio") return ConsoleSpec{ConsoleKind::kStdio, {}};
+  if (text == "none") return ConsoleSpec{ConsoleKind::kNone, {}};
+  if (text.starts_with("file:") && text.size() > 5) return ConsoleSpec{ConsoleKind::kFile, std::string(text.substr(5))};
+  return make_error(ErrorCode::kInvalidArgument, "--console '{}': use stdio, none or file:PATH", text);
+}
+
+Result<DiskSpec> parse_disk(std::string_view text) {
+  DiskSpec d;
+  bool have_path = false;
+  while (!text.empty()) {
+    const size_t comma = text.find(',');
+    std::string_view item = text.substr(0, comma);
+    text = comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
+    const size_t eq = item.find('=');
+    if (eq == std::string_view::npos)
+      return make_error(ErrorCode::kInvalidArgument, "--disk: '{}' is not key=value (e.g. path=disk.img,readonly=on)",
+                        item);
+    std::string_view key = item.substr(0, eq), val = item.substr(eq + 1);
+    auto on_off = [&](bool* out) -> Result<void> {
+      if (val == "on" || val == "true") *out = true;
+      else if (val == "off" || val == "false") *out = false;
+      else return make_error(ErrorCode::kInvalidArgument, "--disk {}={}: use on or off", key, val);
+      return Ok();
+    };
+    if (key == "path") {
+      if (val.empty()) return make_error(ErrorCode::kInvalidArgument, "--disk path= is empty");
+      d.path = std::string(val);
+      have_path = true;
+    } else if (key == "readonly") {
+      RETURN_IF_ERROR(on_off(&d.read_only));
+    } else if (key == "format") {
+      if (val == "raw") d.format = DiskFormat::kRaw;
+      else if (val == "qcow2") d.format = DiskFormat::kQcow2;
+      else return make_error(ErrorCode::kInvalidArgument, "--disk format={}: use raw or qcow2", val);
+    } else if (key == "serial") {
+      if (val.size() > 20) return make_error(ErrorCode::kInvalidArgument, "--disk serial={}: at most 20 characters", val);
+      d.serial = std::string(val);
+    } else if (key == "queues") {
+      unsigned q = 0;
+      auto [p, ec] = std::from_chars(val.data(), val.data() + val.size(), q);
+      if (ec != std::errc() || p != val.data() + val.size() || q == 0 || q > 64)
+        return make_error(ErrorCode::kInvalidArgument, "--disk queues={}: give a number from 1 to 64", val);
+      d.queues = static_cast<uint16_t>(q);
+    } else if (key == "cache") {
+      if (val == "writeback") d.cache = CacheMode::kWriteback;
+      else if (val == "unsafe") d.cache = CacheMode::kUnsafe;
+      else return make_error(ErrorCode::kInvalidArgument, "--disk cache={}: use writeback or unsafe", val);
+    } else {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "--disk: unknown key '{}' (known: path, format, readonly, serial, queues, cache)", key);
+    }
+  }
+  if (!have_path) return make_error(ErrorCode::kInvalidArgument, "--disk needs path=FILE");
+  return d;
+}
+
+}  // namespace ringvm

@@ -1,0 +1,56 @@
+// VmConfig: everything `ringvm run` (and later the API) says about a VM, and the parsers for the
+// command-line forms. The same struct will be the JSON schema of the REST API.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+
+namespace ringvm {
+
+enum class ConsoleKind { kStdio, kFile, kNone };
+struct ConsoleSpec {
+  ConsoleKind kind = ConsoleKind::kStdio;
+  std::string path;  // for kFile
+};
+
+enum class OnReboot { kExit, kRestart };
+
+enum class DiskFormat { kRaw, kQcow2 };
+enum class CacheMode { kWriteback, kUnsafe };
+struct DiskSpec {
+  std::string path;
+  DiskFormat format = DiskFormat::kRaw;
+  bool read_only = false;
+  std::string serial;
+  uint16_t queues = 1;
+  CacheMode cache = CacheMode::kWriteback;
+};
+
+struct VmConfig {
+  std::string kernel;  // bzImage or PVH ELF
+  std::string initrd;  // optional
+  std::span<const uint8_t> initrd_data;  // used instead of `initrd` when set (the built-in demo)
+  std::string cmdline;
+  uint32_t cpus = 1;
+  uint64_t memory_bytes = 512ULL << 20;
+  ConsoleSpec console;
+  OnReboot on_reboot = OnReboot::kExit;
+  std::vector<DiskSpec> disks;
+  bool rng = false;
+  bool stats = false;
+};
+
+// "512M", "2G", "1024" (MiB when no suffix, as QEMU's -m), "1.5G" is rejected (whole units only).
+Result<uint64_t> parse_memory_size(std::string_view text);
+// Byte sizes with optional k/K, M, G, T suffixes (powers of 1024); no suffix = bytes.
+Result<uint64_t> parse_byte_size(std::string_view text);
+Result<ConsoleSpec> parse_console(std::string_view text);
+Result<DiskSpec> parse_disk(std::string_view text);
+
+}  // namespace ringvm

@@ -1,0 +1,60 @@
+#include "vmm/config.h"
+
+#include <gtest/gtest.h>
+
+namespace ringvm {
+namespace {
+
+TEST(Config, MemorySizes) {
+  EXPECT_EQ(*parse_memory_size("512M"), 512ULL << 20);
+  EXPECT_EQ(*parse_memory_size("2G"), 2ULL << 30);
+  EXPECT_EQ(*parse_memory_size("1024"), 1024ULL << 20);  // MiB without a suffix, like QEMU's -m
+  EXPECT_EQ(*parse_memory_size("65536K"), 64ULL << 20);
+  EXPECT_FALSE(parse_memory_size("0").ok());
+  EXPECT_FALSE(parse_memory_size("0M").ok());
+  EXPECT_FALSE(parse_memory_size("").ok());
+  EXPECT_FALSE(parse_memory_size("abc").ok());
+  EXPECT_FALSE(parse_memory_size("1.5G").ok());
+  EXPECT_FALSE(parse_memory_size("12X").ok());
+  EXPECT_FALSE(parse_memory_size("1M").ok());  // too small to boot
+  EXPECT_FALSE(parse_memory_size("99999999999999999999").ok());
+  EXPECT_FALSE(parse_memory_size("18446744073709551615T").ok());
+  auto e = parse_memory_size("0");
+  EXPECT_NE(e.error().message().find("--memory"), std::string::npos);
+}
+
+TEST(Config, Console) {
+  EXPECT_EQ(parse_console("stdio")->kind, ConsoleKind::kStdio);
+  EXPECT_EQ(parse_console("none")->kind, ConsoleKind::kNone);
+  auto f = parse_console("file:/tmp/x.log");
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->kind, ConsoleKind::kFile);
+  EXPECT_EQ(f->path, "/tmp/x.log");
+  EXPECT_FALSE(parse_console("file:").ok());
+  EXPECT_FALSE(parse_console("tty").ok());
+}
+
+TEST(Config, Disk) {
+  auto d = parse_disk("path=a.img,readonly=on,serial=SER1,queues=4,cache=unsafe,format=qcow2");
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  EXPECT_EQ(d->path, "a.img");
+  EXPECT_TRUE(d->read_only);
+  EXPECT_EQ(d->serial, "SER1");
+  EXPECT_EQ(d->queues, 4);
+  EXPECT_EQ(d->cache, CacheMode::kUnsafe);
+  EXPECT_EQ(d->format, DiskFormat::kQcow2);
+  auto plain = parse_disk("path=b.raw");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->format, DiskFormat::kRaw);  // never guessed from content
+  EXPECT_FALSE(parse_disk("readonly=on").ok());
+  EXPECT_FALSE(parse_disk("path=a,queues=0").ok());
+  EXPECT_FALSE(parse_disk("path=a,queues=x").ok());
+  EXPECT_FALSE(parse_disk("path=a,bogus=1").ok());
+  EXPECT_FALSE(parse_disk("path=a,readonly=maybe").ok());
+  EXPECT_FALSE(parse_disk("path=a,format=vmdk").ok());
+  EXPECT_FALSE(parse_disk("path=a,serial=012345678901234567890").ok());
+  EXPECT_FALSE(parse_disk("a.img").ok());
+}
+
+}  // namespace
+}  // namespace ringvm
