@@ -1,0 +1,144 @@
+// VirtQueue: the device side of a virtio split virtqueue (virtio 1.x, section 2.7).
+//
+// The transport configures the queue (size, ring addresses, ready) while the device is inactive;
+// the device calls activate() once the driver set DRIVER_OK and from then on is the only user of
+// the processing API (pop, add_used, needs_notification), from one thread at a time.
+//
+// Every guest structure is hostile. Each descriptor is copied out of guest memory before it is
+// checked, and a chain is only handed to the device once all of it was validated. A malformed
+// chain is consumed, returned to the driver with a used length of 0 and counted per error kind,
+// so a bad request never stalls the queue and good requests behind it are still served. An avail
+// index that runs more than the queue size ahead of the device cannot be recovered from (the
+// driver and device disagree on what is outstanding): the queue is marked broken, stops, and
+// the transport reports DEVICE_NEEDS_RESET.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+
+namespace ringvm {
+
+class GuestMemory;
+
+// One guest buffer of a chain, already checked to lie wholly inside guest memory.
+struct DescriptorBuffer {
+  uint64_t addr = 0;
+  uint32_t len = 0;
+};
+
+// A validated descriptor chain: the device-readable buffers, then the device-writable ones.
+struct DescriptorChain {
+  uint16_t head = 0;  // the id to give back in add_used()
+  std::vector<DescriptorBuffer> readable;
+  std::vector<DescriptorBuffer> writable;
+
+  uint64_t readable_bytes() const;
+  uint64_t writable_bytes() const;
+};
+
+// Why a chain was rejected. Each kind has its own counter.
+enum class ChainError : uint8_t {
+  kHeadOutOfRange,         // the avail ring names a head >= queue size
+  kNextOutOfRange,         // a `next` field >= table size
+  kChainTooLong,           // more descriptors than allowed: a loop or an oversized chain
+  kZeroLength,             // a buffer of length 0
+  kBufferOutsideMemory,    // a buffer not wholly inside guest memory (or wrapping)
+  kReadableAfterWritable,  // a device-readable buffer after a device-writable one
+  kIndirectNotNegotiated,  // INDIRECT flag without VIRTIO_RING_F_INDIRECT_DESC
+  kIndirectBadLength,      // indirect table length 0, not a multiple of 16, or too large
+  kIndirectWithNext,       // INDIRECT and NEXT set on the same descriptor
+  kNestedIndirect,         // an INDIRECT descriptor inside an indirect table
+  kRingUnreadable,         // the descriptor table or avail ring could not be read
+  kCount,
+};
+inline constexpr size_t kChainErrorCount = static_cast<size_t>(ChainError::kCount);
+std::string_view chain_error_name(ChainError e);
+
+// Counters readable from any thread (for --stats) while the queue runs.
+struct QueueStats {
+  std::atomic<uint64_t> chains{0};          // valid chains handed to the device
+  std::atomic<uint64_t> notifications{0};   // needs_notification() said yes
+  std::atomic<uint64_t> suppressed{0};      // needs_notification() said no
+  std::array<std::atomic<uint64_t>, kChainErrorCount> errors{};
+  uint64_t error(ChainError e) const { return errors[static_cast<size_t>(e)].load(); }
+  uint64_t total_errors() const;
+};
+
+class VirtQueue {
+ public:
+  explicit VirtQueue(uint16_t max_size);
+  VirtQueue(const VirtQueue&) = delete;
+  VirtQueue& operator=(const VirtQueue&) = delete;
+
+  // --- Configuration (transport, while the device is inactive). ---
+  uint16_t max_size() const { return max_size_; }
+  uint16_t size() const { return size_; }
+  void set_size(uint16_t size) { size_ = size; }
+  void set_desc_addr(uint64_t a) { desc_addr_ = a; }
+  void set_avail_addr(uint64_t a) { avail_addr_ = a; }
+  void set_used_addr(uint64_t a) { used_addr_ = a; }
+  uint64_t desc_addr() const { return desc_addr_; }
+  uint64_t avail_addr() const { return avail_addr_; }
+  uint64_t used_addr() const { return used_addr_; }
+  void set_ready(bool ready) { ready_ = ready; }
+  bool ready() const { return ready_; }
+  // Back to the power-on state: size = max_size, addresses 0, not ready, indices 0, not broken.
+  // Counters are kept (they describe the device's life, not one driver session).
+  void reset();
+
+  // --- Processing (device, after DRIVER_OK). ---
+  // Checks the configured geometry (size a power of two <= max_size, ring alignment, every ring
+  // wholly inside `mem`) and binds the queue to `mem` (which must outlive the activation) and the
+  // negotiated features (VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC are honoured).
+  Result<void> activate(const GuestMemory& mem, uint64_t features);
+  bool active() const { return mem_ != nullptr; }
+
+  // The next valid chain, or nullopt when the ring is empty (or the queue is broken or inactive).
+  // Malformed chains met on the way are consumed (add_used(head, 0)) and counted. With EVENT_IDX,
+  // an empty ring publishes avail_event so the driver kicks on its next buffer.
+  std::optional<DescriptorChain> pop();
+  // Returns `head` to the driver with `len` bytes written into its writable buffers.
+  void add_used(uint16_t head, uint32_t len);
+  // Whether the driver wants an interrupt for what was added since the last call (EVENT_IDX's
+  // used_event, else VRING_AVAIL_F_NO_INTERRUPT). Call after a batch of add_used().
+  bool needs_notification();
+
+  // The driver broke the ring protocol (avail idx ran ahead, rings unreadable): the queue stops
+  // until reset() and the transport should set DEVICE_NEEDS_RESET.
+  bool broken() const { return broken_.load(std::memory_order_acquire); }
+  const QueueStats& stats() const { return stats_; }
+  uint16_t next_avail() const { return next_avail_; }
+  uint16_t next_used() const { return next_used_; }
+
+ private:
+  struct Walk;
+  // Validates the chain starting at `head`; on success fills `chain`.
+  bool walk_chain(uint16_t head, DescriptorChain& chain);
+  void reject(uint16_t head, ChainError e);
+  void mark_broken(std::string_view why);
+  Result<uint16_t> read_avail_idx() const;
+
+  const uint16_t max_size_;
+  uint16_t size_;
+  uint64_t desc_addr_ = 0;
+  uint64_t avail_addr_ = 0;
+  uint64_t used_addr_ = 0;
+  bool ready_ = false;
+
+  const GuestMemory* mem_ = nullptr;
+  bool event_idx_ = false;
+  bool indirect_ = false;
+  uint16_t next_avail_ = 0;
+  uint16_t next_used_ = 0;
+  uint16_t signalled_used_ = 0;  // next_used_ at the last notification decision
+  std::atomic<bool> broken_{false};
+  QueueStats stats_;
+};
+
+}  // namespace ringvm
