@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# Runs a shell command inside the hardware-virtualization lab (docs/lab.md, /work/shared/LAB.md):
+# an L1 Linux VM under QEMU's TCG that emulates AMD-V with nested paging, so `kvm_amd` loads and
+# /dev/kvm has real hardware-assisted semantics. L1 mounts the host's root read-only over 9p and
+# runs COMMAND chrooted into it, in the host's current directory, so host binaries run unchanged.
+#
+#   scripts/lab.sh [--timeout SECS] [--share DIR] [--memory SIZE] [--cpus N] -- COMMAND...
+#
+# COMMAND's stdout and stderr become this script's stdout and stderr, and its exit status becomes
+# this script's. Exit statuses of the harness itself:
+#   124  the lab run exceeded --timeout (QEMU was killed)
+#   125  the lab failed: QEMU or L1 died before COMMAND reported an exit status
+#   126  usage error, or a missing prerequisite (kernel, modules, busybox, QEMU)
+#
+# Inside L1 COMMAND sees: /dev/kvm (kvm_amd), /dev/net/tun, /dev/vhost-net, /dev/vhost-vsock, a
+# tmpfs on /tmp, /run, /var/tmp and /dev/shm, tracefs on /sys/kernel/tracing, and DIR (read-write,
+# at the same absolute path as on the host) for inputs and results. Everything else is read-only.
+# Environment given to COMMAND: RINGVM_LAB=1, RINGVM_LAB_SHARE=DIR, RINGVM_LAB_KVER=<L1 kernel>.
+#
+# Environment variables read here:
+#   RINGVM_LAB_KVER     kernel version for L1 (default: newest /boot/vmlinuz-* with /lib/modules)
+#   RINGVM_LAB_MEMORY   L1 memory, QEMU syntax (default 3072M; --memory overrides)
+#   RINGVM_LAB_CPUS     L1 vCPUs (default 2; --cpus overrides)
+#   RINGVM_LAB_QEMU     QEMU binary (default qemu-system-x86_64)
+#   RINGVM_LAB_CONSOLE  file to write L1's serial console to (default: stderr, prefixed "L1| ")
+#   RINGVM_LAB_CACHE    cache directory for L1's initramfs
+#                       (default ${XDG_CACHE_HOME:-$HOME/.cache}/ringvm-lab)
+#   RINGVM_LAB_MODULES  extra kernel modules to load in L1, space separated (e.g. "vfio_pci nvme")
+set -euo pipefail
+
+die() {
+  echo "lab.sh: $*" >&2
+  exit 126
+}
+
+usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+  exit 126
+}
+
+timeout_secs=1200
+share=""
+memory=${RINGVM_LAB_MEMORY:-3072M}
+cpus=${RINGVM_LAB_CPUS:-2}
+while (($#)); do
+  case "$1" in
+    --timeout) timeout_secs=${2:?--timeout needs seconds}; shift 2 ;;
+    --share) share=${2:?--share needs a directory}; shift 2 ;;
+    --memory) memory=${2:?--memory needs a size}; shift 2 ;;
+    --cpus) cpus=${2:?--cpus needs a count}; shift 2 ;;
+    -h | --help) usage ;;
+    --) shift; break ;;
+    *) echo "lab.sh: unknown option '$1' (the command goes after --)" >&2; usage ;;
+  esac
+done
+(($#)) || { echo "lab.sh: no COMMAND given after --" >&2; usage; }
+[[ $timeout_secs =~ ^[0-9]+$ && $timeout_secs -gt 0 ]] || die "--timeout must be a positive number of seconds, got '$timeout_secs'"
+[[ $cpus =~ ^[0-9]+$ && $cpus -gt 0 ]] || die "--cpus must be a positive integer, got '$cpus'"
+command_line="$*"
+
+qemu=${RINGVM_LAB_QEMU:-qemu-system-x86_64}
+command -v "$qemu" >/dev/null || die "$qemu not found: install qemu-system-x86 (scripts/setup.sh)"
+busybox=$(command -v busybox || true)
+[[ -n $busybox ]] || die "busybox not found: install busybox-static"
+if command -v file >/dev/null && ! file -L "$busybox" | grep -q 'statically linked'; then
+  die "$busybox is not statically linked: install busybox-static"
+fi
+command -v modprobe >/dev/null || die "modprobe not found: install kmod"
+
+kver=${RINGVM_LAB_KVER:-}
+if [[ -z $kver ]]; then
+  for k in $(ls /boot/vmlinuz-* 2>/dev/null | sed 's|^/boot/vmlinuz-||' | sort -V -r); do
+    if [[ -d /lib/modules/$k/kernel ]]; then kver=$k; break; fi
+  done
+fi
+[[ -n $kver ]] || die "no /boot/vmlinuz-* with matching /lib/modules: install linux-image-amd64"
+kernel=/boot/vmlinuz-$kver
+[[ -r $kernel ]] || die "$kernel is missing or unreadable (RINGVM_LAB_KVER=$kver)"
+
+# ---------------------------------------------------------------------------------------------
+# L1's /init. Runs as PID 1 in L1's initramfs (busybox sh).
+read -r -d '' L1_INIT <<'EOF' || true
+#!/bin/sh
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+fail() {
+  echo "lab-l1: FAILED: $*"
+  poweroff -f
+}
+while read -r m; do
+  insmod "/modules/$m" || echo "lab-l1: insmod $m failed"
+done </modules/order
+[ -c /dev/kvm ] || echo "lab-l1: warning: /dev/kvm missing after insmod kvm_amd"
+mkdir -p /host /share
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 hostroot /host || fail "mount hostroot"
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 labshare /share || fail "mount labshare"
+. /share/.ringvm-lab/conf || fail "read lab conf"
+mount -t proc proc /host/proc
+mount -t sysfs sys /host/sys
+mount -t tracefs tracefs /host/sys/kernel/tracing 2>/dev/null
+mount -t devtmpfs dev /host/dev
+mkdir -p /host/dev/pts /host/dev/shm
+mount -t devpts -o newinstance,ptmxmode=0666 devpts /host/dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /host/dev/shm
+mount -t tmpfs -o mode=1777 tmpfs /host/tmp
+mount -t tmpfs -o mode=0755 tmpfs /host/run
+mount -t tmpfs -o mode=1777 tmpfs /host/var/tmp 2>/dev/null
+mkdir -p "/host$LAB_SHARE" 2>/dev/null
+mount --bind /share "/host$LAB_SHARE" || fail "bind the share at $LAB_SHARE"
+ip link set lo up 2>/dev/null
+hostname ringvm-lab
+echo "lab-l1: ready ($(cut -d' ' -f1 /proc/uptime)s), running the command"
+chroot /host /bin/sh "$LAB_SHARE/.ringvm-lab/run.sh"
+echo "lab-l1: command finished ($(cut -d' ' -f1 /proc/uptime)s)"
+sync
+umount "/host$LAB_SHARE" /share 2>/dev/null
+poweroff -f
+EOF
+
+modules=(kvm_amd virtio_pci 9pnet_virtio 9p tun veth bridge vhost_net vhost_vsock ${RINGVM_LAB_MODULES:-})
+cache_dir=${RINGVM_LAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ringvm-lab}
+mkinitramfs=$(dirname "$0")/../tests/lab/mkinitramfs.sh
+[[ -x $mkinitramfs ]] || die "$mkinitramfs is missing"
+key=$( (cat "$0" "$mkinitramfs"; echo "${modules[*]}"; sha256sum "$busybox") | sha256sum | cut -c1-16)
+initramfs=$cache_dir/l1-$kver-$key.cpio.gz
+
+build_initramfs() {
+  local init_file args=() m
+  init_file=$(mktemp "${TMPDIR:-/tmp}/ringvm-lab-init.XXXXXX")
+  printf '%s\n' "$L1_INIT" >"$init_file"
+  for m in "${modules[@]}"; do args+=(--module "$m"); done
+  mkdir -p "$cache_dir"
+  "$mkinitramfs" --output "$initramfs" --init "$init_file" --kver "$kver" "${args[@]}" ||
+    { rm -f "$init_file"; die "building L1's initramfs failed"; }
+  rm -f "$init_file"
+  echo "lab.sh: built $initramfs" >&2
+}
+[[ -s $initramfs ]] || build_initramfs
+
+# ---------------------------------------------------------------------------------------------
+work=$(mktemp -d "${TMPDIR:-/tmp}/ringvm-lab.XXXXXX")
+qemu_pid=""
+tail_pids=()
+cleanup() {
+  [[ -n $qemu_pid ]] && kill -KILL "$qemu_pid" 2>/dev/null
+  for p in "${tail_pids[@]}"; do kill "$p" 2>/dev/null; done
+  rm -rf "$work"
+  [[ -n ${ctl:-} ]] && rm -rf "$ctl"
+  return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [[ -z $share ]]; then
+  share=$work/share
+fi
+mkdir -p "$share"
+share=$(cd "$share" && pwd -P)
+[[ $share != *[[:space:]\'\"\\]* ]] || die "the share path '$share' must not contain spaces or quotes"
+ctl=$share/.ringvm-lab
+rm -rf "$ctl"
+mkdir -p "$ctl"
+: >"$ctl/stdout"
+: >"$ctl/stderr"
+cwd=$(pwd -P)
+printf 'LAB_SHARE=%q\n' "$share" >"$ctl/conf"
+printf '%s\n' "$command_line" >"$ctl/command"
+cat >"$ctl/run.sh" <<EOF
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/tmp TERM=dumb LANG=C.UTF-8 TMPDIR=/tmp
+export RINGVM_LAB=1 RINGVM_LAB_SHARE=$(printf '%q' "$share") RINGVM_LAB_KVER=$(printf '%q' "$kver")
+cd $(printf '%q' "$cwd") || { echo 125 >$(printf '%q' "$ctl")/rc; exit; }
+/bin/bash $(printf '%q' "$ctl")/command </dev/null >$(printf '%q' "$ctl")/stdout 2>$(printf '%q' "$ctl")/stderr
+echo \$? >$(printf '%q' "$ctl")/rc
+EOF
+
+console=$work/console.log
+# No terminal, no stdin: the serial port writes to a file (with stdin closed, `-serial stdio` fails).
+"$qemu" -M q35 -accel tcg -cpu EPYC,+svm,+npt -smp "$cpus" -m "$memory" \
+  -nodefaults -display none -no-user-config -no-reboot \
+  -chardev file,id=con0,path="$console" -serial chardev:con0 \
+  -kernel "$kernel" -initrd "$initramfs" \
+  -append "console=ttyS0 panic=-1 quiet" \
+  -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+  -virtfs local,path="$share",mount_tag=labshare,security_model=none,multidevs=remap \
+  </dev/null >"$work/qemu.log" 2>&1 &
+qemu_pid=$!
+
+: >"$console"
+tail -n +1 -F -s 0.5 --pid="$qemu_pid" "$ctl/stdout" 2>/dev/null &
+tail_pids+=($!)
+tail -n +1 -F -s 0.5 --pid="$qemu_pid" "$ctl/stderr" >&2 2>/dev/null &
+tail_pids+=($!)
+if [[ -n ${RINGVM_LAB_CONSOLE:-} ]]; then
+  tail -n +1 -F -s 0.5 --pid="$qemu_pid" "$console" 2>/dev/null >"$RINGVM_LAB_CONSOLE" &
+else
+  tail -n +1 -F -s 0.5 --pid="$qemu_pid" "$console" 2>/dev/null | sed -u 's/^/L1| /' >&2 &
+fi
+tail_pids+=($!)
+
+deadline=$((SECONDS + timeout_secs))
+timed_out=0
+while kill -0 "$qemu_pid" 2>/dev/null; do
+  if ((SECONDS >= deadline)); then
+    timed_out=1
+    kill -KILL "$qemu_pid" 2>/dev/null || true
+    break
+  fi
+  sleep 1
+done
+qemu_status=0
+wait "$qemu_pid" || qemu_status=$?
+qemu_pid=""
+for p in "${tail_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+tail_pids=()
+
+if ((timed_out)); then
+  echo "lab.sh: TIMEOUT after ${timeout_secs}s: killed QEMU (see L1's console above)" >&2
+  exit 124
+fi
+if [[ ! -s $ctl/rc ]]; then
+  echo "lab.sh: LAB FAILURE: QEMU exited with status $qemu_status before the command reported its status" >&2
+  sed 's/^/qemu| /' "$work/qemu.log" | grep -v "doesn't support requested feature" >&2 || true
+  exit 125
+fi
+exit "$(cat "$ctl/rc")"

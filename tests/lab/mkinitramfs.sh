@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Builds a busybox initramfs (gzip'd newc cpio) for the lab's L1 VM and for test guests (L2).
+#
+#   tests/lab/mkinitramfs.sh --output FILE --init SCRIPT [--kver KVER] [--module NAME]...
+#                            [--file SRC=DEST]...
+#
+#   --output FILE     where to write the .cpio.gz (written atomically: FILE.tmp.<pid>, then renamed)
+#   --init SCRIPT     becomes /init (PID 1); run by busybox sh
+#   --kver KVER       kernel version whose /lib/modules the modules come from
+#                     (default: newest /boot/vmlinuz-* that has /lib/modules)
+#   --module NAME     a kernel module to include with its dependencies (`modprobe --show-depends`);
+#                     repeatable. The modules land in /modules and /modules/order lists them in load
+#                     order (dependencies first, each once); /init loads them, e.g.
+#                       while read -r m; do insmod /modules/$m; done </modules/order
+#                     Compressed modules (.ko.xz, .ko.zst) are decompressed: busybox insmod needs .ko.
+#   --file SRC=DEST   copies host file SRC to DEST inside the image; repeatable
+#
+# The image holds /bin/busybox (must be static: busybox-static) with a symlink for every applet.
+set -euo pipefail
+
+die() {
+  echo "mkinitramfs.sh: $*" >&2
+  exit 2
+}
+
+output="" init="" kver="" modules=() files=()
+while (($#)); do
+  case "$1" in
+    --output) output=${2:?--output needs a file}; shift 2 ;;
+    --init) init=${2:?--init needs a script}; shift 2 ;;
+    --kver) kver=${2:?--kver needs a kernel version}; shift 2 ;;
+    --module) modules+=("${2:?--module needs a name}"); shift 2 ;;
+    --file) files+=("${2:?--file needs SRC=DEST}"); shift 2 ;;
+    *) die "unknown argument '$1' (see the header of $0)" ;;
+  esac
+done
+[[ -n $output ]] || die "--output is required"
+[[ -r $init ]] || die "--init '$init' is not a readable file"
+
+busybox=$(command -v busybox) || die "busybox not found: install busybox-static"
+if command -v file >/dev/null && ! file -L "$busybox" | grep -q 'statically linked'; then
+  die "$busybox is not statically linked: install busybox-static"
+fi
+if [[ -z $kver && ${#modules[@]} -gt 0 ]]; then
+  for k in $(ls /boot/vmlinuz-* 2>/dev/null | sed 's|^/boot/vmlinuz-||' | sort -V -r); do
+    if [[ -d /lib/modules/$k/kernel ]]; then kver=$k; break; fi
+  done
+  [[ -n $kver ]] || die "no /boot/vmlinuz-* with matching /lib/modules: install linux-image-amd64"
+fi
+
+root=$(mktemp -d "${TMPDIR:-/tmp}/ringvm-initramfs.XXXXXX")
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,run,etc,root,modules,mnt}
+cp -L "$busybox" "$root/bin/busybox"
+for applet in $("$busybox" --list); do
+  [[ $applet == busybox ]] || ln -s busybox "$root/bin/$applet"
+done
+install -m 755 "$init" "$root/init"
+: >"$root/modules/order"
+
+for m in "${modules[@]}"; do
+  # Dependencies come first, the module itself last; built-in modules print "builtin ...".
+  deps=$(modprobe -S "$kver" --show-depends "$m" 2>&1) || die "module '$m' not found for kernel $kver: $deps"
+  while read -r verb path _; do
+    [[ $verb == insmod ]] || continue
+    name=$(basename "$path")
+    name=${name%.xz}
+    name=${name%.zst}
+    [[ -e $root/modules/$name ]] && continue
+    case "$path" in
+      *.ko.xz) xz -dc "$path" >"$root/modules/$name" ;;
+      *.ko.zst) zstd -qdc "$path" >"$root/modules/$name" ;;
+      *) cp "$path" "$root/modules/$name" ;;
+    esac
+    echo "$name" >>"$root/modules/order"
+  done <<<"$deps"
+done
+
+for f in "${files[@]}"; do
+  src=${f%%=*}
+  dest=${f#*=}
+  [[ $f == *=* && -n $src && $dest == /* ]] || die "--file '$f' must be SRC=/absolute/DEST"
+  [[ -r $src ]] || die "--file source '$src' is not readable"
+  mkdir -p "$root$(dirname "$dest")"
+  cp -L "$src" "$root$dest"
+done
+
+mkdir -p "$(dirname "$output")"
+(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0 | gzip -1) >"$output.tmp.$$"
+mv -f "$output.tmp.$$" "$output"
