@@ -99,10 +99,11 @@ inline constexpr uint16_t kAcpiPm1CntSlpEn = 1u << 13;  // SLP_EN bit of PM1_CNT
 inline constexpr uint16_t kAcpiPm1CntSlpTypShift = 10;  // SLP_TYP is bits 12:10 of PM1_CNT
 
 // ---- Boot structures (all below the EBDA, in RAM that e820 reports as usable) ---------------
-inline constexpr uint64_t kBootGdtAddr = 0x500;        // 4 entries
-inline constexpr uint64_t kBootIdtAddr = 0x520;        // empty IDT (limit 0)
+inline constexpr uint64_t kBootGdtAddr = 0x500;        // 5 entries (null, code32, code64, data, tss)
+inline constexpr uint64_t kBootIdtAddr = 0x540;        // empty IDT (limit 0)
 inline constexpr uint64_t kPvhStartInfoAddr = 0x6000;  // struct hvm_start_info
-inline constexpr uint64_t kPvhMemmapAddr = 0x6040;     // hvm_memmap_table_entry[]
+inline constexpr uint64_t kPvhModlistAddr = 0x6040;    // one hvm_modlist_entry (the initrd)
+inline constexpr uint64_t kPvhMemmapAddr = 0x6080;     // hvm_memmap_table_entry[], up to 0x7000
 inline constexpr uint64_t kZeroPageAddr = 0x7000;      // struct boot_params
 inline constexpr uint64_t kBootStackTop = 0x8FF0;      // initial rsp; the kernel sets its own early
 inline constexpr uint64_t kPml4Addr = 0x9000;
