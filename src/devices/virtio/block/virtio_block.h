@@ -1,0 +1,100 @@
+// VirtioBlock: virtio-blk (virtio 1.x section 5.2) over any Disk (raw, qcow2).
+//
+// Each queue is served by its own worker thread (see worker.h) that pops requests, validates
+// them completely (header, status byte, direction of every buffer, sector range without
+// overflow, discard segment count) and runs them against the Disk. Anything a guest or the host
+// disk gets wrong reaches the guest as a status byte (IOERR or UNSUPP) and a counter; it never
+// stops the VMM or the queue.
+#pragma once
+
+#include <linux/virtio_blk.h>
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "block/disk.h"
+#include "devices/virtio/queue.h"
+#include "devices/virtio/virtio_device.h"
+#include "devices/virtio/worker.h"
+
+namespace ringvm {
+
+struct VirtioBlockOptions {
+  enum class Cache : uint8_t {
+    kWriteback,  // FLUSH makes completed writes durable (fdatasync) before it completes
+    kUnsafe,     // FLUSH is a no-op: fast, and a host crash may lose what the guest flushed
+  };
+  std::string id = "blk0";  // names the device in logs and stats
+  bool read_only = false;   // also forced when the Disk itself is read-only
+  std::string serial;       // GET_ID answer, at most 20 bytes
+  uint16_t queues = 1;      // 1..16; > 1 offers VIRTIO_BLK_F_MQ
+  uint16_t queue_size = 256;
+  Cache cache = Cache::kWriteback;
+};
+
+// Counters for --stats; readable from any thread.
+struct BlockStats {
+  std::atomic<uint64_t> reads{0}, writes{0}, flushes{0}, get_ids{0}, discards{0}, write_zeroes{0};
+  std::atomic<uint64_t> unsupported{0};   // unknown request types or flags (UNSUPP)
+  std::atomic<uint64_t> bytes_read{0}, bytes_written{0};
+  std::atomic<uint64_t> io_errors{0};     // the host Disk failed: IOERR
+  std::atomic<uint64_t> bad_requests{0};  // well-formed chain, invalid request: IOERR
+  std::atomic<uint64_t> no_status{0};     // no writable status byte: returned with length 0
+};
+
+class VirtioBlock final : public VirtioDevice {
+ public:
+  static constexpr uint32_t kMaxQueues = 16;
+  static constexpr uint32_t kMaxDiscardSegments = 32;
+  static constexpr uint32_t kMaxDiscardSectors = 1u << 22;  // 2 GiB per segment
+
+  // Checks the options (serial length, queue count and size); the Disk is shared with whoever
+  // else needs it (snapshot, stats).
+  static Result<std::unique_ptr<VirtioBlock>> create(std::shared_ptr<Disk> disk, VirtioBlockOptions options);
+  ~VirtioBlock() override;
+
+  std::string_view name() const override { return options_.id; }
+  uint32_t device_type() const override;
+  uint64_t device_features() const override { return features_; }
+  std::vector<uint16_t> queue_max_sizes() const override;
+  void read_config(uint64_t offset, std::span<uint8_t> data) const override;
+  void write_config(uint64_t offset, std::span<const uint8_t> data) override;
+  Result<void> activate(const GuestMemory& mem, uint64_t acked_features, std::vector<ActivatedQueue> queues) override;
+  void reset() override;
+
+  const BlockStats& stats() const { return stats_; }
+  bool read_only() const { return read_only_; }
+  uint64_t capacity_sectors() const { return capacity_sectors_; }
+
+  // Serves every available request on queue `index` and raises its interrupt if the driver
+  // wants one. Called by the queue's worker; public so tests can drive it synchronously.
+  void process_queue(size_t index);
+
+ private:
+  VirtioBlock(std::shared_ptr<Disk> disk, VirtioBlockOptions options);
+  // Runs one request; returns the used length (bytes written into the guest's buffers).
+  uint32_t handle(const DescriptorChain& chain);
+  uint8_t do_rw(uint32_t type, uint64_t sector, const DescriptorChain& chain, uint64_t data_len);
+  uint8_t do_discard_or_zero(uint32_t type, const DescriptorChain& chain, uint64_t data_len);
+  uint8_t io_error(const Error& e);
+  bool range_ok(uint64_t sector, uint64_t bytes) const;
+
+  std::shared_ptr<Disk> disk_;
+  VirtioBlockOptions options_;
+  bool read_only_;
+  uint64_t capacity_sectors_;
+  uint64_t features_;
+  virtio_blk_config config_{};
+
+  std::mutex mu_;  // activate/reset
+  const GuestMemory* mem_ = nullptr;
+  std::vector<ActivatedQueue> queues_;
+  std::vector<std::unique_ptr<VirtioWorker>> workers_;
+  BlockStats stats_;
+};
+
+}  // namespace ringvm

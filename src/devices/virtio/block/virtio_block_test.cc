@@ -1,0 +1,337 @@
+#include "devices/virtio/block/virtio_block.h"
+
+#include <fcntl.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_ids.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "block/raw_disk.h"
+#include "devices/virtio/testing/fake_driver.h"
+
+namespace ringvm {
+namespace {
+
+using testing::FakeDriver;
+
+constexpr uint64_t kFeatures = (1ULL << VIRTIO_F_VERSION_1) | (1ULL << VIRTIO_RING_F_INDIRECT_DESC);
+
+// A Disk whose every operation fails, standing in for a dying host disk.
+class FailingDisk final : public Disk {
+ public:
+  const std::string& path() const override { return path_; }
+  uint64_t size() const override { return 1 << 20; }
+  bool read_only() const override { return false; }
+  Result<void> readv(uint64_t, std::span<const iovec>) override { return fail(); }
+  Result<void> writev(uint64_t, std::span<const iovec>) override { return fail(); }
+  Result<void> flush() override { return fail(); }
+  Result<void> discard(uint64_t, uint64_t) override { return fail(); }
+  Result<void> write_zeroes(uint64_t, uint64_t, bool) override { return fail(); }
+
+ private:
+  static Error fail() { return Error{ErrorCode::kIo, EIO, "injected failure"}; }
+  std::string path_ = "failing";
+};
+
+VirtioBlockOptions opts_with(void (*edit)(VirtioBlockOptions&)) {
+  VirtioBlockOptions o;
+  edit(o);
+  return o;
+}
+
+struct Request {
+  uint16_t head;
+  uint64_t data;    // guest address of the data buffer (0 if none)
+  uint64_t status;  // guest address of the status byte
+};
+
+class VirtioBlockTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ringvm-vblk-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    const std::string path = dir_ + "/disk.img";
+    UniqueFd fd(::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644));
+    ASSERT_EQ(::ftruncate(fd.get(), 1 << 20), 0);
+    path_ = path;
+  }
+  void TearDown() override {
+    if (blk_) blk_->reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  void start(VirtioBlockOptions opts = {}, std::shared_ptr<Disk> disk = nullptr, bool ro_file = false) {
+    if (!disk) disk = std::shared_ptr<Disk>(std::move(*RawDisk::open(path_, ro_file)));
+    auto b = VirtioBlock::create(std::move(disk), std::move(opts));
+    ASSERT_TRUE(b.ok()) << b.error().message();
+    blk_ = std::move(*b);
+    drv_.configure(q_);
+    std::vector<ActivatedQueue> qs{ActivatedQueue{&q_, -1, [this] { ++interrupts_; }}};
+    ASSERT_TRUE(blk_->activate(drv_.mem(), kFeatures, std::move(qs)).ok());
+  }
+
+  // Header (readable) [+ data out (readable) | data in (writable)] + status (writable).
+  Request submit(uint32_t type, uint64_t sector, std::span<const uint8_t> out, uint32_t in_len) {
+    Request r{next_desc_, 0, 0};
+    virtio_blk_outhdr hdr{htole32(type), 0, htole64(sector)};
+    const uint64_t h = drv_.alloc(sizeof hdr);
+    (void)drv_.mem().write_obj(h, hdr);
+    uint16_t d = next_desc_;
+    drv_.set_desc(d, h, sizeof hdr, VRING_DESC_F_NEXT, static_cast<uint16_t>(d + 1));
+    ++d;
+    if (!out.empty()) {
+      r.data = drv_.alloc(static_cast<uint32_t>(out.size()));
+      (void)drv_.mem().write(r.data, out);
+      drv_.set_desc(d, r.data, static_cast<uint32_t>(out.size()), VRING_DESC_F_NEXT, static_cast<uint16_t>(d + 1));
+      ++d;
+    } else if (in_len > 0) {
+      r.data = drv_.alloc(in_len);
+      drv_.set_desc(d, r.data, in_len, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, static_cast<uint16_t>(d + 1));
+      ++d;
+    }
+    r.status = drv_.alloc(1);
+    (void)drv_.mem().write_obj<uint8_t>(r.status, 0xff);
+    drv_.set_desc(d, r.status, 1, VRING_DESC_F_WRITE);
+    next_desc_ = static_cast<uint16_t>((d + 1) % drv_.size());
+    drv_.publish(r.head);
+    return r;
+  }
+  uint8_t status(const Request& r) { return *drv_.mem().read_obj<uint8_t>(r.status); }
+  std::vector<uint8_t> data(const Request& r, size_t n) {
+    std::vector<uint8_t> v(n);
+    (void)drv_.mem().read(r.data, v);
+    return v;
+  }
+  void run() { blk_->process_queue(0); }
+
+  std::string dir_, path_;
+  FakeDriver drv_{16};
+  VirtQueue q_{16};
+  std::unique_ptr<VirtioBlock> blk_;
+  int interrupts_ = 0;
+  uint16_t next_desc_ = 0;
+};
+
+TEST_F(VirtioBlockTest, FeaturesAndConfig) {
+  start(opts_with([](auto& o) { o.serial = "ABC"; o.queues = 2; }));
+  EXPECT_EQ(blk_->device_type(), uint32_t{VIRTIO_ID_BLOCK});
+  const uint64_t f = blk_->device_features();
+  EXPECT_TRUE(f & (1ULL << VIRTIO_F_VERSION_1));
+  EXPECT_TRUE(f & (1ULL << VIRTIO_BLK_F_FLUSH));
+  EXPECT_TRUE(f & (1ULL << VIRTIO_BLK_F_DISCARD));
+  EXPECT_TRUE(f & (1ULL << VIRTIO_BLK_F_MQ));
+  EXPECT_FALSE(f & (1ULL << VIRTIO_BLK_F_RO));
+  EXPECT_EQ(blk_->queue_max_sizes().size(), 2u);
+  uint64_t cap = 0;
+  blk_->read_config(0, {reinterpret_cast<uint8_t*>(&cap), 8});
+  EXPECT_EQ(cap, (1u << 20) / 512);
+  uint16_t nq = 0;
+  blk_->read_config(offsetof(virtio_blk_config, num_queues), {reinterpret_cast<uint8_t*>(&nq), 2});
+  EXPECT_EQ(nq, 2);
+  uint32_t past = 0xffffffff;
+  blk_->read_config(4096, {reinterpret_cast<uint8_t*>(&past), 4});
+  EXPECT_EQ(past, 0u);
+}
+
+TEST_F(VirtioBlockTest, RejectsBadOptions) {
+  auto disk = std::shared_ptr<Disk>(std::move(*RawDisk::open(path_, false)));
+  EXPECT_FALSE(VirtioBlock::create(disk, opts_with([](auto& o) { o.serial = std::string(21, 'x'); })).ok());
+  EXPECT_FALSE(VirtioBlock::create(disk, opts_with([](auto& o) { o.queues = 0; })).ok());
+  EXPECT_FALSE(VirtioBlock::create(disk, opts_with([](auto& o) { o.queues = 17; })).ok());
+  EXPECT_FALSE(VirtioBlock::create(disk, opts_with([](auto& o) { o.queue_size = 100; })).ok());
+  EXPECT_FALSE(VirtioBlock::create(nullptr, {}).ok());
+}
+
+TEST_F(VirtioBlockTest, WriteThenReadBack) {
+  start();
+  std::vector<uint8_t> payload(1024);
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<uint8_t>(i * 7);
+  auto w = submit(VIRTIO_BLK_T_OUT, 8, payload, 0);
+  auto f = submit(VIRTIO_BLK_T_FLUSH, 0, {}, 0);
+  auto r = submit(VIRTIO_BLK_T_IN, 8, {}, 1024);
+  run();
+  EXPECT_EQ(status(w), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(status(f), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(status(r), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(data(r, 1024), payload);
+  EXPECT_EQ(drv_.used_idx(), 3);
+  EXPECT_EQ(drv_.used(0).len, 1u);
+  EXPECT_EQ(drv_.used(2).len, 1025u);  // data + status
+  EXPECT_EQ(blk_->stats().bytes_written.load(), 1024u);
+  EXPECT_EQ(blk_->stats().reads.load(), 1u);
+  EXPECT_GE(interrupts_, 1);
+  // And it really is in the file.
+  UniqueFd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+  std::vector<uint8_t> file(1024);
+  ASSERT_EQ(::pread(fd.get(), file.data(), file.size(), 8 * 512), 1024);
+  EXPECT_EQ(file, payload);
+}
+
+TEST_F(VirtioBlockTest, GetId) {
+  start(opts_with([](auto& o) { o.serial = "ringvm-serial"; }));
+  auto r = submit(VIRTIO_BLK_T_GET_ID, 0, {}, 20);
+  run();
+  EXPECT_EQ(status(r), VIRTIO_BLK_S_OK);
+  auto id = data(r, 20);
+  EXPECT_EQ(std::string(id.begin(), id.begin() + 13), "ringvm-serial");
+  EXPECT_EQ(id[13], 0);
+  EXPECT_EQ(drv_.used(0).len, 21u);
+}
+
+TEST_F(VirtioBlockTest, DiscardAndWriteZeroes) {
+  start();
+  std::vector<uint8_t> ones(4096, 1);
+  auto w = submit(VIRTIO_BLK_T_OUT, 0, ones, 0);
+  virtio_blk_discard_write_zeroes segs[2] = {{htole64(0), htole32(2), 0}, {htole64(4), htole32(2), htole32(1)}};
+  auto z = submit(VIRTIO_BLK_T_WRITE_ZEROES, 0, {reinterpret_cast<uint8_t*>(segs), sizeof segs}, 0);
+  virtio_blk_discard_write_zeroes d{htole64(6), htole32(2), 0};
+  auto dr = submit(VIRTIO_BLK_T_DISCARD, 0, {reinterpret_cast<uint8_t*>(&d), sizeof d}, 0);
+  auto r = submit(VIRTIO_BLK_T_IN, 0, {}, 4096);
+  run();
+  EXPECT_EQ(status(w), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(status(z), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(status(dr), VIRTIO_BLK_S_OK);
+  auto back = data(r, 4096);
+  EXPECT_EQ(std::count(back.begin(), back.begin() + 1024, 0), 1024);       // sectors 0-1 zeroed
+  EXPECT_EQ(std::count(back.begin() + 1024, back.begin() + 2048, 1), 1024); // 2-3 untouched
+  EXPECT_EQ(std::count(back.begin() + 2048, back.begin() + 4096, 0), 2048); // 4-7 zeroed/discarded
+}
+
+TEST_F(VirtioBlockTest, BadDiscardRequests) {
+  start();
+  virtio_blk_discard_write_zeroes unmap{htole64(0), htole32(1), htole32(1)};
+  auto a = submit(VIRTIO_BLK_T_DISCARD, 0, {reinterpret_cast<uint8_t*>(&unmap), sizeof unmap}, 0);
+  std::vector<uint8_t> partial(10, 0);
+  auto b = submit(VIRTIO_BLK_T_DISCARD, 0, partial, 0);
+  virtio_blk_discard_write_zeroes past{htole64(2047), htole32(2), 0};
+  auto c = submit(VIRTIO_BLK_T_WRITE_ZEROES, 0, {reinterpret_cast<uint8_t*>(&past), sizeof past}, 0);
+  run();
+  EXPECT_EQ(status(a), VIRTIO_BLK_S_UNSUPP);
+  EXPECT_EQ(status(b), VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(status(c), VIRTIO_BLK_S_IOERR);
+}
+
+TEST_F(VirtioBlockTest, OutOfRangeAndOverflow) {
+  start();
+  auto a = submit(VIRTIO_BLK_T_IN, 2047, {}, 1024);  // last sector + one past
+  auto b = submit(VIRTIO_BLK_T_IN, ~uint64_t{0} / 512 + 1, {}, 512);  // sector * 512 overflows
+  auto c = submit(VIRTIO_BLK_T_IN, 0, {}, 100);  // not a sector multiple
+  auto d = submit(VIRTIO_BLK_T_IN, 2047, {}, 512);  // the very last sector is fine
+  run();
+  EXPECT_EQ(status(a), VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(status(b), VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(status(c), VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(status(d), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(blk_->stats().bad_requests.load(), 3u);
+  EXPECT_EQ(drv_.used(0).len, 1u);  // failed reads report only the status byte
+}
+
+TEST_F(VirtioBlockTest, ReadOnly) {
+  start({}, nullptr, /*ro_file=*/true);
+  EXPECT_TRUE(blk_->read_only());
+  EXPECT_TRUE(blk_->device_features() & (1ULL << VIRTIO_BLK_F_RO));
+  EXPECT_FALSE(blk_->device_features() & (1ULL << VIRTIO_BLK_F_DISCARD));
+  std::vector<uint8_t> payload(512, 9);
+  auto w = submit(VIRTIO_BLK_T_OUT, 0, payload, 0);
+  virtio_blk_discard_write_zeroes seg{0, htole32(1), 0};
+  auto z = submit(VIRTIO_BLK_T_WRITE_ZEROES, 0, {reinterpret_cast<uint8_t*>(&seg), sizeof seg}, 0);
+  auto r = submit(VIRTIO_BLK_T_IN, 0, {}, 512);
+  auto f = submit(VIRTIO_BLK_T_FLUSH, 0, {}, 0);
+  run();
+  EXPECT_EQ(status(w), VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(status(z), VIRTIO_BLK_S_UNSUPP);
+  EXPECT_EQ(status(r), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(status(f), VIRTIO_BLK_S_OK);
+}
+
+TEST_F(VirtioBlockTest, ShortHeaderAndMissingStatus) {
+  start();
+  // 8-byte header, then a status byte.
+  const uint64_t h = drv_.alloc(8), s = drv_.alloc(1);
+  drv_.set_desc(0, h, 8, VRING_DESC_F_NEXT, 1);
+  drv_.set_desc(1, s, 1, VRING_DESC_F_WRITE);
+  drv_.publish(0);
+  // No writable byte at all.
+  drv_.set_desc(2, drv_.alloc(16), 16, 0);
+  drv_.publish(2);
+  next_desc_ = 3;
+  auto unknown = submit(99, 0, {}, 0);
+  auto good = submit(VIRTIO_BLK_T_IN, 0, {}, 512);
+  run();
+  EXPECT_EQ(*drv_.mem().read_obj<uint8_t>(s), VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(drv_.used(1).len, 0u);
+  EXPECT_EQ(status(unknown), VIRTIO_BLK_S_UNSUPP);
+  EXPECT_EQ(status(good), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(blk_->stats().no_status.load(), 1u);
+  EXPECT_EQ(blk_->stats().unsupported.load(), 1u);
+}
+
+TEST_F(VirtioBlockTest, MalformedChainCountedAndQueueKeepsGoing) {
+  start();
+  drv_.publish(99);  // head out of range
+  next_desc_ = 0;
+  auto good = submit(VIRTIO_BLK_T_IN, 0, {}, 512);
+  run();
+  EXPECT_EQ(status(good), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(q_.stats().error(ChainError::kHeadOutOfRange), 1u);
+}
+
+TEST_F(VirtioBlockTest, HostIoErrorBecomesIoerr) {
+  start({}, std::make_shared<FailingDisk>());
+  std::vector<uint8_t> payload(512, 1);
+  auto w = submit(VIRTIO_BLK_T_OUT, 0, payload, 0);
+  auto r = submit(VIRTIO_BLK_T_IN, 0, {}, 512);
+  auto f = submit(VIRTIO_BLK_T_FLUSH, 0, {}, 0);
+  run();
+  EXPECT_EQ(status(w), VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(status(r), VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(status(f), VIRTIO_BLK_S_IOERR);
+  EXPECT_EQ(blk_->stats().io_errors.load(), 3u);
+  EXPECT_EQ(drv_.used_idx(), 3);
+}
+
+TEST_F(VirtioBlockTest, UnsafeCacheSkipsFlush) {
+  start(opts_with([](auto& o) { o.cache = VirtioBlockOptions::Cache::kUnsafe; }), std::make_shared<FailingDisk>());
+  auto f = submit(VIRTIO_BLK_T_FLUSH, 0, {}, 0);
+  run();
+  EXPECT_EQ(status(f), VIRTIO_BLK_S_OK);  // the failing flush was never called
+}
+
+TEST_F(VirtioBlockTest, WorkerServesKicksAndStopsOnReset) {
+  auto disk = std::shared_ptr<Disk>(std::move(*RawDisk::open(path_, false)));
+  auto b = VirtioBlock::create(disk, {});
+  ASSERT_TRUE(b.ok());
+  blk_ = std::move(*b);
+  UniqueFd kick(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  UniqueFd irq(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  drv_.configure(q_);
+  const int irq_fd = irq.get();
+  std::vector<ActivatedQueue> qs{ActivatedQueue{&q_, kick.get(), [irq_fd] {
+                                                  const uint64_t one = 1;
+                                                  [[maybe_unused]] auto n = ::write(irq_fd, &one, 8);
+                                                }}};
+  ASSERT_TRUE(blk_->activate(drv_.mem(), kFeatures, std::move(qs)).ok());
+  auto r = submit(VIRTIO_BLK_T_IN, 0, {}, 512);
+  const uint64_t one = 1;
+  ASSERT_EQ(::write(kick.get(), &one, 8), 8);
+  pollfd p{irq.get(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1) << "no interrupt within 5 s";
+  EXPECT_EQ(status(r), VIRTIO_BLK_S_OK);
+  blk_->reset();
+  // After reset the queue is not served even when kicked.
+  auto r2 = submit(VIRTIO_BLK_T_IN, 0, {}, 512);
+  ASSERT_EQ(::write(kick.get(), &one, 8), 8);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(status(r2), 0xff);
+}
+
+}  // namespace
+}  // namespace ringvm

@@ -1,0 +1,100 @@
+#include "devices/virtio/worker.h"
+
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+#include <array>
+
+#include "base/log.h"
+#include "devices/virtio/queue.h"
+
+namespace ringvm {
+
+namespace {
+// epoll data for the stop eventfd; queue fds use their index.
+constexpr uint64_t kStopToken = ~uint64_t{0};
+}  // namespace
+
+Result<UniqueFd> make_eventfd(std::string_view what) {
+  UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!fd) return sys_error(fmt::format("eventfd for {}", what));
+  return fd;
+}
+
+void signal_eventfd(int fd) {
+  const uint64_t one = 1;
+  // An eventfd write only fails if the counter would overflow, i.e. it is already signalled.
+  [[maybe_unused]] auto n = ::write(fd, &one, sizeof one);
+}
+
+Result<std::unique_ptr<VirtioWorker>> VirtioWorker::start(std::string name, std::vector<int> fds, Handler handler) {
+  std::unique_ptr<VirtioWorker> w(new VirtioWorker());
+  w->name_ = std::move(name);
+  w->fds_ = std::move(fds);
+  w->handler_ = std::move(handler);
+  w->epfd_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!w->epfd_) return sys_error(fmt::format("epoll_create1 for {}", w->name_));
+  w->stopfd_ = TRY(make_eventfd(w->name_));
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kStopToken;
+  if (::epoll_ctl(w->epfd_.get(), EPOLL_CTL_ADD, w->stopfd_.get(), &ev) != 0)
+    return sys_error(fmt::format("epoll_ctl for {}", w->name_));
+  for (size_t i = 0; i < w->fds_.size(); ++i) {
+    if (w->fds_[i] < 0) continue;
+    ev.data.u64 = i;
+    if (::epoll_ctl(w->epfd_.get(), EPOLL_CTL_ADD, w->fds_[i], &ev) != 0)
+      return sys_error(fmt::format("epoll_ctl add kick fd {} for {}", w->fds_[i], w->name_));
+  }
+  w->thread_ = std::thread([p = w.get()] { p->run(); });
+  return w;
+}
+
+VirtioWorker::~VirtioWorker() { stop(); }
+
+void VirtioWorker::stop() {
+  if (!thread_.joinable()) return;
+  signal_eventfd(stopfd_.get());
+  thread_.join();
+}
+
+void VirtioWorker::run() {
+  // Thread names are at most 15 characters.
+  ::pthread_setname_np(::pthread_self(), name_.substr(0, 15).c_str());
+  for (size_t i = 0; i < fds_.size(); ++i)
+    if (fds_[i] >= 0) handler_(i);
+  std::array<epoll_event, 16> events{};
+  for (;;) {
+    const int n = ::epoll_wait(epfd_.get(), events.data(), static_cast<int>(events.size()), -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("{}: epoll_wait failed ({}); the device stops serving its queues", name_, std::strerror(errno));
+      return;
+    }
+    for (int k = 0; k < n; ++k) {
+      const uint64_t token = events[static_cast<size_t>(k)].data.u64;
+      if (token == kStopToken) return;
+      uint64_t count;
+      // Drain the counter first: a kick that arrives while the handler runs re-arms the fd.
+      [[maybe_unused]] auto r = ::read(fds_[token], &count, sizeof count);
+      handler_(static_cast<size_t>(token));
+    }
+  }
+}
+
+Result<std::vector<ActivatedQueue>> activate_queues(std::string_view device, const GuestMemory& mem,
+                                                    uint64_t features, std::vector<ActivatedQueue> queues) {
+  for (size_t i = 0; i < queues.size(); ++i) {
+    auto& q = queues[i];
+    if (q.queue == nullptr || !q.queue->ready()) {
+      q = ActivatedQueue{};
+      continue;
+    }
+    auto r = q.queue->activate(mem, features);
+    if (!r.ok()) return wrap(std::move(r).error(), "{} queue {}", device, i);
+  }
+  return queues;
+}
+
+}  // namespace ringvm

@@ -1,0 +1,61 @@
+// VirtioWorker: a device thread that waits on eventfds (queue kicks from ioeventfd, plus any the
+// device adds, e.g. "host input arrived") with epoll and calls the device's handler for each.
+//
+// Why a thread per device (or per queue) rather than the shared EventLoop: a kick reaches us
+// through ioeventfd without the vCPU leaving the kernel, and a slow disk or a large getrandom()
+// then stalls only this device, never the event loop that serves every other device and the API.
+//
+// Destruction (or stop()) wakes the thread and joins it, so after it returns the handler is
+// never running and never called again: devices destroy their worker first in reset().
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/result.h"
+#include "base/unique_fd.h"
+#include "devices/virtio/virtio_device.h"
+
+namespace ringvm {
+
+class VirtioWorker {
+ public:
+  // Called with the index into `fds` of the fd that became readable (its counter drained).
+  using Handler = std::function<void(size_t source)>;
+
+  // Starts the thread. It first calls handler(i) once for every fd, so buffers the driver made
+  // available before activation are served without a kick. fds of -1 are skipped.
+  static Result<std::unique_ptr<VirtioWorker>> start(std::string name, std::vector<int> fds, Handler handler);
+  ~VirtioWorker();
+  VirtioWorker(const VirtioWorker&) = delete;
+  VirtioWorker& operator=(const VirtioWorker&) = delete;
+
+  void stop();
+
+ private:
+  VirtioWorker() = default;
+  void run();
+
+  std::string name_;
+  std::vector<int> fds_;
+  Handler handler_;
+  UniqueFd epfd_;
+  UniqueFd stopfd_;
+  std::thread thread_;
+};
+
+// Activates every ready queue against `mem` and `features` (geometry checks); the first error
+// names the device and queue. Entries for queues the driver left disabled come back empty
+// (queue == nullptr, kick_fd == -1) so indices keep their meaning (console rx = 0, tx = 1).
+Result<std::vector<ActivatedQueue>> activate_queues(std::string_view device, const GuestMemory& mem,
+                                                    uint64_t features, std::vector<ActivatedQueue> queues);
+
+// An eventfd a device uses to wake its own worker (e.g. new host input). Non-blocking.
+Result<UniqueFd> make_eventfd(std::string_view what);
+void signal_eventfd(int fd);
+
+}  // namespace ringvm
