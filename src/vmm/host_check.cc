@@ -1,6 +1,8 @@
 #include "vmm/host_check.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <grp.h>
 #include <linux/kvm.h>
 #include <pwd.h>
@@ -17,9 +19,6 @@
 #include <mutex>
 #include <set>
 #include <sstream>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include "base/unique_fd.h"
 #include "devices/bus.h"
@@ -204,14 +203,20 @@ CpuInfo parse_cpuinfo(std::string_view text) {
   }
   std::istringstream words{std::string(flags)};
   for (std::string f; words >> f;) {
-    if (f == "lm") cpu.long_mode = true;
-    else if (f == "nx") cpu.nx = true;
-    else if (f == "vmx") cpu.vmx = true;
-    else if (f == "svm") cpu.svm = true;
-    else if (f == "hypervisor") cpu.hypervisor = true;
+    if (f == "lm")
+      cpu.long_mode = true;
+    else if (f == "nx")
+      cpu.nx = true;
+    else if (f == "vmx")
+      cpu.vmx = true;
+    else if (f == "svm")
+      cpu.svm = true;
+    else if (f == "hypervisor")
+      cpu.hypervisor = true;
   }
-  cpu.cores = cores_per_package > 0 ? cores_per_package * std::max<int>(1, static_cast<int>(physical_ids.size()))
-                                    : cpu.logical_cpus;
+  cpu.cores = cores_per_package > 0
+                  ? cores_per_package * std::max<int>(1, static_cast<int>(physical_ids.size()))
+                  : cpu.logical_cpus;
   return cpu;
 }
 
@@ -298,7 +303,8 @@ void decide(HostReport& r) {
   r.notes.clear();
   const auto& d = r.device;
   const auto& m = r.modules;
-  const std::string node = fmt::format("{} ({} {}:{})", d.path, mode_string(d.char_device, d.mode), d.owner, d.group);
+  const std::string node =
+      fmt::format("{} ({} {}:{})", d.path, mode_string(d.char_device, d.mode), d.owner, d.group);
   auto unusable = [&r](std::string problem) {
     r.verdict = Verdict::kUnusable;
     r.verdict_text = "KVM present but unusable: " + problem;
@@ -319,24 +325,32 @@ void decide(HostReport& r) {
       if (d.user_in_group)
         return unusable(fmt::format(
             "cannot open {}: this user was added to group {} after logging in: log out and in again "
-            "(or run `newgrp {}`)", node, d.group, d.group));
+            "(or run `newgrp {}`)",
+            node, d.group, d.group));
       return unusable(fmt::format(
           "cannot open {}: add this user to group {} (`sudo usermod -aG {} $USER`, then log in again); "
-          "do not make {} world-writable", node, d.group, d.group, d.path));
+          "do not make {} world-writable",
+          node, d.group, d.group, d.path));
     }
     return unusable(fmt::format("cannot open {}: {}", node, std::strerror(d.open_errno)));
   }
   if (d.api_version < 0)
-    return unusable(fmt::format("{} does not answer KVM_GET_API_VERSION: it is not a KVM device; pass "
-                                "the KVM device with --dev", d.path));
+    return unusable(
+        fmt::format("{} does not answer KVM_GET_API_VERSION: it is not a KVM device; pass "
+                    "the KVM device with --dev",
+                    d.path));
   if (d.api_version != KVM_API_VERSION)
-    return unusable(fmt::format("{} speaks KVM API version {}, ringvm needs {}: run a Linux kernel with "
-                                "the stable KVM API (2.6.22 or later)", d.path, d.api_version, KVM_API_VERSION));
+    return unusable(
+        fmt::format("{} speaks KVM API version {}, ringvm needs {}: run a Linux kernel with "
+                    "the stable KVM API (2.6.22 or later)",
+                    d.path, d.api_version, KVM_API_VERSION));
   for (const auto& cap : required_capabilities()) {
     auto it = d.capabilities.find(cap);
     if (it == d.capabilities.end() || it->second <= 0)
-      return unusable(fmt::format("the KVM behind {} lacks {}, which ringvm needs: run a newer host kernel "
-                                  "(Linux 4.11 or later has every capability ringvm uses)", d.path, cap));
+      return unusable(
+          fmt::format("the KVM behind {} lacks {}, which ringvm needs: run a newer host kernel "
+                      "(Linux 4.11 or later has every capability ringvm uses)",
+                      d.path, cap));
   }
   if (!r.probe || !r.probe->ok)
     return unusable(fmt::format("{} opened, but running a one-instruction guest failed: {}", d.path,
@@ -350,39 +364,47 @@ void decide(HostReport& r) {
       r.notes.push_back(fmt::format(
           "kvm_pvm serves {}: it runs guests in hardware ring 3 with shadow paging. A guest kernel built "
           "for PVM boots; an unmodified kernel does not (its code runs only under KVM's instruction "
-          "emulator, about 2 million instructions per second).", d.path));
+          "emulator, about 2 million instructions per second).",
+          d.path));
       r.notes.push_back(fmt::format(
           "The probe guest (not a PVM guest) still ran and halted in {} us: tiny test guests work, "
-          "operating systems do not.", p.microseconds));
-      r.notes.push_back("For unmodified guests use a host with VT-x/AMD-V: bare metal, or a VM with nested "
-                        "virtualization enabled (kvm_intel/kvm_amd nested=1 on its host).");
+          "operating systems do not.",
+          p.microseconds));
+      r.notes.push_back(
+          "For unmodified guests use a host with VT-x/AMD-V: bare metal, or a VM with nested "
+          "virtualization enabled (kvm_intel/kvm_amd nested=1 on its host).");
       return;
     case KvmBackend::kIntel:
-    case KvmBackend::kAmd:
-      break;
+    case KvmBackend::kAmd: break;
     case KvmBackend::kUnknown:
       if (!r.cpu.vmx && !r.cpu.svm)
         return unusable(fmt::format(
             "cannot tell what serves {}: no kvm_intel, kvm_amd or kvm_pvm under the sysfs module directory "
-            "and the CPU reports neither vmx nor svm; mount sysfs or pass --sysfs-root", d.path));
-      r.notes.push_back("no kvm_intel or kvm_amd under the sysfs module directory (built into the kernel?); "
-                        "the CPU reports VT-x/AMD-V and the probe guest ran");
+            "and the CPU reports neither vmx nor svm; mount sysfs or pass --sysfs-root",
+            d.path));
+      r.notes.push_back(
+          "no kvm_intel or kvm_amd under the sysfs module directory (built into the kernel?); "
+          "the CPU reports VT-x/AMD-V and the probe guest ran");
       break;
   }
   r.verdict = Verdict::kHardware;
   r.verdict_text = "unmodified guests with hardware acceleration";
   if (m.ept == false)
-    r.notes.push_back("kvm_intel ept=N: guest memory goes through shadow page tables, which is slow; reload "
-                      "kvm_intel with ept=1");
+    r.notes.push_back(
+        "kvm_intel ept=N: guest memory goes through shadow page tables, which is slow; reload "
+        "kvm_intel with ept=1");
   if (m.unrestricted_guest == false)
-    r.notes.push_back("kvm_intel unrestricted_guest=N: real-mode boot code is emulated; reload kvm_intel with "
-                      "unrestricted_guest=1 (needs ept=1)");
+    r.notes.push_back(
+        "kvm_intel unrestricted_guest=N: real-mode boot code is emulated; reload kvm_intel with "
+        "unrestricted_guest=1 (needs ept=1)");
   if (m.npt == false)
-    r.notes.push_back("kvm_amd npt=0: guest memory goes through shadow page tables, which is slow; reload "
-                      "kvm_amd with npt=1");
+    r.notes.push_back(
+        "kvm_amd npt=0: guest memory goes through shadow page tables, which is slow; reload "
+        "kvm_amd with npt=1");
   if (r.cpu.hypervisor)
-    r.notes.push_back("this host is itself a VM (nested virtualization): every VM exit costs far more than on "
-                      "bare metal");
+    r.notes.push_back(
+        "this host is itself a VM (nested virtualization): every VM exit costs far more than on "
+        "bare metal");
 }
 
 KvmDevice probe_device(const std::string& path) {
@@ -408,7 +430,8 @@ KvmDevice probe_device(const std::string& path) {
   d.opened = true;
   d.api_version = ::ioctl(fd.get(), KVM_GET_API_VERSION, 0);
   if (d.api_version != KVM_API_VERSION) return d;
-  for (const auto& c : kCaps) d.capabilities[c.name] = std::max(0, ::ioctl(fd.get(), KVM_CHECK_EXTENSION, c.cap));
+  for (const auto& c : kCaps)
+    d.capabilities[c.name] = std::max(0, ::ioctl(fd.get(), KVM_CHECK_EXTENSION, c.cap));
   d.recommended_vcpus = std::max(0, ::ioctl(fd.get(), KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS));
   d.max_vcpus = std::max(0, ::ioctl(fd.get(), KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS));
   return d;
@@ -462,7 +485,8 @@ ProbeResult run_probe_guest(const std::string& path) {
   }
   thread.join();
   p.microseconds = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count());
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start)
+          .count());
   auto exit = fut.get();
   p.exits = port->events();
   if (!exit) return fail("KVM_RUN", exit.error());
@@ -500,11 +524,13 @@ std::string format_text(const HostReport& r) {
   const auto& d = r.device;
   const auto& m = r.modules;
   std::string out;
-  out += fmt::format("CPU        {} ({}, family {} model {})\n", c.model_name.empty() ? "unknown" : c.model_name,
-                     c.vendor.empty() ? "unknown vendor" : c.vendor, c.family, c.model);
-  out += fmt::format("           {} logical CPUs, {} cores; 64-bit (lm): {}, NX: {}\n", c.logical_cpus, c.cores,
-                     yn(c.long_mode), yn(c.nx));
-  out += fmt::format("           vmx: {}, svm: {}, under a hypervisor: {}\n", yn(c.vmx), yn(c.svm), yn(c.hypervisor));
+  out +=
+      fmt::format("CPU        {} ({}, family {} model {})\n", c.model_name.empty() ? "unknown" : c.model_name,
+                  c.vendor.empty() ? "unknown vendor" : c.vendor, c.family, c.model);
+  out += fmt::format("           {} logical CPUs, {} cores; 64-bit (lm): {}, NX: {}\n", c.logical_cpus,
+                     c.cores, yn(c.long_mode), yn(c.nx));
+  out += fmt::format("           vmx: {}, svm: {}, under a hypervisor: {}\n", yn(c.vmx), yn(c.svm),
+                     yn(c.hypervisor));
   if (!d.exists) {
     out += fmt::format("{:<10} missing\n", d.path);
   } else {
@@ -536,9 +562,10 @@ std::string format_text(const HostReport& r) {
   out += "\n";
   if (r.probe) {
     const auto& p = *r.probe;
-    out += fmt::format("Probe      {}: {} in {} us{}\n", kProbeGuestDescription,
-                       p.exits.empty() ? std::string("no exits") : fmt::format("{}", fmt::join(p.exits, ", then ")),
-                       p.microseconds, p.ok ? "" : " (FAILED: " + p.error + ")");
+    out += fmt::format(
+        "Probe      {}: {} in {} us{}\n", kProbeGuestDescription,
+        p.exits.empty() ? std::string("no exits") : fmt::format("{}", fmt::join(p.exits, ", then ")),
+        p.microseconds, p.ok ? "" : " (FAILED: " + p.error + ")");
   } else {
     out += "Probe      not run (/dev/kvm unusable)\n";
   }
@@ -554,10 +581,17 @@ nlohmann::json to_json(const HostReport& r) {
   const auto& d = r.device;
   const auto& m = r.modules;
   json j;
-  j["cpu"] = {{"vendor", c.vendor},       {"model_name", c.model_name}, {"family", c.family},
-              {"model", c.model},         {"logical_cpus", c.logical_cpus}, {"cores", c.cores},
-              {"long_mode", c.long_mode}, {"nx", c.nx},                 {"vmx", c.vmx},
-              {"svm", c.svm},             {"hypervisor", c.hypervisor}};
+  j["cpu"] = {{"vendor", c.vendor},
+              {"model_name", c.model_name},
+              {"family", c.family},
+              {"model", c.model},
+              {"logical_cpus", c.logical_cpus},
+              {"cores", c.cores},
+              {"long_mode", c.long_mode},
+              {"nx", c.nx},
+              {"vmx", c.vmx},
+              {"svm", c.svm},
+              {"hypervisor", c.hypervisor}};
   j["device"] = {{"path", d.path},
                  {"exists", d.exists},
                  {"char_device", d.char_device},

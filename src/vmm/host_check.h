@@ -9,12 +9,11 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace ringvm {
 
@@ -46,11 +45,11 @@ const char* backend_module_name(KvmBackend backend);  // "kvm_intel", ..., "unkn
 // The vendor module and the parameters it exposes; a parameter the module lacks is nullopt.
 struct KvmModuleInfo {
   KvmBackend backend = KvmBackend::kUnknown;
-  std::vector<std::string> loaded;          // every kvm_* vendor module under /sys/module
-  std::optional<bool> nested;               // kvm_intel / kvm_amd: nested virtualization
-  std::optional<bool> ept;                  // kvm_intel: extended page tables
-  std::optional<bool> unrestricted_guest;   // kvm_intel: real mode without emulation
-  std::optional<bool> npt;                  // kvm_amd: nested page tables
+  std::vector<std::string> loaded;         // every kvm_* vendor module under /sys/module
+  std::optional<bool> nested;              // kvm_intel / kvm_amd: nested virtualization
+  std::optional<bool> ept;                 // kvm_intel: extended page tables
+  std::optional<bool> unrestricted_guest;  // kvm_intel: real mode without emulation
+  std::optional<bool> npt;                 // kvm_amd: nested page tables
 };
 // A module parameter's text: "Y"/"N" (bool params) or "1"/"0" (int params), with a newline.
 std::optional<bool> parse_module_bool(std::string_view text);
@@ -67,9 +66,9 @@ struct KvmDevice {
   bool user_in_group = false;  // the node's group is one of this process's groups
   bool opened = false;
   int open_errno = 0;
-  int api_version = -1;        // KVM_GET_API_VERSION, -1 when not reached
-  int recommended_vcpus = 0;   // KVM_CAP_NR_VCPUS
-  int max_vcpus = 0;           // KVM_CAP_MAX_VCPUS
+  int api_version = -1;                     // KVM_GET_API_VERSION, -1 when not reached
+  int recommended_vcpus = 0;                // KVM_CAP_NR_VCPUS
+  int max_vcpus = 0;                        // KVM_CAP_MAX_VCPUS
   std::map<std::string, int> capabilities;  // KVM_CAP_* name -> KVM_CHECK_EXTENSION value
 };
 // "crw-rw----" for a mode and type.
@@ -79,11 +78,11 @@ const std::vector<std::string>& required_capabilities();
 
 // The proof: a real-mode guest `out %al, $0x80; hlt` entered at 0x1000 with AL = 0x5a.
 struct ProbeResult {
-  bool ran = false;            // a VM and vCPU were created and KVM_RUN entered
-  bool ok = false;             // the guest wrote 0x5a to port 0x80 and then halted
+  bool ran = false;                // a VM and vCPU were created and KVM_RUN entered
+  bool ok = false;                 // the guest wrote 0x5a to port 0x80 and then halted
   std::vector<std::string> exits;  // what happened, in order ("io out port 0x80 value 0x5a", "hlt")
-  uint64_t microseconds = 0;   // wall time of the run
-  std::string error;           // why it did not run or did not do what it should
+  uint64_t microseconds = 0;       // wall time of the run
+  std::string error;               // why it did not run or did not do what it should
 };
 
 enum class Verdict {
@@ -102,9 +101,9 @@ struct HostReport {
   KvmDevice device;
   std::optional<ProbeResult> probe;  // nullopt when /dev/kvm could not be opened
   Verdict verdict = Verdict::kNoKvm;
-  std::string verdict_text;            // the plain sentence
-  std::vector<std::string> problems;   // one line each: names the path or capability and the fix
-  std::vector<std::string> notes;      // honest remarks (e.g. how PVM ran the probe)
+  std::string verdict_text;           // the plain sentence
+  std::vector<std::string> problems;  // one line each: names the path or capability and the fix
+  std::vector<std::string> notes;     // honest remarks (e.g. how PVM ran the probe)
 };
 
 // Fills verdict, verdict_text, problems and notes from the facts in `report`. Pure.

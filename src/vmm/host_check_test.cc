@@ -105,7 +105,8 @@ TEST(ParseCpuinfo, HostileOrEmptyTextGivesEmptyFacts) {
   const CpuInfo empty = parse_cpuinfo("");
   EXPECT_EQ(empty.logical_cpus, 0);
   EXPECT_EQ(empty.family, -1);
-  const CpuInfo junk = parse_cpuinfo("processor: 0\ncpu family: 99999999999999999\nmodel: x1\nflags: vmx\n:\n\n");
+  const CpuInfo junk =
+      parse_cpuinfo("processor: 0\ncpu family: 99999999999999999\nmodel: x1\nflags: vmx\n:\n\n");
   EXPECT_EQ(junk.logical_cpus, 1);
   EXPECT_EQ(junk.family, -1);
   EXPECT_EQ(junk.model, -1);

@@ -12,10 +12,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 namespace {
 
@@ -77,7 +76,8 @@ TEST(CheckCli, JsonOnThisHostNamesTheBackendAndRanTheProbe) {
     EXPECT_EQ(j["backend"]["module"], "kvm_pvm");
     EXPECT_EQ(j["verdict"], "pvm-only");
     EXPECT_EQ(r.status, 10);
-  } else if (std::filesystem::exists("/sys/module/kvm_intel") || std::filesystem::exists("/sys/module/kvm_amd")) {
+  } else if (std::filesystem::exists("/sys/module/kvm_intel") ||
+             std::filesystem::exists("/sys/module/kvm_amd")) {
     EXPECT_EQ(j["verdict"], "hardware");
     EXPECT_EQ(r.status, 0);
   }
@@ -92,13 +92,14 @@ TEST(CheckCli, TextOnThisHostEndsWithTheSameVerdict) {
   EXPECT_EQ(text.status, as_json.status);
   const auto j = nlohmann::json::parse(as_json.out, nullptr, false);
   ASSERT_FALSE(j.is_discarded());
-  EXPECT_NE(text.out.find("Verdict    " + j["verdict_text"].get<std::string>()), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("Verdict    " + j["verdict_text"].get<std::string>()), std::string::npos)
+      << text.out;
   EXPECT_NE(text.out.find("/dev/kvm"), std::string::npos);
 }
 
 TEST(CheckCli, MissingDeviceOnFixtureHost) {
   const ProcessRun r = run_ringvm("check --json --dev /nonexistent/kvm --procfs-root " + kFixtures +
-                           "/novirt/proc --sysfs-root " + kFixtures + "/novirt/sys");
+                                  "/novirt/proc --sysfs-root " + kFixtures + "/novirt/sys");
   EXPECT_EQ(r.status, 11);
   const auto j = nlohmann::json::parse(r.out, nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << r.out;
@@ -119,7 +120,8 @@ TEST(CheckCli, NonKvmDeviceIsUnusable) {
 TEST(CheckCli, HelpDocumentsExitStatusesAndBadOptionsAreUsageErrors) {
   const ProcessRun help = run_ringvm("check --help");
   EXPECT_EQ(help.status, 0);
-  for (const char* s : {"10  only PVM", "11  no KVM", "12  KVM present but unusable", "--sysfs-root", "--dev"})
+  for (const char* s :
+       {"10  only PVM", "11  no KVM", "12  KVM present but unusable", "--sysfs-root", "--dev"})
     EXPECT_NE(help.out.find(s), std::string::npos) << s << " missing from:\n" << help.out;
   EXPECT_EQ(run_ringvm("check --no-such-option").status, 2);
 }

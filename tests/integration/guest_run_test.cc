@@ -30,16 +30,15 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr uint64_t kLoadAddr = 0x1000;      // every guest is linked and entered here
-constexpr uint16_t kSerialPort = 0x3f8;     // the guests write "OK" here
-constexpr uint16_t kTestPort = 0x510;       // the guests read a 32-bit value here
+constexpr uint64_t kLoadAddr = 0x1000;   // every guest is linked and entered here
+constexpr uint16_t kSerialPort = 0x3f8;  // the guests write "OK" here
+constexpr uint16_t kTestPort = 0x510;    // the guests read a 32-bit value here
 constexpr uint32_t kTestPortValue = 0x12345677;
-constexpr uint64_t kRealModeMmio = 0xd0010;       // real-mode guest: segment 0xd000, offset 0x10
-constexpr uint64_t kLongModeMmio = 0x1000'0000;   // 64-bit guest: identity-mapped, outside RAM
+constexpr uint64_t kRealModeMmio = 0xd0010;      // real-mode guest: segment 0xd000, offset 0x10
+constexpr uint64_t kLongModeMmio = 0x1000'0000;  // 64-bit guest: identity-mapped, outside RAM
 // A guest that has not halted by then is stuck (PVM emulates non-PVM guests at ~2M instr/s; the
 // guests run a dozen instructions).
 constexpr auto kGuestDeadline = 20s;
-
 
 std::vector<uint8_t> read_guest_binary(const std::string& name) {
   const std::string path = std::string(RINGVM_GUESTS_DIR) + "/" + name;
@@ -59,7 +58,8 @@ class RecordingDevice final : public Device {
   RecordingDevice(std::string name, uint32_t read_value) : name_(std::move(name)), read_value_(read_value) {}
   std::string_view name() const override { return name_; }
   void read(uint64_t offset, std::span<uint8_t> data) override {
-    for (size_t i = 0; i < data.size(); ++i) data[i] = i < 4 ? static_cast<uint8_t>(read_value_ >> (8 * i)) : 0;
+    for (size_t i = 0; i < data.size(); ++i)
+      data[i] = i < 4 ? static_cast<uint8_t>(read_value_ >> (8 * i)) : 0;
     std::lock_guard lock(mu_);
     accesses_.push_back({false, offset, {data.begin(), data.end()}});
   }
@@ -168,9 +168,9 @@ class GuestRunTest : public ::testing::Test {
     s.gdt.base = kGdt;
     s.gdt.limit = sizeof(gdt) - 1;
     s.cr3 = kPml4;
-    s.cr4 = 1u << 5;                                  // PAE
+    s.cr4 = 1u << 5;                                         // PAE
     s.cr0 = (1u << 0) | (1u << 4) | (1u << 5) | (1u << 31);  // PE, ET, NE, PG
-    s.efer = (1u << 8) | (1u << 10);                  // LME, LMA
+    s.efer = (1u << 8) | (1u << 10);                         // LME, LMA
     ASSERT_TRUE(vcpu_->set_sregs(s).ok());
     kvm_regs r{};
     r.rip = kLoadAddr;
