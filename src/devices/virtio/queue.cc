@@ -1,14 +1,12 @@
 #include "devices/virtio/queue.h"
 
 #include <endian.h>
-// The legacy vring_init() helper in this header is C-only; we need only the ABI structs.
-#define VIRTIO_RING_NO_LEGACY
-#include <linux/virtio_ring.h>
 
 #include <bit>
 #include <limits>
 
 #include "base/log.h"
+#include "devices/virtio/ring_abi.h"
 #include "memory/guest_memory.h"
 
 namespace ringvm {

@@ -98,3 +98,44 @@ Result<std::vector<ActivatedQueue>> activate_queues(std::string_view device, con
 }
 
 }  // namespace ringvm
+
+namespace ringvm {
+
+Result<void> SingleWorkerDevice::activate(const GuestMemory& mem, uint64_t acked_features,
+                                          std::vector<ActivatedQueue> queues) {
+  std::lock_guard lock(mu_);
+  if (worker_) return make_error(ErrorCode::kInternal, "{}: activated twice", name());
+  if (queues.size() > queue_max_sizes().size())
+    return make_error(ErrorCode::kInvalidArgument, "{}: {} queues given, {} offered", name(), queues.size(),
+                      queue_max_sizes().size());
+  queues_ = TRY(activate_queues(name(), mem, acked_features, std::move(queues)));
+  mem_ = &mem;
+  std::vector<int> fds;
+  for (const auto& q : queues_) fds.push_back(q.kick_fd);
+  // Device fds are always served, even for a queue the driver left disabled.
+  for (int fd : extra_fds()) fds.push_back(fd);
+  auto w = VirtioWorker::start(std::string(name()), std::move(fds), [this](size_t s) { on_event(s); });
+  if (!w.ok()) {
+    queues_.clear();
+    mem_ = nullptr;
+    return std::move(w).error();
+  }
+  worker_ = std::move(*w);
+  return Ok();
+}
+
+void SingleWorkerDevice::stop() {
+  std::lock_guard lock(mu_);
+  worker_.reset();  // joins: on_event is not running and never runs again
+  queues_.clear();
+  mem_ = nullptr;
+}
+
+void SingleWorkerDevice::reset() { stop(); }
+
+void SingleWorkerDevice::notify_if_needed(size_t index) {
+  auto& aq = queues_[index];
+  if (aq.queue != nullptr && aq.queue->needs_notification() && aq.notify) aq.notify();
+}
+
+}  // namespace ringvm

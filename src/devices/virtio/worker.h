@@ -10,6 +10,7 @@
 #pragma once
 
 #include <functional>
+#include <mutex>
 #include <memory>
 #include <span>
 #include <string>
@@ -57,5 +58,38 @@ Result<std::vector<ActivatedQueue>> activate_queues(std::string_view device, con
 // An eventfd a device uses to wake its own worker (e.g. new host input). Non-blocking.
 Result<UniqueFd> make_eventfd(std::string_view what);
 void signal_eventfd(int fd);
+
+}  // namespace ringvm
+
+namespace ringvm {
+
+// The activate/reset half of a device served by one worker thread (rng, console): the worker
+// watches every queue's kick fd plus the device's own `extra_fds`, and calls on_event().
+class SingleWorkerDevice : public VirtioDevice {
+ public:
+  Result<void> activate(const GuestMemory& mem, uint64_t acked_features,
+                        std::vector<ActivatedQueue> queues) override;
+  void reset() override;
+
+ protected:
+  SingleWorkerDevice() = default;
+  // Stops the worker; a final class must call it from its destructor, while its own members
+  // (used by on_event) still exist.
+  void stop();
+  // `source` < queue count: that queue was kicked (or the worker just started); otherwise
+  // extra_fds()[source - queue count] fired. Runs on the worker thread only.
+  virtual void on_event(size_t source) = 0;
+  virtual std::vector<int> extra_fds() const { return {}; }
+  // Raises queue `index`'s interrupt if the driver wants one for what was just used.
+  void notify_if_needed(size_t index);
+  VirtQueue* queue(size_t index) const { return index < queues_.size() ? queues_[index].queue : nullptr; }
+  const GuestMemory* mem() const { return mem_; }
+
+ private:
+  std::mutex mu_;
+  const GuestMemory* mem_ = nullptr;
+  std::vector<ActivatedQueue> queues_;
+  std::unique_ptr<VirtioWorker> worker_;
+};
 
 }  // namespace ringvm

@@ -3,15 +3,13 @@
 #include <endian.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_ids.h>
-// The legacy vring_init() helper in this header is C-only; we need only the ABI constants.
-#define VIRTIO_RING_NO_LEGACY
-#include <linux/virtio_ring.h>
 
 #include <algorithm>
 #include <cstring>
 
 #include "base/log.h"
 #include "devices/virtio/chain_io.h"
+#include "devices/virtio/ring_abi.h"
 #include "memory/guest_memory.h"
 
 namespace ringvm {

@@ -4,14 +4,12 @@
 #pragma once
 
 #include <endian.h>
-// The legacy vring_init() helper in this header is C-only; we need only the ABI structs.
-#define VIRTIO_RING_NO_LEGACY
-#include <linux/virtio_ring.h>
 
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
+#include "devices/virtio/ring_abi.h"
 #include "devices/virtio/queue.h"
 #include "memory/guest_memory.h"
 
