@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Asserts one aspect of one run of the lab session (tests/lab/lab_session.sh) from its log and
+# result, and prints the run's whole log (command, VMM output, guest console) first.
+#
+#   lab_check.sh RESULTS RUN ASPECT
+#
+#   RUN     qemu_microvm_poweroff | ringvm_poweroff | ringvm_reboot | kvm_integration
+#   ASPECT  poweroff  exit status 0, the guest's init ran to the end and chose poweroff
+#           reboot    exit status 3 (guest rebooted, --on-reboot exit), init chose reboot
+#           cpus      the guest saw 2 online CPUs
+#           memory    the guest's MemTotal is 85-100% of 512 MiB (QEMU microvm gives 89%: the
+#                     stock kernel reserves ~55 MiB for its image, memmap and tables)
+#           clock     the guest's `date +%s` is within 60 s of L1's clock during the run
+#           gtest     exit status 0 and at least one test passed
+set -uo pipefail
+[[ $# -eq 3 ]] || { echo "usage: $0 RESULTS RUN ASPECT" >&2; exit 2; }
+results=$1 run=$2 aspect=$3
+log=$results/$run.log
+result=$results/$run.result
+
+echo "==== $run: log ($log)"
+cat "$log" 2>/dev/null || echo "(no log: the lab session never started this run)"
+[[ -e $results/$run.console ]] && { echo "==== $run: guest console"; cat "$results/$run.console"; }
+echo "==== $run: result"
+cat "$result" 2>/dev/null || { echo "FAIL: no result for $run: the lab session did not finish it"; exit 1; }
+echo "===="
+
+field() { sed -n "s/^$1=//p" "$result"; }
+status=$(field status)
+# Markers come from the guest console: ringvm's stdout, or QEMU's console file.
+console=$(cat "$log" "$results/$run.console" 2>/dev/null | tr -d '\r')
+marker() { sed -n "s/^.*RINGVM-LAB-$1 //p" <<<"$console" | head -n1; }
+
+failures=0
+expect() {
+  local what=$1
+  shift
+  if "$@"; then
+    echo "ok:   $what"
+  else
+    echo "FAIL: $what"
+    failures=$((failures + 1))
+  fi
+}
+init_ran_to() {
+  grep -q 'RINGVM-LAB-MARKER ok' <<<"$console" && grep -q 'RINGVM-LAB-MARKER done' <<<"$console" &&
+    [[ $(marker ACTION) == "$1" ]]
+}
+int_between() { [[ $1 =~ ^[0-9]+$ ]] && (($2 <= $1 && $1 <= $3)); }
+
+case $aspect in
+  poweroff)
+    expect "exit status is 0 (guest powered off); got $status" test "$status" = 0
+    expect "init printed its markers and powered off (ACTION '$(marker ACTION)')" init_ran_to poweroff
+    ;;
+  reboot)
+    expect "exit status is 3 (guest rebooted, --on-reboot exit); got $status" test "$status" = 3
+    expect "init printed its markers and rebooted (ACTION '$(marker ACTION)')" init_ran_to reboot
+    ;;
+  cpus)
+    expect "guest nproc is 2; got '$(marker NPROC)'" test "$(marker NPROC)" = 2
+    expect "guest online CPUs are 0-1; got '$(marker CPUS-ONLINE)'" test "$(marker CPUS-ONLINE)" = 0-1
+    ;;
+  memory)
+    mem=$(marker MEMTOTAL-KB)
+    expect "guest MemTotal ${mem:-?} kB is within 85-100% of 524288 kB" int_between "$mem" 445645 524288
+    ;;
+  clock)
+    guest=$(marker DATE)
+    lo=$(($(field start | cut -d. -f1) - 60))
+    hi=$(($(field end | cut -d. -f1) + 60))
+    expect "guest date ${guest:-?} is within 60 s of L1's clock during the run [$lo, $hi]" \
+      int_between "$guest" "$lo" "$hi"
+    ;;
+  gtest)
+    passed=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' <<<"$console")
+    expect "exit status is 0; got $status" test "$status" = 0
+    expect "at least one test passed; got '${passed:-none}'" int_between "${passed:-0}" 1 1000000
+    ;;
+  *)
+    echo "unknown aspect '$aspect'" >&2
+    exit 2
+    ;;
+esac
+((failures == 0)) || { echo "$run/$aspect: $failures check(s) FAILED"; exit 1; }
+echo "$run/$aspect: passed"
