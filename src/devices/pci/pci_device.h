@@ -36,6 +36,11 @@ class PciDevice {
 
   // The guest programmed BAR `bar` to `new_base` (0 = unmapped/decoding disabled).
   virtual void bar_moved(int bar, uint64_t old_base, uint64_t new_base) = 0;
+
+  // The bus placed this function at device `slot` of bus 0; if it has an interrupt pin, that pin
+  // raises `intx_gsi` (pci_intx_gsi in arch/x86_64/layout.h). Called once by PciBus::add_device,
+  // before the guest runs.
+  virtual void attached(uint8_t /*slot*/, uint32_t /*intx_gsi*/) {}
 };
 
 }  // namespace ringvm

@@ -1,0 +1,409 @@
+#include "devices/virtio/virtio_pci.h"
+
+#include <gtest/gtest.h>
+#include <linux/pci_regs.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_ids.h>
+#include <linux/virtio_pci.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+#include <map>
+
+#include "devices/pci/pci_bus.h"
+#include "devices/pci/testing/fake_interrupt_controller.h"
+#include "memory/guest_memory.h"
+
+namespace ringvm {
+namespace {
+
+using testing::FakeInterruptController;
+
+constexpr uint64_t kFeatureA = 1ULL << 5;
+constexpr uint64_t kFeatureB = 1ULL << 33;
+constexpr uint64_t kVersion1 = 1ULL << VIRTIO_F_VERSION_1;
+
+class FakeDevice final : public VirtioDevice {
+ public:
+  std::string_view name() const override { return "fake"; }
+  uint32_t device_type() const override { return VIRTIO_ID_NET; }
+  uint64_t device_features() const override { return kVersion1 | kFeatureA | kFeatureB; }
+  std::vector<uint16_t> queue_max_sizes() const override { return {256, 128}; }
+  void read_config(uint64_t offset, std::span<uint8_t> data) const override {
+    for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(0xA0 + offset + i);
+  }
+  void write_config(uint64_t offset, std::span<const uint8_t> data) override {
+    config_writes.emplace_back(offset, data.size());
+  }
+  Result<void> activate(const GuestMemory&, uint64_t acked, std::vector<ActivatedQueue> queues) override {
+    ++activations;
+    acked_features = acked;
+    activated = std::move(queues);
+    if (fail_activate) return make_error(ErrorCode::kInvalidArgument, "fake refuses");
+    return Ok();
+  }
+  void reset() override {
+    ++resets;
+    activated.clear();
+  }
+
+  int activations = 0;
+  int resets = 0;
+  bool fail_activate = false;
+  uint64_t acked_features = 0;
+  std::vector<ActivatedQueue> activated;
+  std::vector<std::pair<uint64_t, size_t>> config_writes;
+};
+
+uint64_t drain(int fd) {
+  uint64_t v = 0;
+  if (::read(fd, &v, sizeof(v)) != sizeof(v)) return 0;
+  return v;
+}
+
+class VirtioPciTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(mem_.add_region(0, 1 << 20).ok());
+    fake_ = std::make_shared<FakeDevice>();
+    auto d = VirtioPciDevice::create(fake_, mem_, ic_, router_);
+    ASSERT_TRUE(d.ok()) << d.error().message();
+    dev_ = *d;
+  }
+
+  void w(uint64_t off, uint64_t v, size_t size) {
+    std::array<uint8_t, 8> b{};
+    std::memcpy(b.data(), &v, 8);
+    dev_->bar_write(VirtioPciDevice::kBar, off, std::span<const uint8_t>(b.data(), size));
+  }
+  uint64_t r(uint64_t off, size_t size) {
+    std::array<uint8_t, 8> b{};
+    dev_->bar_read(VirtioPciDevice::kBar, off, std::span<uint8_t>(b.data(), size));
+    uint64_t v = 0;
+    std::memcpy(&v, b.data(), 8);
+    return v;
+  }
+  void status(uint8_t s) { w(VIRTIO_PCI_COMMON_STATUS, s, 1); }
+  uint8_t status() { return static_cast<uint8_t>(r(VIRTIO_PCI_COMMON_STATUS, 1)); }
+  uint64_t device_features() {
+    w(VIRTIO_PCI_COMMON_DFSELECT, 0, 4);
+    uint64_t f = r(VIRTIO_PCI_COMMON_DF, 4);
+    w(VIRTIO_PCI_COMMON_DFSELECT, 1, 4);
+    return f | r(VIRTIO_PCI_COMMON_DF, 4) << 32;
+  }
+  void driver_features(uint64_t f) {
+    w(VIRTIO_PCI_COMMON_GFSELECT, 0, 4);
+    w(VIRTIO_PCI_COMMON_GF, static_cast<uint32_t>(f), 4);
+    w(VIRTIO_PCI_COMMON_GFSELECT, 1, 4);
+    w(VIRTIO_PCI_COMMON_GF, f >> 32, 4);
+  }
+  // What virtio_pci_modern's setup_vq does for queue `q`.
+  void setup_queue(uint16_t q, uint16_t size, uint16_t vector, uint64_t desc) {
+    w(VIRTIO_PCI_COMMON_Q_SELECT, q, 2);
+    w(VIRTIO_PCI_COMMON_Q_SIZE, size, 2);
+    w(VIRTIO_PCI_COMMON_Q_DESCLO, static_cast<uint32_t>(desc), 4);
+    w(VIRTIO_PCI_COMMON_Q_DESCHI, desc >> 32, 4);
+    w(VIRTIO_PCI_COMMON_Q_AVAILLO, static_cast<uint32_t>(desc + 0x1000), 4);
+    w(VIRTIO_PCI_COMMON_Q_AVAILHI, 0, 4);
+    w(VIRTIO_PCI_COMMON_Q_USEDLO, static_cast<uint32_t>(desc + 0x2000), 4);
+    w(VIRTIO_PCI_COMMON_Q_USEDHI, 0, 4);
+    w(VIRTIO_PCI_COMMON_Q_MSIX, vector, 2);
+  }
+  // The whole Linux probe up to DRIVER_OK, with queue q's vector q + 1 (config vector 0).
+  void bring_up(uint64_t features = kVersion1 | kFeatureA) {
+    status(0);
+    status(VIRTIO_CONFIG_S_ACKNOWLEDGE);
+    status(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+    driver_features(features);
+    status(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+    ASSERT_TRUE(status() & VIRTIO_CONFIG_S_FEATURES_OK);
+    w(VIRTIO_PCI_COMMON_MSIX, 0, 2);
+    setup_queue(0, 64, 1, 0x10000);
+    setup_queue(1, 128, 2, 0x20000);
+    for (uint16_t q = 0; q < 2; ++q) {
+      w(VIRTIO_PCI_COMMON_Q_SELECT, q, 2);
+      w(VIRTIO_PCI_COMMON_Q_ENABLE, 1, 2);
+    }
+    status(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK |
+           VIRTIO_CONFIG_S_DRIVER_OK);
+  }
+  // Enables MSI-X in config space and programs + unmasks every vector.
+  void enable_msix() {
+    const auto cap = find_cap(PCI_CAP_ID_MSIX);
+    ASSERT_NE(cap, 0);
+    dev_->config_write(static_cast<uint16_t>(cap + PCI_MSIX_FLAGS), 2, PCI_MSIX_FLAGS_ENABLE);
+    for (uint16_t v = 0; v < dev_->msix().size(); ++v) {
+      const uint64_t e = VirtioPciDevice::kMsixTableOffset + v * 16u;
+      w(e + PCI_MSIX_ENTRY_LOWER_ADDR, 0xFEE00000, 4);
+      w(e + PCI_MSIX_ENTRY_DATA, 0x40 + v, 4);
+      w(e + PCI_MSIX_ENTRY_VECTOR_CTRL, 0, 4);
+    }
+  }
+  uint16_t find_cap(uint8_t id, uint8_t cfg_type = 0) {
+    for (uint32_t p = dev_->config_read(PCI_CAPABILITY_LIST, 1); p != 0;
+         p = dev_->config_read(static_cast<uint16_t>(p + 1), 1)) {
+      if (dev_->config_read(static_cast<uint16_t>(p), 1) != id) continue;
+      if (cfg_type == 0 || dev_->config_read(static_cast<uint16_t>(p + 3), 1) == cfg_type)
+        return static_cast<uint16_t>(p);
+    }
+    return 0;
+  }
+
+  GuestMemory mem_;
+  FakeInterruptController ic_;
+  MsiRouter router_{ic_};
+  std::shared_ptr<FakeDevice> fake_;
+  std::shared_ptr<VirtioPciDevice> dev_;
+};
+
+TEST_F(VirtioPciTest, Identity) {
+  EXPECT_EQ(dev_->config_read(PCI_VENDOR_ID, 2), 0x1AF4u);
+  EXPECT_EQ(dev_->config_read(PCI_DEVICE_ID, 2), 0x1041u);
+  EXPECT_EQ(dev_->config_read(PCI_REVISION_ID, 1), 1u);
+  EXPECT_EQ(dev_->config_read(PCI_CLASS_REVISION, 4) >> 8, 0x020000u);
+  EXPECT_EQ(dev_->config_read(PCI_SUBSYSTEM_VENDOR_ID, 2), 0x1AF4u);
+  EXPECT_EQ(dev_->config_read(PCI_INTERRUPT_PIN, 1), 1u);
+  // BAR 0: 64-bit memory, sized to hold every region.
+  dev_->config_write(PCI_BASE_ADDRESS_0, 4, 0xFFFFFFFF);
+  const uint32_t mask = dev_->config_read(PCI_BASE_ADDRESS_0, 4);
+  EXPECT_EQ(mask & 0xF, static_cast<uint32_t>(PCI_BASE_ADDRESS_MEM_TYPE_64));
+  EXPECT_EQ(~(mask & ~0xFu) + 1, dev_->bar_size());
+  EXPECT_GE(dev_->bar_size(), dev_->msix_pba_offset() + 8);
+}
+
+TEST_F(VirtioPciTest, CapabilitiesPointIntoTheBar) {
+  struct Expect {
+    uint8_t type;
+    uint32_t offset;
+    uint32_t min_length;
+  };
+  const Expect expects[] = {
+      {VIRTIO_PCI_CAP_COMMON_CFG, VirtioPciDevice::kCommonOffset, sizeof(virtio_pci_common_cfg)},
+      {VIRTIO_PCI_CAP_ISR_CFG, VirtioPciDevice::kIsrOffset, 1},
+      {VIRTIO_PCI_CAP_DEVICE_CFG, VirtioPciDevice::kDeviceConfigOffset, 0x100},
+      {VIRTIO_PCI_CAP_NOTIFY_CFG, VirtioPciDevice::kNotifyOffset, 2 * 4},
+  };
+  for (const auto& e : expects) {
+    const uint16_t cap = find_cap(PCI_CAP_ID_VNDR, e.type);
+    ASSERT_NE(cap, 0) << int{e.type};
+    EXPECT_EQ(dev_->config_read(cap + 4u, 1), static_cast<uint32_t>(VirtioPciDevice::kBar));
+    EXPECT_EQ(dev_->config_read(cap + 8u, 4), e.offset);
+    EXPECT_GE(dev_->config_read(cap + 12u, 4), e.min_length);
+    EXPECT_LE(uint64_t{e.offset} + dev_->config_read(cap + 12u, 4), dev_->bar_size());
+  }
+  const uint16_t notify = find_cap(PCI_CAP_ID_VNDR, VIRTIO_PCI_CAP_NOTIFY_CFG);
+  EXPECT_EQ(dev_->config_read(notify + 2u, 1), sizeof(virtio_pci_notify_cap));
+  EXPECT_EQ(dev_->config_read(notify + VIRTIO_PCI_NOTIFY_CAP_MULT, 4), 4u);
+  const uint16_t msix = find_cap(PCI_CAP_ID_MSIX);
+  ASSERT_NE(msix, 0);
+  EXPECT_EQ(dev_->config_read(msix + PCI_MSIX_FLAGS, 2), 2u);  // 3 vectors
+  EXPECT_EQ(dev_->config_read(msix + PCI_MSIX_TABLE, 4), VirtioPciDevice::kMsixTableOffset);
+  EXPECT_EQ(dev_->config_read(msix + PCI_MSIX_PBA, 4), dev_->msix_pba_offset());
+}
+
+TEST_F(VirtioPciTest, CommonConfigDefaults) {
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_NUMQ, 2), 2u);
+  EXPECT_EQ(device_features(), kVersion1 | kFeatureA | kFeatureB);
+  w(VIRTIO_PCI_COMMON_DFSELECT, 2, 4);
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_DF, 4), 0u);
+  w(VIRTIO_PCI_COMMON_Q_SELECT, 1, 2);
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_SIZE, 2), 128u);  // max size until the driver shrinks it
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_NOFF, 2), 1u);
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_ENABLE, 2), 0u);
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_MSIX, 2), static_cast<uint64_t>(VIRTIO_MSI_NO_VECTOR));
+  w(VIRTIO_PCI_COMMON_Q_SELECT, 9, 2);  // no such queue: size 0 tells the driver
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_SIZE, 2), 0u);
+}
+
+TEST_F(VirtioPciTest, LinuxInitSequenceActivatesWithNegotiatedState) {
+  bring_up();
+  EXPECT_EQ(status(), VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK |
+                          VIRTIO_CONFIG_S_DRIVER_OK);
+  ASSERT_EQ(fake_->activations, 1);
+  EXPECT_EQ(fake_->acked_features, kVersion1 | kFeatureA);
+  ASSERT_EQ(fake_->activated.size(), 2u);
+  const VirtQueue* q0 = fake_->activated[0].queue;
+  const VirtQueue* q1 = fake_->activated[1].queue;
+  ASSERT_NE(q0, nullptr);
+  ASSERT_NE(q1, nullptr);
+  EXPECT_EQ(q0->size(), 64u);
+  EXPECT_EQ(q0->desc_addr(), 0x10000u);
+  EXPECT_EQ(q0->avail_addr(), 0x11000u);
+  EXPECT_EQ(q0->used_addr(), 0x12000u);
+  EXPECT_TRUE(q0->ready());
+  EXPECT_EQ(q1->size(), 128u);
+  EXPECT_EQ(q1->desc_addr(), 0x20000u);
+  EXPECT_EQ(fake_->activated[0].kick_fd, dev_->kick_fd(0));
+  EXPECT_EQ(fake_->activated[1].kick_fd, dev_->kick_fd(1));
+  EXPECT_NE(fake_->activated[0].kick_fd, fake_->activated[1].kick_fd);
+  // Reading back what the driver wrote, as Linux does for the vectors.
+  w(VIRTIO_PCI_COMMON_Q_SELECT, 1, 2);
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_MSIX, 2), 2u);
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_DESCLO, 8), 0x20000u);  // one QWORD read works too
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_MSIX, 2), 0u);
+}
+
+TEST_F(VirtioPciTest, QueueConfigFrozenAfterDriverOk) {
+  bring_up();
+  w(VIRTIO_PCI_COMMON_Q_SELECT, 0, 2);
+  w(VIRTIO_PCI_COMMON_Q_SIZE, 16, 2);
+  w(VIRTIO_PCI_COMMON_Q_DESCLO, 0x50000, 4);
+  w(VIRTIO_PCI_COMMON_Q_MSIX, 0, 2);
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_SIZE, 2), 64u);
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_DESCLO, 4), 0x10000u);
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_MSIX, 2), 1u);
+  // Features are frozen too once FEATURES_OK is set.
+  driver_features(kVersion1);
+  w(VIRTIO_PCI_COMMON_GFSELECT, 0, 4);
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_GF, 4), static_cast<uint32_t>(kFeatureA));
+  EXPECT_EQ(fake_->activations, 1);
+}
+
+TEST_F(VirtioPciTest, BadQueueSizesAndVectorsAreRefused) {
+  w(VIRTIO_PCI_COMMON_Q_SELECT, 0, 2);
+  w(VIRTIO_PCI_COMMON_Q_SIZE, 100, 2);  // not a power of two
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_SIZE, 2), 256u);
+  w(VIRTIO_PCI_COMMON_Q_SIZE, 512, 2);  // above the maximum
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_SIZE, 2), 256u);
+  w(VIRTIO_PCI_COMMON_Q_SIZE, 0, 2);
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_SIZE, 2), 256u);
+  w(VIRTIO_PCI_COMMON_Q_MSIX, 3, 2);    // only vectors 0..2 exist
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_MSIX, 2), static_cast<uint64_t>(VIRTIO_MSI_NO_VECTOR));
+  w(VIRTIO_PCI_COMMON_MSIX, 7, 2);
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_MSIX, 2), static_cast<uint64_t>(VIRTIO_MSI_NO_VECTOR));
+  w(VIRTIO_PCI_COMMON_Q_ENABLE, 1, 2);
+  w(VIRTIO_PCI_COMMON_Q_ENABLE, 0, 2);  // disabling is not the driver's to do
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_ENABLE, 2), 1u);
+  w(VIRTIO_PCI_COMMON_NUMQ, 9, 2);      // read-only
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_NUMQ, 2), 2u);
+}
+
+TEST_F(VirtioPciTest, UnofferedFeatureMakesFeaturesOkFail) {
+  status(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+  driver_features(kVersion1 | kFeatureA | (1ULL << 7));
+  status(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+  EXPECT_FALSE(status() & VIRTIO_CONFIG_S_FEATURES_OK);
+  // DRIVER_OK without FEATURES_OK does not activate.
+  status(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_DRIVER_OK);
+  EXPECT_EQ(fake_->activations, 0);
+  // A legacy driver (no VERSION_1) is refused as well.
+  status(0);
+  status(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+  driver_features(kFeatureA);
+  status(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+  EXPECT_FALSE(status() & VIRTIO_CONFIG_S_FEATURES_OK);
+}
+
+TEST_F(VirtioPciTest, ResetReturnsToPowerOnState) {
+  bring_up();
+  status(0);
+  EXPECT_EQ(fake_->resets, 1);
+  EXPECT_EQ(status(), 0u);
+  w(VIRTIO_PCI_COMMON_Q_SELECT, 0, 2);
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_SIZE, 2), 256u);
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_ENABLE, 2), 0u);
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_DESCLO, 4), 0u);
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_Q_MSIX, 2), static_cast<uint64_t>(VIRTIO_MSI_NO_VECTOR));
+  w(VIRTIO_PCI_COMMON_GFSELECT, 0, 4);
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_GF, 4), 0u);
+  // And the device can be brought up again.
+  bring_up();
+  EXPECT_EQ(fake_->activations, 2);
+}
+
+TEST_F(VirtioPciTest, FailedActivationNeedsReset) {
+  fake_->fail_activate = true;
+  dev_->attached(1, 17);
+  bring_up();
+  EXPECT_TRUE(status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  // A config-change interrupt told the driver (INTx here: MSI-X is not enabled).
+  EXPECT_EQ(r(VirtioPciDevice::kIsrOffset, 1), static_cast<uint64_t>(VIRTIO_PCI_ISR_CONFIG));
+  // The driver cannot clear NEEDS_RESET except by resetting.
+  status(VIRTIO_CONFIG_S_ACKNOWLEDGE);
+  EXPECT_TRUE(status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  status(0);
+  EXPECT_EQ(status(), 0u);
+}
+
+TEST_F(VirtioPciTest, IntxFallbackSetsIsrAndLine) {
+  dev_->attached(3, pci_intx_gsi(3, 0));
+  bring_up();
+  fake_->activated[0].notify();
+  fake_->activated[1].notify();
+  EXPECT_TRUE(ic_.lines.at(19));
+  EXPECT_EQ(ic_.line_changes.size(), 1u);  // raised once while the ISR was pending
+  EXPECT_EQ(r(VirtioPciDevice::kIsrOffset, 1), 1u);
+  EXPECT_FALSE(ic_.lines.at(19));
+  EXPECT_EQ(r(VirtioPciDevice::kIsrOffset, 1), 0u);  // read-to-clear
+  fake_->config_changed();
+  EXPECT_EQ(r(VIRTIO_PCI_COMMON_CFGGENERATION, 1), 1u);
+  EXPECT_EQ(r(VirtioPciDevice::kIsrOffset, 1), static_cast<uint64_t>(VIRTIO_PCI_ISR_CONFIG));
+}
+
+TEST_F(VirtioPciTest, MsixVectorsFireThroughEventfds) {
+  bring_up();
+  enable_msix();
+  fake_->activated[1].notify();
+  EXPECT_EQ(drain(dev_->msix().eventfd(2)), 1u);
+  EXPECT_EQ(drain(dev_->msix().eventfd(1)), 0u);
+  const auto* route = ic_.msi_route(dev_->msix().gsi(2));
+  ASSERT_NE(route, nullptr);
+  EXPECT_EQ(route->u.msi.data, 0x42u);
+  fake_->config_changed();
+  EXPECT_EQ(drain(dev_->msix().eventfd(0)), 1u);
+  EXPECT_EQ(r(VirtioPciDevice::kIsrOffset, 1), 0u);  // no ISR bits with MSI-X
+  EXPECT_TRUE(ic_.line_changes.empty());
+  // A masked vector is pending in the PBA, delivered on unmask.
+  w(VirtioPciDevice::kMsixTableOffset + 16 + PCI_MSIX_ENTRY_VECTOR_CTRL, 1, 4);
+  fake_->activated[0].notify();
+  EXPECT_EQ(drain(dev_->msix().eventfd(1)), 0u);
+  EXPECT_EQ(r(dev_->msix_pba_offset(), 8), 0b10u);
+  w(VirtioPciDevice::kMsixTableOffset + 16 + PCI_MSIX_ENTRY_VECTOR_CTRL, 0, 4);
+  EXPECT_EQ(drain(dev_->msix().eventfd(1)), 1u);
+}
+
+TEST_F(VirtioPciTest, DeviceConfigIsForwarded) {
+  EXPECT_EQ(r(VirtioPciDevice::kDeviceConfigOffset + 4, 2), 0xA5A4u);
+  w(VirtioPciDevice::kDeviceConfigOffset + 8, 0x1234, 2);
+  ASSERT_EQ(fake_->config_writes.size(), 1u);
+  EXPECT_EQ(fake_->config_writes[0], std::make_pair(uint64_t{8}, size_t{2}));
+}
+
+TEST_F(VirtioPciTest, NotifySlowPathSignalsKickFd) {
+  w(VirtioPciDevice::kNotifyOffset + 4, 1, 2);
+  EXPECT_EQ(drain(dev_->kick_fd(1)), 1u);
+  EXPECT_EQ(drain(dev_->kick_fd(0)), 0u);
+  w(VirtioPciDevice::kNotifyOffset + 8, 2, 2);  // past the last queue: ignored
+}
+
+TEST_F(VirtioPciTest, OnThePciBusDoorbellsFollowTheBar) {
+  Bus pio("pio"), mmio("mmio");
+  auto bus = PciBus::create(pio, mmio);
+  ASSERT_TRUE(bus.ok());
+  auto slot = (*bus)->add_device(dev_);
+  ASSERT_TRUE(slot.ok()) << slot.error().message();
+  const uint64_t base = (*bus)->bar_address(*slot, VirtioPciDevice::kBar);
+  ASSERT_NE(base, 0u);
+  using Io = FakeInterruptController::IoEventFd;
+  EXPECT_EQ(ic_.ioeventfds, (std::set<Io>{{dev_->kick_fd(0), base + 0x3000, 2, false},
+                                          {dev_->kick_fd(1), base + 0x3004, 2, false}}));
+  // The guest moves the BAR: doorbells move with it.
+  const uint64_t moved = base + 0x100000;
+  (*bus)->config_write(*slot, PCI_BASE_ADDRESS_0, 4, static_cast<uint32_t>(moved) | 4);
+  EXPECT_EQ((*bus)->bar_address(*slot, VirtioPciDevice::kBar), moved);
+  EXPECT_EQ(ic_.ioeventfds, (std::set<Io>{{dev_->kick_fd(0), moved + 0x3000, 2, false},
+                                          {dev_->kick_fd(1), moved + 0x3004, 2, false}}));
+  // Decoding off: no doorbells at all.
+  (*bus)->config_write(*slot, PCI_COMMAND, 2, 0);
+  EXPECT_TRUE(ic_.ioeventfds.empty());
+  (*bus)->config_write(*slot, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
+  EXPECT_EQ(ic_.ioeventfds.size(), 2u);
+  // The common config is reachable through the MMIO bus.
+  std::array<uint8_t, 2> numq{};
+  ASSERT_TRUE(mmio.read(moved + VIRTIO_PCI_COMMON_NUMQ, numq));
+  EXPECT_EQ(numq[0], 2);
+}
+
+}  // namespace
+}  // namespace ringvm
