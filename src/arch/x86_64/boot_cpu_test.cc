@@ -115,7 +115,8 @@ TEST(BootCpu, EntersLongModeOnKvm) {
   auto vm = sys->create_vm();
   ASSERT_TRUE(vm.ok()) << vm.error().message();
   auto mem = GuestMemory::create_x86(32 * kMiB).value();
-  ASSERT_TRUE(vm->map_memory(mem).ok());
+  auto mapped = vm->map_memory(mem);
+  ASSERT_TRUE(mapped.ok()) << mapped.error().message();
   auto vcpu = vm->create_vcpu(0);
   ASSERT_TRUE(vcpu.ok()) << vcpu.error().message();
   auto supported = sys->supported_cpuid();
