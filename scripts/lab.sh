@@ -60,20 +60,11 @@ command_line="$*"
 
 qemu=${RINGVM_LAB_QEMU:-qemu-system-x86_64}
 command -v "$qemu" >/dev/null || die "$qemu not found: install qemu-system-x86 (scripts/setup.sh)"
-busybox=$(command -v busybox || true)
-[[ -n $busybox ]] || die "busybox not found: install busybox-static"
-if command -v file >/dev/null && ! file -L "$busybox" | grep -q 'statically linked'; then
-  die "$busybox is not statically linked: install busybox-static"
-fi
+busybox=$(command -v busybox) || die "busybox not found: install busybox-static"
 command -v modprobe >/dev/null || die "modprobe not found: install kmod"
-
-kver=${RINGVM_LAB_KVER:-}
-if [[ -z $kver ]]; then
-  for k in $(ls /boot/vmlinuz-* 2>/dev/null | sed 's|^/boot/vmlinuz-||' | sort -V -r); do
-    if [[ -d /lib/modules/$k/kernel ]]; then kver=$k; break; fi
-  done
-fi
-[[ -n $kver ]] || die "no /boot/vmlinuz-* with matching /lib/modules: install linux-image-amd64"
+mkinitramfs=$(dirname "$0")/../tests/lab/mkinitramfs.sh
+[[ -x $mkinitramfs ]] || die "$mkinitramfs is missing"
+kver=${RINGVM_LAB_KVER:-$("$mkinitramfs" --default-kver)} || exit 126
 kernel=/boot/vmlinuz-$kver
 [[ -r $kernel ]] || die "$kernel is missing or unreadable (RINGVM_LAB_KVER=$kver)"
 
@@ -126,8 +117,6 @@ EOF
 
 modules=(kvm_amd virtio_pci 9pnet_virtio 9p tun veth bridge vhost_net vhost_vsock ${RINGVM_LAB_MODULES:-})
 cache_dir=${RINGVM_LAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ringvm-lab}
-mkinitramfs=$(dirname "$0")/../tests/lab/mkinitramfs.sh
-[[ -x $mkinitramfs ]] || die "$mkinitramfs is missing"
 key=$( (cat "$0" "$mkinitramfs"; echo "${modules[*]}"; sha256sum "$busybox") | sha256sum | cut -c1-16)
 initramfs=$cache_dir/l1-$kver-$key.cpio.gz
 

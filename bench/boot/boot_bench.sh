@@ -10,7 +10,7 @@
 #   bench/boot/boot_bench.sh [--runs N] [--ringvm PATH] [--cpus N] [--memory-mib N]
 #
 # Defaults: 3 runs, build/ringvm, 2 vCPUs, 512 MiB. Takes about 3-4 minutes per round of three
-# boots. Raw logs stay in build/bench-boot/ (or $RINGVM_BENCH_DIR).
+# boots. Raw logs stay in ${TMPDIR:-/tmp}/ringvm-boot-bench/ (or $RINGVM_BENCH_DIR).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -42,8 +42,7 @@ if [[ ${1:-} == --in-lab ]]; then
       exits=$(lab_trace_total kvm_exit) user_exits=$(lab_trace_total kvm_userspace_exit)
       status=$(sed -n 's/^status=//p' "$LAB_RESULTS/$name.result")
       wall=$(sed -n 's/^wall=//p' "$LAB_RESULTS/$name.result")
-      uptime=$(cat "$LAB_RESULTS/$name.log" "$LAB_RESULTS/$name.console" 2>/dev/null |
-        sed -n 's/^.*RINGVM-LAB-UPTIME \([0-9.]*\).*/\1/p' | head -n1)
+      uptime=$(lab_marker "$name" UPTIME)
       echo "$vmm $i $status $wall ${uptime:--} ${exits:--} ${user_exits:--}" >>"$table"
     done
   done
@@ -62,7 +61,7 @@ while (($#)); do
   esac
 done
 [[ -x $ringvm ]] || echo "boot_bench: warning: $ringvm is not built; its runs will fail" >&2
-dir=${RINGVM_BENCH_DIR:-$repo/build/bench-boot}
+dir=${RINGVM_BENCH_DIR:-${TMPDIR:-/tmp}/ringvm-boot-bench}
 rm -rf "$dir"
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd -P)

@@ -14,13 +14,15 @@
 #           gtest     exit status 0 and at least one test passed
 set -uo pipefail
 [[ $# -eq 3 ]] || { echo "usage: $0 RESULTS RUN ASPECT" >&2; exit 2; }
-results=$1 run=$2 aspect=$3
-log=$results/$run.log
-result=$results/$run.result
+export LAB_RESULTS=$1
+run=$2 aspect=$3
+log=$LAB_RESULTS/$run.log
+result=$LAB_RESULTS/$run.result
+source "$(dirname "$0")/lab_lib.sh"
 
 echo "==== $run: log ($log)"
 cat "$log" 2>/dev/null || echo "(no log: the lab session never started this run)"
-[[ -e $results/$run.console ]] && { echo "==== $run: guest console"; cat "$results/$run.console"; }
+[[ -e $LAB_RESULTS/$run.console ]] && { echo "==== $run: guest console"; cat "$LAB_RESULTS/$run.console"; }
 echo "==== $run: result"
 cat "$result" 2>/dev/null || { echo "FAIL: no result for $run: the lab session did not finish it"; exit 1; }
 echo "===="
@@ -28,8 +30,8 @@ echo "===="
 field() { sed -n "s/^$1=//p" "$result"; }
 status=$(field status)
 # Markers come from the guest console: ringvm's stdout, or QEMU's console file.
-console=$(cat "$log" "$results/$run.console" 2>/dev/null | tr -d '\r')
-marker() { sed -n "s/^.*RINGVM-LAB-$1 //p" <<<"$console" | head -n1; }
+console=$(lab_console "$run")
+marker() { lab_marker "$run" "$1"; }
 
 failures=0
 expect() {

@@ -4,6 +4,8 @@
 #   lab_run NAME SECS CMD...      runs CMD with stdin closed, bounded by SECS (then killed; status
 #                                 124), output to $LAB_RESULTS/NAME.log, and writes
 #                                 $LAB_RESULTS/NAME.result (status=, start=, end=, wall=)
+#   lab_console NAME              prints run NAME's log and guest console file, CRs removed
+#   lab_marker NAME KEY           prints the value of the guest's first "RINGVM-LAB-KEY value" line
 #   lab_qemu_cmd MACHINE CONSOLE  prints (one per line) a QEMU command booting $LAB_KERNEL and
 #                                 $LAB_INITRD with KVM on MACHINE (microvm|pc), console to file
 #   lab_trace_start               clears and arms tracefs hist triggers counting VM exits
@@ -27,6 +29,16 @@ lab_run() {
     "$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }')" >"$LAB_RESULTS/$name.result"
   ((status == 124)) && echo "TIMEOUT: killed after ${secs}s" >>"$log"
   echo "lab: $name: status $status, $(sed -n 's/^wall=//p' "$LAB_RESULTS/$name.result")s wall"
+}
+
+lab_console() {
+  cat "$LAB_RESULTS/$1.log" "$LAB_RESULTS/$1.console" 2>/dev/null | tr -d '\r'
+  return 0
+}
+
+lab_marker() {
+  lab_console "$1" | sed -n "s/^.*RINGVM-LAB-$2 //p" | head -n1
+  return 0
 }
 
 lab_qemu_cmd() {

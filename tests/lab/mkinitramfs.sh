@@ -15,6 +15,8 @@
 #                     Compressed modules (.ko.xz, .ko.zst) are decompressed: busybox insmod needs .ko.
 #   --file SRC=DEST   copies host file SRC to DEST inside the image; repeatable
 #
+#   tests/lab/mkinitramfs.sh --default-kver   prints the default kernel version and exits
+#
 # The image holds /bin/busybox (must be static: busybox-static) with a symlink for every applet.
 set -euo pipefail
 
@@ -23,9 +25,18 @@ die() {
   exit 2
 }
 
+default_kver() {
+  local k
+  for k in $(ls /boot/vmlinuz-* 2>/dev/null | sed 's|^/boot/vmlinuz-||' | sort -V -r); do
+    if [[ -d /lib/modules/$k/kernel ]]; then echo "$k"; return 0; fi
+  done
+  die "no /boot/vmlinuz-* with matching /lib/modules: install linux-image-amd64"
+}
+
 output="" init="" kver="" modules=() files=()
 while (($#)); do
   case "$1" in
+    --default-kver) default_kver; exit 0 ;;
     --output) output=${2:?--output needs a file}; shift 2 ;;
     --init) init=${2:?--init needs a script}; shift 2 ;;
     --kver) kver=${2:?--kver needs a kernel version}; shift 2 ;;
@@ -42,10 +53,7 @@ if command -v file >/dev/null && ! file -L "$busybox" | grep -q 'statically link
   die "$busybox is not statically linked: install busybox-static"
 fi
 if [[ -z $kver && ${#modules[@]} -gt 0 ]]; then
-  for k in $(ls /boot/vmlinuz-* 2>/dev/null | sed 's|^/boot/vmlinuz-||' | sort -V -r); do
-    if [[ -d /lib/modules/$k/kernel ]]; then kver=$k; break; fi
-  done
-  [[ -n $kver ]] || die "no /boot/vmlinuz-* with matching /lib/modules: install linux-image-amd64"
+  kver=$(default_kver) || exit 2
 fi
 
 root=$(mktemp -d "${TMPDIR:-/tmp}/ringvm-initramfs.XXXXXX")
