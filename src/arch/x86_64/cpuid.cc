@@ -17,7 +17,6 @@ constexpr uint32_t kLeafExtTopology = 0xb;          // x2APIC topology
 constexpr uint32_t kLeafExtTopologyV2 = 0x1f;
 constexpr uint32_t kLeafKvmSignature = 0x4000'0000;
 constexpr uint32_t kLeafKvmFeatures = 0x4000'0001;
-constexpr uint32_t kLeafExtMax = 0x8000'0000;
 constexpr uint32_t kLeafAddressSizes = 0x8000'0008;  // AMD: ECX has the core count
 constexpr uint32_t kLeafAmdCacheTopology = 0x8000'001d;
 constexpr uint32_t kLeafAmdExtApicId = 0x8000'001e;
@@ -78,8 +77,6 @@ Result<std::vector<kvm_cpuid_entry2>> build_cpuid(const std::vector<kvm_cpuid_en
   if (leaf0 == supported.end() || find(kLeafFeatures) == supported.end())
     return make_error(ErrorCode::kUnsupported, "KVM_GET_SUPPORTED_CPUID lacks leaves 0 and 1");
   const uint32_t max_basic = leaf0->eax;
-  const auto ext0 = find(kLeafExtMax);
-  const uint32_t max_ext = ext0 == supported.end() ? 0 : ext0->eax;
   const bool amd = is_amd(*leaf0);
   const uint32_t apic_id = cpu_index;
   const uint32_t pkg_ids = 1u << id_bits(num_cpus);  // addressable IDs in the package
@@ -135,7 +132,6 @@ Result<std::vector<kvm_cpuid_entry2>> build_cpuid(const std::vector<kvm_cpuid_en
   if (max_basic >= kLeafExtTopology) add_topology(out, kLeafExtTopology, apic_id, num_cpus);
   if (max_basic >= kLeafExtTopologyV2) add_topology(out, kLeafExtTopologyV2, apic_id, num_cpus);
   if (!have_signature) out.push_back(entry(kLeafKvmSignature, 0, 0, kLeafKvmFeatures, 0x4b4d564b, 0x564b4d56, 0x4d));
-  (void)max_ext;
   return out;
 }
 
