@@ -5,6 +5,7 @@
 #include <linux/virtio_ids.h>
 #include <linux/virtio_pci.h>
 
+#include <array>
 #include <bit>
 #include <unistd.h>
 
@@ -120,6 +121,20 @@ Result<void> VirtioPciDevice::init(MsiRouter& router) {
   std::vector<uint8_t> notify_bytes(sizeof(notify));
   std::memcpy(notify_bytes.data(), &notify, sizeof(notify));
   TRY(cfg_.add_capability(notify_bytes));
+  // The PCI config access window: bar, offset, length and data are the driver's to write.
+  virtio_pci_cfg_cap window{};
+  const auto window_base = vendor_cap(VIRTIO_PCI_CAP_PCI_CFG, 0, 0);
+  std::memcpy(&window.cap, window_base.data(), sizeof(window.cap));
+  window.cap.cap_len = sizeof(window);
+  std::vector<uint8_t> window_bytes(sizeof(window)), window_mask(sizeof(window), 0);
+  std::memcpy(window_bytes.data(), &window, sizeof(window));
+  window_mask[offsetof(virtio_pci_cap, bar)] = 0xFF;
+  for (size_t i = 0; i < 4; ++i) {
+    window_mask[offsetof(virtio_pci_cap, offset) + i] = 0xFF;
+    window_mask[offsetof(virtio_pci_cap, length) + i] = 0xFF;
+    window_mask[offsetof(virtio_pci_cfg_cap, pci_cfg_data) + i] = 0xFF;
+  }
+  pci_cfg_cap_ = TRY(cfg_.add_capability(window_bytes, window_mask));
 
   device_->config_changed = [this] {
     config_generation_.fetch_add(1, std::memory_order_acq_rel);
@@ -140,14 +155,52 @@ uint8_t VirtioPciDevice::status() const {
   return status_;
 }
 
+std::optional<VirtioPciDevice::CfgWindow> VirtioPciDevice::cfg_window_locked(uint16_t offset, uint8_t size) const {
+  const auto at = [this](size_t field) { return static_cast<uint16_t>(pci_cfg_cap_ + field); };
+  const uint16_t data = at(offsetof(virtio_pci_cfg_cap, pci_cfg_data));
+  if (pci_cfg_cap_ == 0 || offset + size <= data || offset >= data + 4) return std::nullopt;
+  CfgWindow w;
+  w.data_offset = data;
+  const uint32_t bar = cfg_.read(at(offsetof(virtio_pci_cap, bar)), 1);
+  w.bar_offset = cfg_.read(at(offsetof(virtio_pci_cap, offset)), 4);
+  w.length = cfg_.read(at(offsetof(virtio_pci_cap, length)), 4);
+  // The spec allows 1, 2 or 4 bytes, naturally aligned, inside the BAR; anything else does nothing.
+  w.valid = bar == kBar && (w.length == 1 || w.length == 2 || w.length == 4) && w.bar_offset % w.length == 0 &&
+            uint64_t{w.bar_offset} + w.length <= bar_size_;
+  return w;
+}
+
 uint32_t VirtioPciDevice::config_read(uint16_t offset, uint8_t size) {
+  std::optional<CfgWindow> w;
+  {
+    std::lock_guard lock(mu_);
+    w = cfg_window_locked(offset, size);
+    if (!w) return cfg_.read(offset, size);
+  }
+  // A read of pci_cfg_data is a BAR read (outside mu_: bar_read takes it).
+  std::array<uint8_t, 4> bytes{};
+  if (w->valid) bar_read(kBar, w->bar_offset, std::span<uint8_t>(bytes.data(), w->length));
+  uint32_t v;
+  std::memcpy(&v, bytes.data(), 4);
   std::lock_guard lock(mu_);
+  cfg_.write(w->data_offset, 4, v);
   return cfg_.read(offset, size);
 }
 
 void VirtioPciDevice::config_write(uint16_t offset, uint8_t size, uint32_t value) {
-  std::lock_guard lock(mu_);
-  cfg_.write(offset, size, value);
+  std::optional<CfgWindow> w;
+  uint32_t v = 0;
+  {
+    std::lock_guard lock(mu_);
+    cfg_.write(offset, size, value);
+    w = cfg_window_locked(offset, size);
+    if (!w || !w->valid) return;
+    v = cfg_.read(w->data_offset, 4);
+  }
+  // A write of pci_cfg_data is a BAR write of `length` bytes.
+  std::array<uint8_t, 4> bytes;
+  std::memcpy(bytes.data(), &v, 4);
+  bar_write(kBar, w->bar_offset, std::span<const uint8_t>(bytes.data(), w->length));
 }
 
 void VirtioPciDevice::attached(uint8_t /*slot*/, uint32_t intx_gsi) {

@@ -3,7 +3,8 @@
 // The function exposes one 64-bit memory BAR (kBar) holding, at fixed offsets, the common config
 // (struct virtio_pci_common_cfg), the ISR byte, the device config (forwarded to the device), the
 // notify area (one 4-byte doorbell per queue) and the MSI-X table and PBA; vendor capabilities
-// (struct virtio_pci_cap / virtio_pci_notify_cap) point the driver at each.
+// (struct virtio_pci_cap / virtio_pci_notify_cap) point the driver at each, and a
+// VIRTIO_PCI_CAP_PCI_CFG window gives config-space access to the BAR (for firmware).
 //
 // Fast paths: each queue's doorbell is an ioeventfd (re-registered whenever the guest moves the
 // BAR) whose eventfd is the device's ActivatedQueue::kick_fd, and each interrupt is an MSI-X
@@ -18,6 +19,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -76,6 +78,13 @@ class VirtioPciDevice final : public PciDevice {
   int kick_fd(uint16_t queue) const { return queue < queues_.size() ? queues_[queue]->kick.get() : -1; }
 
  private:
+  // Where VIRTIO_PCI_CAP_PCI_CFG currently points, for an access to its pci_cfg_data.
+  struct CfgWindow {
+    uint16_t data_offset = 0;  // config offset of pci_cfg_data
+    uint32_t bar_offset = 0;
+    uint32_t length = 0;
+    bool valid = false;
+  };
   struct Queue {
     explicit Queue(uint16_t max) : vq(max) {}
     VirtQueue vq;
@@ -85,6 +94,8 @@ class VirtioPciDevice final : public PciDevice {
 
   VirtioPciDevice(std::shared_ptr<VirtioDevice> device, const GuestMemory& mem, InterruptController& ic);
   Result<void> init(MsiRouter& router);
+  // The window if [offset, offset+size) touches pci_cfg_data, else nullopt.
+  std::optional<CfgWindow> cfg_window_locked(uint16_t offset, uint8_t size) const;
   void common_read(uint64_t offset, std::span<uint8_t> data);
   void common_write(uint64_t offset, std::span<const uint8_t> data);
   // The common config as the driver sees it now (plus queue_notify_data and queue_reset, zero).
@@ -109,6 +120,7 @@ class VirtioPciDevice final : public PciDevice {
 
   mutable std::mutex mu_;  // config space, common config, status machine
   PciConfigSpace cfg_;
+  uint16_t pci_cfg_cap_ = 0;  // offset of the VIRTIO_PCI_CAP_PCI_CFG capability
   uint8_t status_ = 0;
   bool active_ = false;
   uint32_t device_feature_select_ = 0;

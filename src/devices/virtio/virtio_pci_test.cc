@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cstddef>
 #include <cstring>
 #include <map>
 
@@ -368,6 +369,33 @@ TEST_F(VirtioPciTest, DeviceConfigIsForwarded) {
   w(VirtioPciDevice::kDeviceConfigOffset + 8, 0x1234, 2);
   ASSERT_EQ(fake_->config_writes.size(), 1u);
   EXPECT_EQ(fake_->config_writes[0], std::make_pair(uint64_t{8}, size_t{2}));
+}
+
+TEST_F(VirtioPciTest, PciCfgWindowReachesTheBar) {
+  const uint16_t cap = find_cap(PCI_CAP_ID_VNDR, VIRTIO_PCI_CAP_PCI_CFG);
+  ASSERT_NE(cap, 0);
+  const auto field = [cap](size_t off) { return static_cast<uint16_t>(cap + off); };
+  const uint16_t data = field(offsetof(virtio_pci_cfg_cap, pci_cfg_data));
+  dev_->config_write(field(offsetof(virtio_pci_cap, bar)), 1, VirtioPciDevice::kBar);
+  dev_->config_write(field(offsetof(virtio_pci_cap, offset)), 4, VIRTIO_PCI_COMMON_NUMQ);
+  dev_->config_write(field(offsetof(virtio_pci_cap, length)), 4, 2);
+  EXPECT_EQ(dev_->config_read(data, 4), 2u);
+  EXPECT_EQ(dev_->config_read(data, 2), 2u);
+  dev_->config_write(field(offsetof(virtio_pci_cap, offset)), 4, VIRTIO_PCI_COMMON_STATUS);
+  dev_->config_write(field(offsetof(virtio_pci_cap, length)), 4, 1);
+  dev_->config_write(data, 4, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+  EXPECT_EQ(status(), VIRTIO_CONFIG_S_ACKNOWLEDGE);
+  // Misaligned, odd or out-of-BAR windows do nothing.
+  dev_->config_write(field(offsetof(virtio_pci_cap, length)), 4, 3);
+  dev_->config_write(data, 4, 0);
+  EXPECT_EQ(status(), VIRTIO_CONFIG_S_ACKNOWLEDGE);
+  dev_->config_write(field(offsetof(virtio_pci_cap, length)), 4, 4);
+  dev_->config_write(field(offsetof(virtio_pci_cap, offset)), 4, 0xFFFFFFFC);
+  EXPECT_EQ(dev_->config_read(data, 4), 0u);
+  // The type and the next pointer stay read-only.
+  dev_->config_write(field(offsetof(virtio_pci_cap, cfg_type)), 1, 1);
+  EXPECT_EQ(dev_->config_read(field(offsetof(virtio_pci_cap, cfg_type)), 1),
+            static_cast<uint32_t>(VIRTIO_PCI_CAP_PCI_CFG));
 }
 
 TEST_F(VirtioPciTest, NotifySlowPathSignalsKickFd) {
