@@ -107,45 +107,84 @@ TEST(BootCpu, LintModes) {
   EXPECT_EQ(static_cast<uint8_t>(l.regs[0x361]), 0x04);
 }
 
-// On the host's KVM: a long-mode vCPU set up by setup_boot_cpu runs a 64-bit "kernel" that
-// writes 'K' to COM1 with rsi still holding the zero page, then halts.
-TEST(BootCpu, EntersLongModeOnKvm) {
-  auto sys = KvmSystem::open();
-  if (!sys) GTEST_SKIP() << "host KVM unusable, skipping: " << sys.error().message();
-  auto vm = sys->create_vm();
-  ASSERT_TRUE(vm.ok()) << vm.error().message();
-  auto mem = GuestMemory::create_x86(32 * kMiB).value();
-  auto mapped = vm->map_memory(mem);
-  ASSERT_TRUE(mapped.ok()) << mapped.error().message();
-  auto vcpu = vm->create_vcpu(0);
-  ASSERT_TRUE(vcpu.ok()) << vcpu.error().message();
-  auto supported = sys->supported_cpuid();
-  ASSERT_TRUE(supported.ok()) << supported.error().message();
-  auto cpuid = build_cpuid(*supported, 0, 1);
-  ASSERT_TRUE(cpuid.ok()) << cpuid.error().message();
-  ASSERT_TRUE(vcpu->set_cpuid(*cpuid).ok());
+// A one-vCPU VM on the host's KVM with 32 MiB of RAM and ringvm's CPUID; skips without KVM.
+class BootCpuKvmTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto sys = KvmSystem::open();
+    if (!sys) GTEST_SKIP() << "host KVM unusable, skipping: " << sys.error().message();
+    sys_ = std::make_unique<KvmSystem>(std::move(*sys));
+    auto vm = sys_->create_vm();
+    ASSERT_TRUE(vm.ok()) << vm.error().message();
+    vm_ = std::make_unique<KvmVm>(std::move(*vm));
+    auto mapped = vm_->map_memory(mem_);
+    ASSERT_TRUE(mapped.ok()) << mapped.error().message();
+    auto vcpu = vm_->create_vcpu(0);
+    ASSERT_TRUE(vcpu.ok()) << vcpu.error().message();
+    vcpu_ = std::make_unique<KvmVcpu>(std::move(*vcpu));
+    auto supported = sys_->supported_cpuid();
+    ASSERT_TRUE(supported.ok()) << supported.error().message();
+    auto cpuid = build_cpuid(*supported, 0, 1);
+    ASSERT_TRUE(cpuid.ok()) << cpuid.error().message();
+    auto set = vcpu_->set_cpuid(*cpuid);
+    ASSERT_TRUE(set.ok()) << set.error().message();
+  }
+
+  // Runs until the guest's OUT to COM1 and then its HLT; returns the byte written.
+  uint8_t run_to_halt() {
+    kvm_run* run = vcpu_->run_area();
+    EXPECT_EQ(::ioctl(vcpu_->fd(), KVM_RUN, 0), 0) << vcpu_->dump_state();
+    EXPECT_EQ(run->exit_reason, KVM_EXIT_IO) << vcpu_->dump_state();
+    EXPECT_EQ(run->io.port, kCom1Port);
+    // SAFETY: io.data_offset points into the kvm_run mapping for an IO exit.
+    const uint8_t out = reinterpret_cast<uint8_t*>(run)[run->io.data_offset];
+    EXPECT_EQ(::ioctl(vcpu_->fd(), KVM_RUN, 0), 0);
+    EXPECT_EQ(run->exit_reason, KVM_EXIT_HLT) << vcpu_->dump_state();
+    return out;
+  }
+
+  std::unique_ptr<KvmSystem> sys_;
+  std::unique_ptr<KvmVm> vm_;
+  std::unique_ptr<KvmVcpu> vcpu_;
+  GuestMemory mem_ = GuestMemory::create_x86(32 * kMiB).value();
+};
+
+// A long-mode "kernel" writes 'K' to COM1 and to the byte rsi points at (the zero page), then
+// halts: the GDT, page tables, sregs and MSRs that setup_boot_cpu wrote are accepted by KVM.
+TEST_F(BootCpuKvmTest, EntersLongMode) {
   // mov dx, 0x3f8; mov al, 'K'; out dx, al; mov [rsi], al; hlt
   const std::vector<uint8_t> code = {0x66, 0xba, 0xf8, 0x03, 0xb0, 0x4b, 0xee, 0x88, 0x06, 0xf4};
-  ASSERT_TRUE(mem.write(0x100000, code).ok());
+  ASSERT_TRUE(mem_.write(0x100000, code).ok());
   LoadedKernel k;
   k.entry = 0x100000;
   k.zero_page = kZeroPageAddr;
-  auto r = setup_boot_cpu(*vcpu, mem, k);
+  auto r = setup_boot_cpu(*vcpu_, mem_, k);
   ASSERT_TRUE(r.ok()) << r.error().message();
-  kvm_run* run = vcpu->run_area();
-  ASSERT_EQ(::ioctl(vcpu->fd(), KVM_RUN, 0), 0) << vcpu->dump_state();
-  ASSERT_EQ(run->exit_reason, KVM_EXIT_IO) << vcpu->dump_state();
-  EXPECT_EQ(run->io.port, 0x3f8);
-  // SAFETY: io.data_offset points into the kvm_run mapping for an IO exit.
-  EXPECT_EQ(reinterpret_cast<uint8_t*>(run)[run->io.data_offset], 'K');
-  ASSERT_EQ(::ioctl(vcpu->fd(), KVM_RUN, 0), 0);
-  EXPECT_EQ(run->exit_reason, KVM_EXIT_HLT) << vcpu->dump_state();
-  EXPECT_EQ(mem.read_obj<uint8_t>(kZeroPageAddr).value(), 'K');
-  auto sregs = vcpu->get_sregs().value();
-  EXPECT_EQ(sregs.efer & 0x400, 0x400u) << "long mode active";
-  auto msrs = vcpu->get_msrs({0x2ff}).value();
-  ASSERT_EQ(msrs.size(), 1u);
-  EXPECT_EQ(msrs[0].data, kMtrrDefTypeEnabledWriteBack);
+  EXPECT_EQ(run_to_halt(), 'K');
+  EXPECT_EQ(mem_.read_obj<uint8_t>(kZeroPageAddr).value(), 'K');
+  EXPECT_EQ(vcpu_->get_sregs().value().efer & 0x400, 0x400u) << "long mode active";
+  auto msrs = vcpu_->get_msrs({static_cast<uint32_t>(Msr::kMtrrDefType)});
+  ASSERT_TRUE(msrs.ok()) << msrs.error().message();
+  ASSERT_EQ(msrs->size(), 1u);
+  EXPECT_EQ((*msrs)[0].data, kMtrrDefTypeEnabledWriteBack);
+}
+
+// The PVH entry: 32-bit protected mode with paging off, ebx = hvm_start_info.
+TEST_F(BootCpuKvmTest, EntersPvhProtectedMode) {
+  // mov dx, 0x3f8; mov al, 'P'; out dx, al; mov [ebx], al; hlt
+  const std::vector<uint8_t> code = {0x66, 0xba, 0xf8, 0x03, 0xb0, 0x50, 0xee, 0x88, 0x03, 0xf4};
+  ASSERT_TRUE(mem_.write(0x100000, code).ok());
+  LoadedKernel k;
+  k.mode = BootMode::kPvh32;
+  k.entry = 0x100000;
+  k.start_info = kPvhStartInfoAddr;
+  auto r = setup_boot_cpu(*vcpu_, mem_, k);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(run_to_halt(), 'P');
+  EXPECT_EQ(mem_.read_obj<uint8_t>(kPvhStartInfoAddr).value(), 'P');
+  const auto s = vcpu_->get_sregs().value();
+  EXPECT_EQ(s.cr0 & 0x80000001, 1u) << "protected mode, paging off";
+  EXPECT_EQ(s.efer & 0x400, 0u);
 }
 
 }  // namespace
