@@ -1,10 +1,137 @@
+#include <cstdio>
+
+#include "cli/app.h"
 #include "cli/commands.h"
+#include "cli/demo.h"
+#include "vmm/vm.h"
 
 namespace ringvm {
 
+namespace {
+
+struct RunOptions {
+  std::string kernel, initrd, cmdline, memory = "512M", console = "stdio", on_reboot = "exit";
+  uint32_t cpus = 1;
+  std::vector<std::string> disks;
+  bool rng = false;
+  bool stats = false;
+};
+
+constexpr const char* kRunFooter = R"(With no --kernel, boots the demo: the host's installed kernel (/boot/vmlinuz-*)
+with a busybox initramfs built into ringvm, dropping to a shell on the console.
+
+Console: on a terminal, stdin is put in raw mode (restored on exit); Ctrl-a x quits,
+Ctrl-a Ctrl-a sends a literal Ctrl-a. Without a terminal (pipes, CI), output still flows.
+
+Exit status: 0 guest powered off; 1 ringvm error; 2 bad command line; 3 guest rebooted
+(--on-reboot exit); 4 guest crashed (registers on stderr); 5 stopped by SIGTERM/SIGINT or Ctrl-a x.
+
+Examples:
+  ringvm run
+  ringvm run --kernel /boot/vmlinuz-6.1.0-56-amd64 --initrd initrd.img \
+             --cmdline "console=ttyS0 root=/dev/vda rw" --cpus 2 --memory 1G \
+             --disk path=root.img --console file:console.log)";
+
+int exit_status_for(StopReason r) {
+  switch (r) {
+    case StopReason::kPowerOff: return kExitOk;
+    case StopReason::kReboot: return kExitGuestReboot;
+    case StopReason::kCrash: return kExitGuestCrash;
+    case StopReason::kSignal:
+    case StopReason::kQuit: return kExitSignalled;
+    case StopReason::kError:
+    case StopReason::kNone: return kExitVmmError;
+  }
+  return kExitVmmError;
+}
+
+Result<VmConfig> make_config(const RunOptions& o) {
+  VmConfig cfg;
+  if (o.cpus == 0) return make_error(ErrorCode::kInvalidArgument, "--cpus 0: a VM needs at least one vCPU");
+  cfg.cpus = o.cpus;
+  cfg.memory_bytes = TRY(parse_memory_size(o.memory));
+  cfg.console = TRY(parse_console_spec(o.console));
+  if (o.on_reboot == "exit") cfg.on_reboot = OnReboot::kExit;
+  else if (o.on_reboot == "restart") cfg.on_reboot = OnReboot::kRestart;
+  else return make_error(ErrorCode::kInvalidArgument, "--on-reboot {}: use exit or restart", o.on_reboot);
+  for (const auto& d : o.disks) cfg.disks.push_back(TRY(parse_disk(d)));
+  cfg.rng = o.rng;
+  cfg.stats = o.stats;
+  if (o.kernel.empty()) {
+    if (!o.initrd.empty())
+      return make_error(ErrorCode::kInvalidArgument, "--initrd needs --kernel (the demo brings its own initramfs)");
+    cfg.kernel = TRY(find_host_kernel());
+    cfg.initrd_data = demo_initramfs();
+    cfg.cmdline = o.cmdline.empty() ? "console=ttyS0 quiet" : o.cmdline;
+  } else {
+    cfg.kernel = o.kernel;
+    cfg.initrd = o.initrd;
+    cfg.cmdline = o.cmdline.empty() ? "console=ttyS0" : o.cmdline;
+  }
+  return cfg;
+}
+
+int run_vm(const RunOptions& o) {
+  auto cfg = make_config(o);
+  if (!cfg) {
+    std::fprintf(stderr, "ringvm: error: %s\n", cfg.error().message().c_str());
+    return kExitVmmError;
+  }
+  for (;;) {
+    auto vm = Vm::create(*cfg);
+    if (!vm) {
+      std::fprintf(stderr, "ringvm: error: %s\n", vm.error().message().c_str());
+      return kExitVmmError;
+    }
+    const StopReason reason = (*vm)->run();
+    if (cfg->stats) std::fputs((*vm)->stats_report().c_str(), stderr);
+    const std::string detail = (*vm)->stop_detail();
+    switch (reason) {
+      case StopReason::kReboot:
+        if (cfg->on_reboot == OnReboot::kRestart) {
+          std::fprintf(stderr, "ringvm: guest rebooted; restarting\n");
+          continue;
+        }
+        std::fprintf(stderr, "ringvm: guest rebooted\n");
+        break;
+      case StopReason::kCrash:
+        std::fprintf(stderr, "ringvm: guest crashed: %s\n", detail.c_str());
+        break;
+      case StopReason::kError:
+        std::fprintf(stderr, "ringvm: error: %s\n", detail.c_str());
+        break;
+      case StopReason::kSignal:
+      case StopReason::kQuit:
+        std::fprintf(stderr, "ringvm: %s%s%s\n", stop_reason_name(reason), detail.empty() ? "" : ": ",
+                     detail.c_str());
+        break;
+      default: break;
+    }
+    return exit_status_for(reason);
+  }
+}
+
+}  // namespace
+
 void add_run_command(CLI::App& app, int* status) {
-  auto* cmd = app.add_subcommand("run", "(not yet implemented)");
-  cmd->callback([status] { *status = 1; });
+  auto opts = std::make_shared<RunOptions>();
+  auto* cmd = app.add_subcommand("run", "Boot a VM: a Linux kernel (bzImage or PVH ELF), initrd and command line");
+  cmd->footer(kRunFooter);
+  cmd->add_option("--kernel", opts->kernel, "Kernel to boot: bzImage (boot protocol 2.10+) or ELF vmlinux with a PVH note")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--initrd", opts->initrd, "Initial ramdisk loaded with the kernel")->check(CLI::ExistingFile);
+  cmd->add_option("--cmdline", opts->cmdline, "Kernel command line (default: console=ttyS0)");
+  cmd->add_option("--cpus", opts->cpus, "Number of vCPUs, 1 up to the host's KVM limit")->capture_default_str();
+  cmd->add_option("--memory", opts->memory, "Guest RAM: 512M, 2G, ... (a bare number is MiB)")->capture_default_str();
+  cmd->add_option("--console", opts->console, "Serial console: stdio, file:PATH or none")->capture_default_str();
+  cmd->add_option("--on-reboot", opts->on_reboot, "What a guest reboot does: exit (status 3) or restart")
+      ->capture_default_str();
+  cmd->add_option("--disk", opts->disks,
+                  "virtio-blk disk: path=FILE[,format=raw|qcow2][,readonly=on][,serial=ID][,queues=N]"
+                  "[,cache=writeback|unsafe]; repeatable; the format is never guessed");
+  cmd->add_flag("--rng", opts->rng, "Add a virtio-rng device (/dev/hwrng in the guest)");
+  cmd->add_flag("--stats", opts->stats, "Print VM exit counts by reason when the VM stops");
+  cmd->callback([opts, status] { *status = run_vm(*opts); });
 }
 
 }  // namespace ringvm

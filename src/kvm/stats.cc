@@ -1,5 +1,7 @@
 #include "kvm/stats.h"
 
+#include "kvm/kvm_abi.h"
+
 #include <linux/kvm.h>
 #include <sys/ioctl.h>
 
@@ -28,16 +30,16 @@ Result<std::map<std::string, uint64_t>> KvmStats::read() const {
   if (hdr.num_desc > 4096 || hdr.name_size > 4096)
     return make_error(ErrorCode::kCorrupt, "KVM stats header: {} descriptors of name size {}", hdr.num_desc,
                       hdr.name_size);
-  const size_t desc_size = sizeof(kvm_stats_desc) + hdr.name_size;
+  const size_t desc_size = sizeof(kvm_abi::StatsDescHeader) + hdr.name_size;
   std::vector<uint8_t> descs(desc_size * hdr.num_desc);
   if (!descs.empty() &&
       ::pread(fd_.get(), descs.data(), descs.size(), hdr.desc_offset) != static_cast<ssize_t>(descs.size()))
     return sys_error("read KVM stats descriptors");
   std::map<std::string, uint64_t> out;
   for (uint32_t i = 0; i < hdr.num_desc; ++i) {
-    kvm_stats_desc d{};
+    kvm_abi::StatsDescHeader d{};
     std::memcpy(&d, descs.data() + i * desc_size, sizeof d);
-    const char* name_ptr = reinterpret_cast<const char*>(descs.data() + i * desc_size + sizeof(kvm_stats_desc));
+    const char* name_ptr = reinterpret_cast<const char*>(descs.data() + i * desc_size + sizeof(kvm_abi::StatsDescHeader));
     // SAFETY: name_ptr points inside `descs` with name_size bytes after it; strnlen bounds the read.
     std::string name(name_ptr, strnlen(name_ptr, hdr.name_size));
     if (d.size == 0 || d.size > 1024) continue;

@@ -3,9 +3,12 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 
+#include <algorithm>
+#include <cstring>
 #include <memory>
 
 #include "kvm/vcpu.h"
+#include "kvm/kvm_abi.h"
 #include "kvm/vm.h"
 
 namespace ringvm {
@@ -60,30 +63,32 @@ int KvmSystem::max_vcpus() const {
 
 Result<std::vector<kvm_cpuid_entry2>> KvmSystem::supported_cpuid() const {
   for (uint32_t n = 128; n <= 4096; n *= 2) {
-    const size_t bytes = sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2);
-    auto buf = std::make_unique<uint8_t[]>(bytes);
-    // SAFETY: buf is large enough for the header and n entries, and suitably aligned by new[].
-    auto* c = reinterpret_cast<kvm_cpuid2*>(buf.get());
-    c->nent = n;
-    if (::ioctl(fd_.get(), KVM_GET_SUPPORTED_CPUID, c) == 0)
-      return std::vector<kvm_cpuid_entry2>(c->entries, c->entries + c->nent);
+    // C layout (kvm_abi.h): the header, then n entries.
+    std::vector<uint8_t> buf(sizeof(kvm_abi::Cpuid2Header) + n * sizeof(kvm_cpuid_entry2));
+    const kvm_abi::Cpuid2Header hdr{n, 0};
+    std::memcpy(buf.data(), &hdr, sizeof hdr);
+    if (::ioctl(fd_.get(), kvm_abi::kGetSupportedCpuid, buf.data()) == 0) {
+      kvm_abi::Cpuid2Header out{};
+      std::memcpy(&out, buf.data(), sizeof out);
+      std::vector<kvm_cpuid_entry2> entries(std::min(out.nent, n));
+      std::memcpy(entries.data(), buf.data() + sizeof out, entries.size() * sizeof(kvm_cpuid_entry2));
+      return entries;
+    }
     if (errno != E2BIG) return sys_error("KVM_GET_SUPPORTED_CPUID");
   }
   return make_error(ErrorCode::kUnsupported, "KVM_GET_SUPPORTED_CPUID returned more than 4096 entries");
 }
 
 Result<std::vector<uint32_t>> KvmSystem::msr_index_list() const {
-  kvm_msr_list probe{};
-  probe.nmsrs = 0;
-  if (::ioctl(fd_.get(), KVM_GET_MSR_INDEX_LIST, &probe) != 0 && errno != E2BIG)
+  kvm_abi::MsrListHeader probe{0};
+  if (::ioctl(fd_.get(), kvm_abi::kGetMsrIndexList, &probe) != 0 && errno != E2BIG)
     return sys_error("KVM_GET_MSR_INDEX_LIST");
-  const size_t bytes = sizeof(kvm_msr_list) + probe.nmsrs * sizeof(uint32_t);
-  auto buf = std::make_unique<uint8_t[]>(bytes);
-  // SAFETY: buf holds the header and nmsrs indices.
-  auto* list = reinterpret_cast<kvm_msr_list*>(buf.get());
-  list->nmsrs = probe.nmsrs;
-  if (::ioctl(fd_.get(), KVM_GET_MSR_INDEX_LIST, list) != 0) return sys_error("KVM_GET_MSR_INDEX_LIST");
-  return std::vector<uint32_t>(list->indices, list->indices + list->nmsrs);
+  std::vector<uint8_t> buf(sizeof(kvm_abi::MsrListHeader) + probe.nmsrs * sizeof(uint32_t));
+  std::memcpy(buf.data(), &probe, sizeof probe);
+  if (::ioctl(fd_.get(), kvm_abi::kGetMsrIndexList, buf.data()) != 0) return sys_error("KVM_GET_MSR_INDEX_LIST");
+  std::vector<uint32_t> out(probe.nmsrs);
+  std::memcpy(out.data(), buf.data() + sizeof probe, out.size() * sizeof(uint32_t));
+  return out;
 }
 
 Result<KvmVm> KvmSystem::create_vm() const {

@@ -1,7 +1,10 @@
 #include "kvm/vcpu.h"
+#include "kvm/kvm_abi.h"
 
 #include <sys/ioctl.h>
 
+#include <algorithm>
+#include <cstring>
 #include <memory>
 
 #include "devices/bus.h"
@@ -66,41 +69,30 @@ Result<void> KvmVcpu::set_mp_state(const kvm_mp_state& s) const {
 }
 
 Result<void> KvmVcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) const {
-  const size_t bytes = sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2);
-  auto buf = std::make_unique<uint8_t[]>(bytes);
-  // SAFETY: buf holds the header and entries.size() entries.
-  auto* c = reinterpret_cast<kvm_cpuid2*>(buf.get());
-  c->nent = static_cast<uint32_t>(entries.size());
-  std::copy(entries.begin(), entries.end(), c->entries);
-  if (::ioctl(fd(), KVM_SET_CPUID2, c) != 0) return sys_error("KVM_SET_CPUID2");
+  auto buf = kvm_abi::with_header(kvm_abi::Cpuid2Header{static_cast<uint32_t>(entries.size()), 0}, entries);
+  if (::ioctl(fd(), kvm_abi::kSetCpuid2, buf.data()) != 0) return sys_error("KVM_SET_CPUID2");
   return Ok();
 }
 
 Result<void> KvmVcpu::set_msrs(const std::vector<kvm_msr_entry>& msrs) const {
-  const size_t bytes = sizeof(kvm_msrs) + msrs.size() * sizeof(kvm_msr_entry);
-  auto buf = std::make_unique<uint8_t[]>(bytes);
-  // SAFETY: buf holds the header and msrs.size() entries.
-  auto* m = reinterpret_cast<kvm_msrs*>(buf.get());
-  m->nmsrs = static_cast<uint32_t>(msrs.size());
-  std::copy(msrs.begin(), msrs.end(), m->entries);
-  const int n = ::ioctl(fd(), KVM_SET_MSRS, m);
+  auto buf = kvm_abi::with_header(kvm_abi::MsrsHeader{static_cast<uint32_t>(msrs.size()), 0}, msrs);
+  const int n = ::ioctl(fd(), kvm_abi::kSetMsrs, buf.data());
   if (n < 0) return sys_error("KVM_SET_MSRS");
-  if (static_cast<size_t>(n) != msrs.size())
+  if (static_cast<size_t>(n) < msrs.size())
     return make_error(ErrorCode::kUnsupported, "KVM_SET_MSRS: the host refused MSR {:#x}",
                       msrs[static_cast<size_t>(n)].index);
   return Ok();
 }
 
 Result<std::vector<kvm_msr_entry>> KvmVcpu::get_msrs(const std::vector<uint32_t>& indices) const {
-  const size_t bytes = sizeof(kvm_msrs) + indices.size() * sizeof(kvm_msr_entry);
-  auto buf = std::make_unique<uint8_t[]>(bytes);
-  // SAFETY: buf holds the header and indices.size() entries.
-  auto* m = reinterpret_cast<kvm_msrs*>(buf.get());
-  m->nmsrs = static_cast<uint32_t>(indices.size());
-  for (size_t i = 0; i < indices.size(); ++i) m->entries[i] = kvm_msr_entry{indices[i], 0, 0};
-  const int n = ::ioctl(fd(), KVM_GET_MSRS, m);
+  std::vector<kvm_msr_entry> entries;
+  for (uint32_t i : indices) entries.push_back(kvm_msr_entry{i, 0, 0});
+  auto buf = kvm_abi::with_header(kvm_abi::MsrsHeader{static_cast<uint32_t>(entries.size()), 0}, entries);
+  const int n = ::ioctl(fd(), kvm_abi::kGetMsrs, buf.data());
   if (n < 0) return sys_error("KVM_GET_MSRS");
-  return std::vector<kvm_msr_entry>(m->entries, m->entries + n);
+  std::memcpy(entries.data(), buf.data() + sizeof(kvm_abi::MsrsHeader), entries.size() * sizeof(kvm_msr_entry));
+  entries.resize(std::min(entries.size(), static_cast<size_t>(n)));
+  return entries;
 }
 
 Result<VcpuExit> KvmVcpu::run(const Bus& pio, const Bus& mmio, ExitCounters* counters) {

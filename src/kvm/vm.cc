@@ -2,6 +2,10 @@
 
 #include <sys/ioctl.h>
 
+#include <cstring>
+#include <vector>
+
+#include "kvm/kvm_abi.h"
 #include "kvm/system.h"
 #include "kvm/vcpu.h"
 
@@ -62,8 +66,13 @@ Result<void> KvmVm::set_irq_line(uint32_t gsi, bool level) {
   return Ok();
 }
 
-Result<void> KvmVm::set_gsi_routing(const kvm_irq_routing* routing) {
-  if (::ioctl(fd_.get(), KVM_SET_GSI_ROUTING, routing) != 0) return sys_error("KVM_SET_GSI_ROUTING");
+Result<void> KvmVm::set_gsi_routing(std::span<const kvm_irq_routing_entry> entries) {
+  // C layout (kvm_abi.h): the header, then the entries.
+  std::vector<uint8_t> buf(sizeof(kvm_abi::IrqRoutingHeader) + entries.size_bytes());
+  const kvm_abi::IrqRoutingHeader hdr{static_cast<uint32_t>(entries.size()), 0};
+  std::memcpy(buf.data(), &hdr, sizeof hdr);
+  if (!entries.empty()) std::memcpy(buf.data() + sizeof hdr, entries.data(), entries.size_bytes());
+  if (::ioctl(fd_.get(), kvm_abi::kSetGsiRouting, buf.data()) != 0) return sys_error("KVM_SET_GSI_ROUTING");
   return Ok();
 }
 

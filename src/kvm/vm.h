@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 
 #include "base/result.h"
 #include "base/unique_fd.h"
@@ -33,7 +34,8 @@ class KvmVm {
   Result<void> create_irqchip();          // PIC + IOAPIC + LAPICs in the kernel
   Result<void> create_pit2();             // fails on PVM hosts: callers treat that as optional
   Result<void> set_irq_line(uint32_t gsi, bool level);
-  Result<void> set_gsi_routing(const kvm_irq_routing* routing);
+  // Replaces the whole GSI routing table.
+  Result<void> set_gsi_routing(std::span<const kvm_irq_routing_entry> entries);
 
   // Interrupts without a vCPU exit: signalling `eventfd` injects `gsi`.
   Result<void> register_irqfd(int eventfd, uint32_t gsi, int resample_fd = -1);

@@ -46,13 +46,6 @@ Result<uint64_t> parse_memory_size(std::string_view text) {
 
 Result<uint64_t> parse_byte_size(std::string_view text) { return parse_scaled(text, 1, "size"); }
 
-Result<ConsoleSpec> parse_console(std::string_view text) {
-  if (text == "stdio") return ConsoleSpec{ConsoleKind::kStdio, {}};
-  if (text == "none") return ConsoleSpec{ConsoleKind::kNone, {}};
-  if (text.starts_with("file:") && text.size() > 5) return ConsoleSpec{ConsoleKind::kFile, std::string(text.substr(5))};
-  return make_error(ErrorCode::kInvalidArgument, "--console '{}': use stdio, none or file:PATH", text);
-}
-
 Result<DiskSpec> parse_disk(std::string_view text) {
   DiskSpec d;
   bool have_path = false;

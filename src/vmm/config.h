@@ -10,14 +10,9 @@
 #include <vector>
 
 #include "base/result.h"
+#include "vmm/console.h"  // ConsoleSpec, parse_console_spec
 
 namespace ringvm {
-
-enum class ConsoleKind { kStdio, kFile, kNone };
-struct ConsoleSpec {
-  ConsoleKind kind = ConsoleKind::kStdio;
-  std::string path;  // for kFile
-};
 
 enum class OnReboot { kExit, kRestart };
 
@@ -50,7 +45,6 @@ struct VmConfig {
 Result<uint64_t> parse_memory_size(std::string_view text);
 // Byte sizes with optional k/K, M, G, T suffixes (powers of 1024); no suffix = bytes.
 Result<uint64_t> parse_byte_size(std::string_view text);
-Result<ConsoleSpec> parse_console(std::string_view text);
 Result<DiskSpec> parse_disk(std::string_view text);
 
 }  // namespace ringvm

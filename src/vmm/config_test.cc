@@ -23,17 +23,6 @@ TEST(Config, MemorySizes) {
   EXPECT_NE(e.error().message().find("--memory"), std::string::npos);
 }
 
-TEST(Config, Console) {
-  EXPECT_EQ(parse_console("stdio")->kind, ConsoleKind::kStdio);
-  EXPECT_EQ(parse_console("none")->kind, ConsoleKind::kNone);
-  auto f = parse_console("file:/tmp/x.log");
-  ASSERT_TRUE(f.ok());
-  EXPECT_EQ(f->kind, ConsoleKind::kFile);
-  EXPECT_EQ(f->path, "/tmp/x.log");
-  EXPECT_FALSE(parse_console("file:").ok());
-  EXPECT_FALSE(parse_console("tty").ok());
-}
-
 TEST(Config, Disk) {
   auto d = parse_disk("path=a.img,readonly=on,serial=SER1,queues=4,cache=unsafe,format=qcow2");
   ASSERT_TRUE(d.ok()) << d.error().message();

@@ -1,0 +1,186 @@
+// Vm::create: the one place a VM is assembled. Every device is inserted on its bus at the
+// address arch/x86_64/layout.h gives it, which is also what the ACPI tables describe.
+#include <sys/eventfd.h>
+
+#include <fstream>
+#include <iterator>
+
+#include "arch/x86_64/boot_cpu.h"
+#include "arch/x86_64/cpuid.h"
+#include "arch/x86_64/e820.h"
+#include "arch/x86_64/layout.h"
+#include "arch/x86_64/linux_loader.h"
+#include "base/log.h"
+#include "devices/legacy/acpi_pm.h"
+#include "devices/legacy/cmos_rtc.h"
+#include "devices/legacy/i8042.h"
+#include "devices/legacy/serial.h"
+#include "devices/pci/pci_bus.h"
+#include "vmm/vm.h"
+
+namespace ringvm {
+
+namespace {
+
+// Identity-map and TSS pages Intel's VMX needs for real-mode emulation; just below the LAPIC
+// area, outside RAM and every MMIO window.
+constexpr uint64_t kIdentityMapAddr = 0xFFFB'C000;
+constexpr uint64_t kTssAddr = 0xFFFB'D000;
+// Kernels and initrds larger than this are refused before reading them whole.
+constexpr uint64_t kMaxImageBytes = 2ULL << 30;
+
+Result<std::vector<uint8_t>> read_file(const std::string& path, const char* what) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) return sys_error(fmt::format("{} {}: cannot open", what, path));
+  const auto size = static_cast<uint64_t>(f.tellg());
+  if (size > kMaxImageBytes)
+    return make_error(ErrorCode::kOutOfRange, "{} {}: {} bytes is larger than ringvm accepts ({})", what, path,
+                      size, kMaxImageBytes);
+  std::vector<uint8_t> data(size);
+  f.seekg(0);
+  // SAFETY: `data` holds exactly `size` bytes.
+  if (size > 0 && !f.read(reinterpret_cast<char*>(data.data()), static_cast<std::streamsize>(size)))
+    return make_error(ErrorCode::kIo, "{} {}: short read", what, path);
+  return data;
+}
+
+// A device that ignores every access: port 0x80 (POST codes / the kernel's I/O delay) and friends.
+class SinkDevice final : public Device {
+ public:
+  explicit SinkDevice(std::string name) : name_(std::move(name)) {}
+  std::string_view name() const override { return name_; }
+  void read(uint64_t, std::span<uint8_t> data) override { std::fill(data.begin(), data.end(), uint8_t{0xff}); }
+  void write(uint64_t, std::span<const uint8_t>) override {}
+
+ private:
+  std::string name_;
+};
+
+}  // namespace
+
+class VmBuilder {
+ public:
+  static Result<std::unique_ptr<Vm>> build(const VmConfig& cfg);
+
+ private:
+  static Result<void> create_kvm(Vm& vm);
+  static Result<void> add_platform_devices(Vm& vm);
+  static Result<x86::LoadedKernel> load_kernel(Vm& vm);
+  static Result<void> create_vcpus(Vm& vm, const x86::LoadedKernel& kernel);
+  // Sets `gsi` to `level` on the in-kernel irqchip; failures are logged, never fatal.
+  static std::function<void(bool)> irq_line(Vm& vm, uint32_t gsi);
+};
+
+std::function<void(bool)> VmBuilder::irq_line(Vm& vm, uint32_t gsi) {
+  KvmVm* kvm_vm = &*vm.vm_;
+  return [kvm_vm, gsi](bool level) {
+    auto r = kvm_vm->set_irq_line(gsi, level);
+    if (!r) RINGVM_LOG_RATELIMITED(warn, "IRQ {}: {}", gsi, r.error().message());
+  };
+}
+
+Result<void> VmBuilder::create_kvm(Vm& vm) {
+  vm.kvm_.emplace(TRY(KvmSystem::open()));
+  const KvmSystem& kvm = *vm.kvm_;
+  RETURN_IF_ERROR(kvm.require_extension(KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP (in-kernel interrupt controller)"));
+  RETURN_IF_ERROR(kvm.require_extension(KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD"));
+  RETURN_IF_ERROR(kvm.require_extension(KVM_CAP_IRQFD, "KVM_CAP_IRQFD"));
+  RETURN_IF_ERROR(kvm.require_extension(KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"));
+  const auto max = static_cast<uint32_t>(std::min<int>(kvm.max_vcpus(), static_cast<int>(x86::kMaxVcpus)));
+  if (vm.cfg_.cpus > max)
+    return make_error(ErrorCode::kInvalidArgument, "--cpus {}: this host's KVM allows at most {} vCPUs per VM",
+                      vm.cfg_.cpus, max);
+  vm.vm_.emplace(TRY(kvm.create_vm()));
+  KvmVm& kvm_vm = *vm.vm_;
+  // Intel needs these before the first vCPU; AMD and PVM ignore or refuse them harmlessly.
+  if (auto r = kvm_vm.set_identity_map_addr(kIdentityMapAddr); !r) spdlog::debug("{}", r.error().message());
+  if (auto r = kvm_vm.set_tss_addr(kTssAddr); !r) spdlog::debug("{}", r.error().message());
+  RETURN_IF_ERROR(kvm_vm.create_irqchip());
+  // The PIT is the kernel's first clock source for calibration; PVM hosts cannot create it, and
+  // the kernel then calibrates against the TSC and the ACPI PM timer.
+  if (auto r = kvm_vm.create_pit2(); !r) spdlog::info("no in-kernel PIT: {}", r.error().message());
+
+  vm.mem_ = TRY(GuestMemory::create_x86(vm.cfg_.memory_bytes, x86::kMmioHoleStart));
+  RETURN_IF_ERROR(kvm_vm.map_memory(vm.mem_));
+  return Ok();
+}
+
+Result<void> VmBuilder::add_platform_devices(Vm& vm) {
+  Vm* self = &vm;
+  // Console and COM1.
+  vm.console_ = TRY(Console::create(vm.cfg_.console));
+  Console* console = vm.console_.get();
+  auto com1 = std::make_shared<SerialPort>("com1", irq_line(vm, x86::kCom1Irq),
+                                           [console](std::span<const uint8_t> bytes) { console->write(bytes); });
+  RETURN_IF_ERROR(vm.pio_.insert(x86::kCom1Port, SerialPort::kSize, com1));
+  vm.console_input_ = [com1](std::span<const uint8_t> bytes) { return com1->enqueue_input(bytes); };
+
+  auto i8042 = std::make_shared<I8042>([self] { self->request_stop(StopReason::kReboot); });
+  RETURN_IF_ERROR(vm.pio_.insert(x86::kI8042DataPort, I8042::kSize, i8042));
+  RETURN_IF_ERROR(vm.pio_.insert(x86::kRtcPort, CmosRtc::kSize, std::make_shared<CmosRtc>()));
+
+  AcpiPmDevice::Hooks pm_hooks;
+  pm_hooks.on_poweroff = [self] { self->request_stop(StopReason::kPowerOff); };
+  pm_hooks.sci = irq_line(vm, x86::kAcpiSciIrq);
+  pm_hooks.clock = [] { return std::chrono::steady_clock::now(); };
+  RETURN_IF_ERROR(vm.pio_.insert(x86::kAcpiPm1aEvtBlk, AcpiPmDevice::kSize,
+                                 std::make_shared<AcpiPmDevice>(std::move(pm_hooks), x86::kSlpTypS5)));
+
+  // Port 0x80 is the kernel's I/O delay: an ioeventfd makes KVM complete those writes in the
+  // kernel, so they never exit to userspace. Reads (rare) reach the sink device.
+  UniqueFd delay_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (delay_fd && vm.vm_->register_ioeventfd(delay_fd.get(), 0x80, 1, true)) {
+    vm.owned_.push_back(std::make_shared<UniqueFd>(std::move(delay_fd)));
+  }
+  RETURN_IF_ERROR(vm.pio_.insert(0x80, 1, std::make_shared<SinkDevice>("io-delay")));
+
+  vm.owned_.push_back(TRY(PciBus::create(vm.pio_, vm.mmio_)));
+  return Ok();
+}
+
+Result<x86::LoadedKernel> VmBuilder::load_kernel(Vm& vm) {
+  const VmConfig& cfg = vm.cfg_;
+  auto kernel = TRY(read_file(cfg.kernel, "kernel"));
+  std::vector<uint8_t> initrd_file;
+  std::span<const uint8_t> initrd = cfg.initrd_data;
+  if (initrd.empty() && !cfg.initrd.empty()) {
+    initrd_file = TRY(read_file(cfg.initrd, "initrd"));
+    initrd = initrd_file;
+  }
+  auto e820 = TRY(x86::build_e820(vm.mem_));
+  const uint64_t rsdp = 0;
+  auto loaded = x86::load_linux(vm.mem_, kernel, initrd, cfg.cmdline, e820, rsdp);
+  if (!loaded) return wrap(std::move(loaded).error(), "kernel {}", cfg.kernel);
+  return loaded;
+}
+
+Result<void> VmBuilder::create_vcpus(Vm& vm, const x86::LoadedKernel& kernel) {
+  const auto supported = TRY(vm.kvm_->supported_cpuid());
+  for (uint32_t i = 0; i < vm.cfg_.cpus; ++i) {
+    auto vcpu = std::make_unique<KvmVcpu>(TRY(vm.vm_->create_vcpu(i)));
+    RETURN_IF_ERROR(vcpu->set_cpuid(TRY(x86::build_cpuid(supported, i, vm.cfg_.cpus))));
+    RETURN_IF_ERROR(x86::setup_cpu_msrs(*vcpu));
+    RETURN_IF_ERROR(x86::setup_lapic(*vcpu));
+    // Only the bootstrap processor starts at the kernel's entry; KVM holds the others until the
+    // guest sends them INIT/SIPI.
+    if (i == 0) RETURN_IF_ERROR(x86::setup_boot_cpu(*vcpu, vm.mem_, kernel));
+    vm.vcpus_.push_back(std::move(vcpu));
+  }
+  return Ok();
+}
+
+Result<std::unique_ptr<Vm>> VmBuilder::build(const VmConfig& cfg) {
+  if (cfg.cpus == 0) return make_error(ErrorCode::kInvalidArgument, "--cpus 0: a VM needs at least one vCPU");
+  std::unique_ptr<Vm> vm(new Vm());
+  vm->cfg_ = cfg;
+  vm->loop_.emplace(TRY(EventLoop::create()));
+  RETURN_IF_ERROR(create_kvm(*vm));
+  auto kernel = TRY(load_kernel(*vm));
+  RETURN_IF_ERROR(add_platform_devices(*vm));
+  RETURN_IF_ERROR(create_vcpus(*vm, kernel));
+  return vm;
+}
+
+Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) { return VmBuilder::build(cfg); }
+
+}  // namespace ringvm
