@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "arch/x86_64/acpi.h"
 #include "arch/x86_64/boot_cpu.h"
 #include "arch/x86_64/cpuid.h"
 #include "arch/x86_64/e820.h"
@@ -15,7 +16,13 @@
 #include "devices/legacy/cmos_rtc.h"
 #include "devices/legacy/i8042.h"
 #include "devices/legacy/serial.h"
+#include "block/image_open.h"
+#include "devices/pci/interrupt_controller.h"
+#include "devices/pci/msi.h"
 #include "devices/pci/pci_bus.h"
+#include "devices/virtio/block/virtio_block.h"
+#include "devices/virtio/rng/virtio_rng.h"
+#include "devices/virtio/virtio_pci.h"
 #include "vmm/vm.h"
 
 namespace ringvm {
@@ -65,6 +72,7 @@ class VmBuilder {
  private:
   static Result<void> create_kvm(Vm& vm);
   static Result<void> add_platform_devices(Vm& vm);
+  static Result<void> add_virtio_devices(Vm& vm, PciBus& pci);
   static Result<x86::LoadedKernel> load_kernel(Vm& vm);
   static Result<void> create_vcpus(Vm& vm, const x86::LoadedKernel& kernel);
   // Sets `gsi` to `level` on the in-kernel irqchip; failures are logged, never fatal.
@@ -134,7 +142,42 @@ Result<void> VmBuilder::add_platform_devices(Vm& vm) {
   }
   RETURN_IF_ERROR(vm.pio_.insert(0x80, 1, std::make_shared<SinkDevice>("io-delay")));
 
-  vm.owned_.push_back(TRY(PciBus::create(vm.pio_, vm.mmio_)));
+  auto pci = TRY(PciBus::create(vm.pio_, vm.mmio_));
+  vm.owned_.push_back(pci);
+  return add_virtio_devices(vm, *pci);
+}
+
+Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
+  // Interrupts: every MSI-X vector gets a GSI routed in the kernel and an irqfd, so a device
+  // completes a request without any vCPU exit. The router's table keeps the irqchip pins routed.
+  auto ic = std::make_shared<KvmInterruptController>(*vm.vm_);
+  auto router = std::make_shared<MsiRouter>(*ic, x86::kIoapicPins);
+  RETURN_IF_ERROR(router->install());
+  vm.owned_.push_back(ic);
+  vm.owned_.push_back(router);
+  auto attach = [&](std::shared_ptr<VirtioDevice> dev) -> Result<void> {
+    auto pci_dev = TRY(VirtioPciDevice::create(dev, vm.mem_, *ic, *router));
+    TRY(pci.add_device(pci_dev));
+    vm.owned_.push_back(pci_dev);
+    // Devices run worker threads; stop them (reset) before anything they use is destroyed.
+    vm.shutdown_hooks_.push_back([dev] { dev->reset(); });
+    return Ok();
+  };
+  int index = 0;
+  for (const DiskSpec& d : vm.cfg_.disks) {
+    auto disk = open_disk(d.path, d.format == DiskFormat::kQcow2 ? "qcow2" : "raw", d.read_only);
+    if (!disk) return wrap(std::move(disk).error(), "--disk path={}", d.path);
+    VirtioBlockOptions o;
+    o.id = fmt::format("blk{}", index++);
+    o.read_only = d.read_only;
+    o.serial = d.serial;
+    o.queues = d.queues;
+    o.cache = d.cache == CacheMode::kUnsafe ? VirtioBlockOptions::Cache::kUnsafe : VirtioBlockOptions::Cache::kWriteback;
+    auto blk = VirtioBlock::create(std::move(*disk), o);
+    if (!blk) return wrap(std::move(blk).error(), "--disk path={}", d.path);
+    RETURN_IF_ERROR(attach(std::shared_ptr<VirtioDevice>(std::move(*blk))));
+  }
+  if (vm.cfg_.rng) RETURN_IF_ERROR(attach(std::make_shared<VirtioRng>()));
   return Ok();
 }
 
@@ -148,7 +191,10 @@ Result<x86::LoadedKernel> VmBuilder::load_kernel(Vm& vm) {
     initrd = initrd_file;
   }
   auto e820 = TRY(x86::build_e820(vm.mem_));
-  const uint64_t rsdp = 0;
+  x86::AcpiConfig acpi;
+  acpi.num_cpus = cfg.cpus;
+  acpi.pm_timer = true;  // AcpiPmDevice serves the PM timer at kAcpiPmTmrBlk
+  const uint64_t rsdp = TRY(x86::write_acpi_tables(vm.mem_, acpi));
   auto loaded = x86::load_linux(vm.mem_, kernel, initrd, cfg.cmdline, e820, rsdp);
   if (!loaded) return wrap(std::move(loaded).error(), "kernel {}", cfg.kernel);
   return loaded;
