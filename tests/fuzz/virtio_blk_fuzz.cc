@@ -63,6 +63,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   opts.read_only = (data[0] & 4) != 0;
   opts.serial = "fuzz";
   opts.queue_size = 16;
+  opts.engine = ringvm::VirtioBlockOptions::Engine::kSync;  // requests complete inside process_queue
   if (data[0] & 8) opts.cache = ringvm::VirtioBlockOptions::Cache::kUnsafe;  // skip fdatasync: speed
   auto blk = ringvm::VirtioBlock::create(fx.disk, opts);
   if (!blk.ok()) __builtin_trap();

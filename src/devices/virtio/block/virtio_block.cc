@@ -18,6 +18,8 @@ namespace {
 
 constexpr uint64_t kSector = 512;
 constexpr uint64_t bit(unsigned b) { return 1ULL << b; }
+// handle()'s "no status yet": the request went to io_uring and completes later.
+constexpr int kAsync = -1;
 
 }  // namespace
 
@@ -90,12 +92,25 @@ Result<void> VirtioBlock::activate(const GuestMemory& mem, uint64_t acked_featur
                       queues.size(), options_.queues);
   queues_ = TRY(activate_queues(fmt::format("virtio-blk {}", options_.id), mem, acked_features, std::move(queues)));
   mem_ = &mem;
+  rings_.clear();
+  rings_.resize(queues_.size());
+  const auto fd = disk_->direct_fd();
   for (size_t i = 0; i < queues_.size(); ++i) {
     if (queues_[i].queue == nullptr) continue;
-    auto w = VirtioWorker::start(fmt::format("blk-{}-q{}", options_.id, i), {queues_[i].kick_fd},
-                                 [this, i](size_t) { process_queue(i); });
+    if (fd && options_.engine == VirtioBlockOptions::Engine::kAuto) {
+      auto ring = UringQueue::create(queues_[i].queue->size());
+      if (ring.ok()) rings_[i] = std::move(*ring);
+      else RINGVM_LOG_RATELIMITED(info, "virtio-blk {}: synchronous I/O: {}", options_.id, ring.error().message());
+    }
+    const int done_fd = rings_[i] ? rings_[i]->event_fd() : -1;
+    auto w = VirtioWorker::start(fmt::format("blk-{}-q{}", options_.id, i), {queues_[i].kick_fd, done_fd},
+                                 [this, i](size_t source) {
+                                   if (source == 0) process_queue(i);
+                                   else reap(i);
+                                 });
     if (!w.ok()) {
       workers_.clear();
+      rings_.clear();
       mem_ = nullptr;
       queues_.clear();
       return std::move(w).error();
@@ -107,7 +122,8 @@ Result<void> VirtioBlock::activate(const GuestMemory& mem, uint64_t acked_featur
 
 void VirtioBlock::reset() {
   std::lock_guard lock(mu_);
-  workers_.clear();  // joins: no request is in flight after this
+  workers_.clear();  // joins: nothing submits or completes after this
+  rings_.clear();    // waits for what the kernel still has in flight
   queues_.clear();
   mem_ = nullptr;
 }
@@ -115,8 +131,38 @@ void VirtioBlock::reset() {
 void VirtioBlock::process_queue(size_t index) {
   if (index >= queues_.size() || queues_[index].queue == nullptr) return;
   auto& aq = queues_[index];
-  while (auto chain = aq.queue->pop()) aq.queue->add_used(chain->head, handle(*chain));
+  while (auto chain = aq.queue->pop()) {
+    if (auto used = handle(index, *chain)) aq.queue->add_used(chain->head, *used);
+  }
+  if (index < rings_.size() && rings_[index]) rings_[index]->submit();
   if (aq.queue->needs_notification() && aq.notify) aq.notify();
+}
+
+size_t VirtioBlock::uring_queues() const {
+  return static_cast<size_t>(std::count_if(rings_.begin(), rings_.end(), [](const auto& r) { return r != nullptr; }));
+}
+
+void VirtioBlock::reap(size_t index) {
+  if (index >= rings_.size() || !rings_[index]) return;
+  rings_[index]->reap();
+  auto& aq = queues_[index];
+  if (aq.queue->needs_notification() && aq.notify) aq.notify();
+}
+
+void VirtioBlock::complete(size_t queue, uint16_t head, uint64_t status_addr, uint32_t used_ok, int32_t res,
+                           uint64_t expected, int kind) {
+  uint8_t status = VIRTIO_BLK_S_OK;
+  if (res < 0 || static_cast<uint64_t>(res) != expected) {
+    status = io_error(res < 0 ? Error{ErrorCode::kIo, -res, fmt::format("io_uring request on {}", disk_->path())}
+                              : make_error(ErrorCode::kIo, "short transfer ({} of {} bytes) on {}", res, expected,
+                                           disk_->path()));
+  } else if (kind == VIRTIO_BLK_T_IN || kind == VIRTIO_BLK_T_OUT) {
+    const bool rd = kind == VIRTIO_BLK_T_IN;
+    (rd ? stats_.reads : stats_.writes).fetch_add(1, std::memory_order_relaxed);
+    (rd ? stats_.bytes_read : stats_.bytes_written).fetch_add(expected, std::memory_order_relaxed);
+  }
+  (void)mem_->write_obj(status_addr, status);
+  queues_[queue].queue->add_used(head, status == VIRTIO_BLK_S_OK ? used_ok : 1);
 }
 
 bool VirtioBlock::range_ok(uint64_t sector, uint64_t bytes) const {
@@ -130,7 +176,7 @@ uint8_t VirtioBlock::io_error(const Error& e) {
   return VIRTIO_BLK_S_IOERR;
 }
 
-uint32_t VirtioBlock::handle(const DescriptorChain& chain) {
+std::optional<uint32_t> VirtioBlock::handle(size_t queue, const DescriptorChain& chain) {
   const uint64_t writable = chain.writable_bytes();
   if (writable == 0) {
     // Nowhere to put a status: the request cannot be answered, only returned.
@@ -139,7 +185,9 @@ uint32_t VirtioBlock::handle(const DescriptorChain& chain) {
   }
   // The status byte is the chain's last writable byte; data comes before it.
   const uint64_t data_in = writable - 1;
-  uint8_t status = VIRTIO_BLK_S_IOERR;
+  const DescriptorBuffer& last = chain.writable.back();
+  const uint64_t status_addr = last.addr + last.len - 1;
+  int status = VIRTIO_BLK_S_IOERR;
   uint32_t used = 1;
   virtio_blk_outhdr hdr{};
   // SAFETY: virtio_blk_outhdr is a trivially-copyable 16-byte UAPI struct; we fill it from a copy.
@@ -152,20 +200,11 @@ uint32_t VirtioBlock::handle(const DescriptorChain& chain) {
     const uint64_t data_out = chain.readable_bytes() - sizeof hdr;
     switch (type) {
       case VIRTIO_BLK_T_IN:
-        status = do_rw(type, sector, chain, data_in);
+        status = do_rw(queue, type, sector, chain, data_in, status_addr);
         if (status == VIRTIO_BLK_S_OK) used = static_cast<uint32_t>(writable);
         break;
-      case VIRTIO_BLK_T_OUT: status = do_rw(type, sector, chain, data_out); break;
-      case VIRTIO_BLK_T_FLUSH: {
-        stats_.flushes.fetch_add(1, std::memory_order_relaxed);
-        status = VIRTIO_BLK_S_OK;
-        if (options_.cache != VirtioBlockOptions::Cache::kUnsafe) {
-          // Durable before the guest sees the status: that is the whole point of FLUSH.
-          auto r = disk_->flush();
-          if (!r.ok()) status = io_error(r.error());
-        }
-        break;
-      }
+      case VIRTIO_BLK_T_OUT: status = do_rw(queue, type, sector, chain, data_out, status_addr); break;
+      case VIRTIO_BLK_T_FLUSH: status = do_flush(queue, chain, status_addr); break;
       case VIRTIO_BLK_T_GET_ID: {
         stats_.get_ids.fetch_add(1, std::memory_order_relaxed);
         std::array<uint8_t, VIRTIO_BLK_ID_BYTES> id{};
@@ -184,11 +223,28 @@ uint32_t VirtioBlock::handle(const DescriptorChain& chain) {
         break;
     }
   }
-  copy_to_buffers(*mem_, chain.writable, data_in, std::span<const uint8_t>(&status, 1));
+  if (status == kAsync) return std::nullopt;
+  (void)mem_->write_obj(status_addr, static_cast<uint8_t>(status));
   return used;
 }
 
-uint8_t VirtioBlock::do_rw(uint32_t type, uint64_t sector, const DescriptorChain& chain, uint64_t data_len) {
+int VirtioBlock::do_flush(size_t queue, const DescriptorChain& chain, uint64_t status_addr) {
+  stats_.flushes.fetch_add(1, std::memory_order_relaxed);
+  if (options_.cache == VirtioBlockOptions::Cache::kUnsafe) return VIRTIO_BLK_S_OK;
+  // Durable before the guest sees the status: that is the whole point of FLUSH. The guest only
+  // flushes after the writes it covers completed, so the flush need not wait for other I/O.
+  if (queue < rings_.size() && rings_[queue]) {
+    rings_[queue]->fdatasync(*disk_->direct_fd(), [this, queue, head = chain.head, status_addr](int32_t res) {
+      complete(queue, head, status_addr, 1, res, 0, VIRTIO_BLK_T_FLUSH);
+    });
+    return kAsync;
+  }
+  auto r = disk_->flush();
+  return r.ok() ? VIRTIO_BLK_S_OK : io_error(r.error());
+}
+
+int VirtioBlock::do_rw(size_t queue, uint32_t type, uint64_t sector, const DescriptorChain& chain,
+                       uint64_t data_len, uint64_t status_addr) {
   const bool is_read = type == VIRTIO_BLK_T_IN;
   if (!is_read && read_only_) {
     stats_.bad_requests.fetch_add(1, std::memory_order_relaxed);
@@ -203,6 +259,16 @@ uint8_t VirtioBlock::do_rw(uint32_t type, uint64_t sector, const DescriptorChain
   auto iov = is_read ? buffers_iovecs(*mem_, chain.writable, 0, data_len)
                      : buffers_iovecs(*mem_, chain.readable, sizeof(virtio_blk_outhdr), data_len);
   if (!iov.ok()) return io_error(iov.error());
+  if (queue < rings_.size() && rings_[queue]) {
+    auto done = [this, queue, head = chain.head, status_addr, data_len, type](int32_t res) {
+      complete(queue, head, status_addr, static_cast<uint32_t>(type == VIRTIO_BLK_T_IN ? data_len + 1 : 1), res,
+               data_len, static_cast<int>(type));
+    };
+    const int fd = *disk_->direct_fd();
+    if (is_read) rings_[queue]->readv(fd, sector * kSector, std::move(*iov), std::move(done));
+    else rings_[queue]->writev(fd, sector * kSector, std::move(*iov), std::move(done));
+    return kAsync;
+  }
   auto r = is_read ? disk_->readv(sector * kSector, *iov) : disk_->writev(sector * kSector, *iov);
   if (!r.ok()) return io_error(r.error());
   (is_read ? stats_.reads : stats_.writes).fetch_add(1, std::memory_order_relaxed);

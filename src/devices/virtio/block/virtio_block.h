@@ -13,10 +13,12 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "block/disk.h"
+#include "devices/virtio/block/uring_queue.h"
 #include "devices/virtio/queue.h"
 #include "devices/virtio/virtio_device.h"
 #include "devices/virtio/worker.h"
@@ -34,6 +36,11 @@ struct VirtioBlockOptions {
   uint16_t queues = 1;      // 1..16; > 1 offers VIRTIO_BLK_F_MQ
   uint16_t queue_size = 256;
   Cache cache = Cache::kWriteback;
+  enum class Engine : uint8_t {
+    kAuto,  // io_uring on disks with a direct_fd() (raw), where the host allows it; else kSync
+    kSync,  // Disk calls on the queue's worker thread, one request at a time
+  };
+  Engine engine = Engine::kAuto;
 };
 
 // Counters for --stats; readable from any thread.
@@ -71,14 +78,25 @@ class VirtioBlock final : public VirtioDevice {
   uint64_t capacity_sectors() const { return capacity_sectors_; }
 
   // Serves every available request on queue `index` and raises its interrupt if the driver
-  // wants one. Called by the queue's worker; public so tests can drive it synchronously.
+  // wants one. Called by the queue's worker; public so tests can drive it synchronously (with
+  // Engine::kSync every request is complete when it returns).
   void process_queue(size_t index);
+  // How many queues run their I/O through io_uring (the rest are synchronous).
+  size_t uring_queues() const;
 
  private:
   VirtioBlock(std::shared_ptr<Disk> disk, VirtioBlockOptions options);
-  // Runs one request; returns the used length (bytes written into the guest's buffers).
-  uint32_t handle(const DescriptorChain& chain);
-  uint8_t do_rw(uint32_t type, uint64_t sector, const DescriptorChain& chain, uint64_t data_len);
+  // Runs one request; returns the used length (bytes written into the guest's buffers), or
+  // nullopt when it went to io_uring and completes later.
+  std::optional<uint32_t> handle(size_t queue, const DescriptorChain& chain);
+  // kOk/kIoerr/... or kAsync when the request went to the queue's io_uring.
+  int do_rw(size_t queue, uint32_t type, uint64_t sector, const DescriptorChain& chain, uint64_t data_len,
+            uint64_t status_addr);
+  int do_flush(size_t queue, const DescriptorChain& chain, uint64_t status_addr);
+  // Completes an io_uring request: status byte, used ring, counters.
+  void complete(size_t queue, uint16_t head, uint64_t status_addr, uint32_t used_ok, int32_t res, uint64_t expected,
+                int kind);
+  void reap(size_t queue);
   uint8_t do_discard_or_zero(uint32_t type, const DescriptorChain& chain, uint64_t data_len);
   uint8_t io_error(const Error& e);
   bool range_ok(uint64_t sector, uint64_t bytes) const;
@@ -93,6 +111,7 @@ class VirtioBlock final : public VirtioDevice {
   std::mutex mu_;  // activate/reset
   const GuestMemory* mem_ = nullptr;
   std::vector<ActivatedQueue> queues_;
+  std::vector<std::unique_ptr<UringQueue>> rings_;  // per queue; null = synchronous
   std::vector<std::unique_ptr<VirtioWorker>> workers_;
   BlockStats stats_;
 };
