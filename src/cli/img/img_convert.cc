@@ -188,7 +188,7 @@ void add_convert(CLI::App& img, int* status) {
   auto* c = img.add_subcommand("convert", "Copy an image into a new raw or qcow2 image (sparse; -c compresses)");
   c->add_option("-f", a->src_format, "Source format: raw or qcow2 (default: from the file name)");
   c->add_option("-O", a->dst_format, "Output format: raw or qcow2 (default: from the file name, else raw)");
-  c->add_option("-o", a->opts, "Output options, as for create");
+  c->add_option("-o", a->opts, "Output options, as for create")->allow_extra_args(false);
   c->add_flag("-c", a->compress, "Compress the output clusters (qcow2)");
   c->add_flag("-p", a->progress, "Show progress on stderr");
   c->add_flag("-q", a->quiet, "Quiet");

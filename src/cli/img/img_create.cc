@@ -65,7 +65,7 @@ void add_create(CLI::App& img, int* status) {
   c->add_option("-F", a->backing_format, "Format of the backing file: raw or qcow2");
   c->add_option("-o", a->opts,
                 "Options: cluster_size=64k, compression_type=zlib|zstd, preallocation=off|metadata|full, "
-                "lazy_refcounts=on|off, refcount_bits=16, compat=1.1|0.10");
+                "lazy_refcounts=on|off, refcount_bits=16, compat=1.1|0.10")->allow_extra_args(false);
   c->add_flag("-q", a->quiet, "Quiet");
   c->add_option("file", a->file, "The image to create")->required();
   c->add_option("size", a->size, "Virtual size: bytes or with k, M, G, T suffix (default: the backing file's)");
