@@ -332,6 +332,34 @@ TEST_F(Qcow2Test, ConcurrentWritersKeepImageConsistent) {
   EXPECT_TRUE(read_all(*d) == model);
 }
 
+TEST_F(Qcow2Test, WritesCopyClustersSharedWithASnapshot) {
+  SKIP_WITHOUT_QEMU_IMG();
+  const std::string img = dir_.file("s.qcow2");
+  ASSERT_EQ(run_cmd(fmt::format("qemu-img create -q -f qcow2 -o cluster_size=4096 {} 1M", img)).status, 0);
+  ASSERT_EQ(run_cmd(fmt::format("qemu-io -f qcow2 -c 'write -P 0x11 0 512k' {}", img)).status, 0);
+  ASSERT_EQ(run_cmd(fmt::format("qemu-img snapshot -c before {}", img)).status, 0);
+  std::vector<uint8_t> model(1u << 20, 0);
+  std::fill_n(model.begin(), 512 * 1024, 0x11);
+  const std::vector<uint8_t> snap = model;
+  {
+    auto d = open_rw(img);
+    ASSERT_TRUE(d);
+    ASSERT_EQ(d->snapshots().size(), 1u);
+    EXPECT_EQ(d->snapshots()[0].name, "before");
+    scribble(*d, model, 77, 30);
+    ASSERT_TRUE(d->discard(0, 65536).ok());
+    std::fill_n(model.begin(), 65536, 0);
+    ASSERT_TRUE(d->close().ok());
+  }
+  EXPECT_TRUE(qemu_check_clean(img));
+  testing::write_file(dir_.file("model.raw"), model);
+  testing::write_file(dir_.file("snap.raw"), snap);
+  EXPECT_EQ(run_cmd(fmt::format("qemu-img compare -f qcow2 -F raw {} {}", img, dir_.file("model.raw"))).status, 0);
+  // The snapshot still reads what it held.
+  ASSERT_EQ(run_cmd(fmt::format("qemu-img convert -l snapshot.name=before -O raw {} {}", img, dir_.file("s.raw"))).status, 0);
+  EXPECT_TRUE(testing::read_file(dir_.file("s.raw")) == snap);
+}
+
 TEST(ImageOpenTest, FormatIsExplicit) {
   testing::TempDir dir;
   testing::write_file(dir.file("x.raw"), std::vector<uint8_t>(4096, 0));
