@@ -78,46 +78,35 @@ Result<void> RawDisk::check_range(const char* op, uint64_t offset, uint64_t leng
   return Ok();
 }
 
-Result<void> RawDisk::readv(uint64_t offset, std::span<const iovec> iov) {
+Result<void> RawDisk::readv(uint64_t offset, std::span<const iovec> iov) { return transfer(false, offset, iov); }
+
+Result<void> RawDisk::writev(uint64_t offset, std::span<const iovec> iov) { return transfer(true, offset, iov); }
+
+Result<void> RawDisk::transfer(bool write, uint64_t offset, std::span<const iovec> iov) {
+  const char* op = write ? "write" : "read";
   const uint64_t total = iov_bytes(iov);
-  RETURN_IF_ERROR(check_range("read", offset, total));
+  RETURN_IF_ERROR(check_range(op, offset, total));
   std::vector<iovec> v(iov.begin(), iov.end());
   size_t first = 0;
   uint64_t done = 0;
   while (done < total) {
-    const ssize_t n = ::preadv(fd_.get(), v.data() + first, iov_count(v.size() - first),
-                               static_cast<off_t>(offset + done));
+    const int count = iov_count(v.size() - first);
+    const auto at = static_cast<off_t>(offset + done);
+    const ssize_t n = write ? ::pwritev(fd_.get(), v.data() + first, count, at)
+                            : ::preadv(fd_.get(), v.data() + first, count, at);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return sys_error(fmt::format("read {} bytes at offset {} from disk {}", total - done, offset + done, path_));
+      return sys_error(fmt::format("{} {} bytes at offset {} on disk {}", op, total - done, offset + done, path_));
     }
     if (n == 0) {
+      if (write)
+        return Error{ErrorCode::kIo, ENOSPC,
+                     fmt::format("write at offset {} to disk {} made no progress", offset + done, path_)};
       // The file shrank under us (or a block device lies about its size): what is past the end
       // reads as zeros, like a hole.
       for (size_t i = first; i < v.size(); ++i) std::memset(v[i].iov_base, 0, v[i].iov_len);
       return Ok();
     }
-    done += static_cast<uint64_t>(n);
-    advance(v, first, static_cast<uint64_t>(n));
-  }
-  return Ok();
-}
-
-Result<void> RawDisk::writev(uint64_t offset, std::span<const iovec> iov) {
-  const uint64_t total = iov_bytes(iov);
-  RETURN_IF_ERROR(check_range("write", offset, total));
-  std::vector<iovec> v(iov.begin(), iov.end());
-  size_t first = 0;
-  uint64_t done = 0;
-  while (done < total) {
-    const ssize_t n = ::pwritev(fd_.get(), v.data() + first, iov_count(v.size() - first),
-                                static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return sys_error(fmt::format("write {} bytes at offset {} to disk {}", total - done, offset + done, path_));
-    }
-    if (n == 0)
-      return Error{ErrorCode::kIo, ENOSPC, fmt::format("write at offset {} to disk {} made no progress", offset + done, path_)};
     done += static_cast<uint64_t>(n);
     advance(v, first, static_cast<uint64_t>(n));
   }

@@ -37,6 +37,7 @@ class RawDisk final : public Disk {
       : path_(std::move(path)), fd_(std::move(fd)), size_(size), read_only_(read_only),
         block_device_(block_device), direct_io_(direct_io) {}
 
+  Result<void> transfer(bool write, uint64_t offset, std::span<const iovec> iov);
   Result<void> check_range(const char* op, uint64_t offset, uint64_t length) const;
   Result<void> write_zeros_slow(uint64_t offset, uint64_t length);
 
