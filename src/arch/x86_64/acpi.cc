@@ -61,7 +61,8 @@ struct Fadt {
   uint16_t sci_int;
   uint32_t smi_cmd;
   uint8_t acpi_enable, acpi_disable, s4bios_req, pstate_cnt;
-  uint32_t pm1a_evt_blk, pm1b_evt_blk, pm1a_cnt_blk, pm1b_cnt_blk, pm2_cnt_blk, pm_tmr_blk, gpe0_blk, gpe1_blk;
+  uint32_t pm1a_evt_blk, pm1b_evt_blk, pm1a_cnt_blk, pm1b_cnt_blk, pm2_cnt_blk, pm_tmr_blk, gpe0_blk,
+      gpe1_blk;
   uint8_t pm1_evt_len, pm1_cnt_len, pm2_cnt_len, pm_tmr_len, gpe0_blk_len, gpe1_blk_len, gpe1_base, cst_cnt;
   uint16_t p_lvl2_lat, p_lvl3_lat, flush_size, flush_stride;
   uint8_t duty_offset, duty_width, day_alrm, mon_alrm, century;
@@ -129,18 +130,18 @@ static_assert(sizeof(McfgAllocation) == 16);
 
 constexpr char kOemId[6] = {'R', 'I', 'N', 'G', 'V', 'M'};
 constexpr uint8_t kGasSystemIo = 1;
-constexpr uint32_t kFadtWbinvd = 1u << 0;       // WBINVD works
-constexpr uint32_t kFadtProcC1 = 1u << 2;       // C1 (HLT) on all processors
-constexpr uint32_t kFadtSlpButton = 1u << 5;    // no fixed-feature sleep button
-constexpr uint32_t kFadtTmrValExt = 1u << 8;    // the PM timer is 32 bits
+constexpr uint32_t kFadtWbinvd = 1u << 0;     // WBINVD works
+constexpr uint32_t kFadtProcC1 = 1u << 2;     // C1 (HLT) on all processors
+constexpr uint32_t kFadtSlpButton = 1u << 5;  // no fixed-feature sleep button
+constexpr uint32_t kFadtTmrValExt = 1u << 8;  // the PM timer is 32 bits
 constexpr uint16_t kBootArchLegacyDevices = 1u << 0;
-constexpr uint16_t kBootArch8042 = 1u << 1;     // the kernel then probes i8042 without PNP
+constexpr uint16_t kBootArch8042 = 1u << 1;  // the kernel then probes i8042 without PNP
 constexpr uint16_t kBootArchNoVga = 1u << 2;
-constexpr uint32_t kMadtPcatCompat = 1;         // a dual 8259 is present (the kernel masks it)
+constexpr uint32_t kMadtPcatCompat = 1;  // a dual 8259 is present (the kernel masks it)
 constexpr uint32_t kMadtLapicEnabled = 1;
 constexpr uint16_t kMpsActiveHighLevel = 0x000d;  // polarity 01 (high), trigger 11 (level)
-constexpr uint64_t kTableAlign = 64;            // FACS needs 64; the rest get it for free
-constexpr uint8_t kDsdtRevision = 2;            // 2: 64-bit AML integers (the 64-bit window)
+constexpr uint64_t kTableAlign = 64;              // FACS needs 64; the rest get it for free
+constexpr uint8_t kDsdtRevision = 2;              // 2: 64-bit AML integers (the 64-bit window)
 
 // Appends the bytes of `v`. Byte by byte: GCC 12 misreports bounds on vector copies here.
 template <typename T>
@@ -169,7 +170,9 @@ Bytes make_table(const char (&sig)[5], uint8_t revision, const Bytes& body) {
   return t;
 }
 
-Gas io_gas(uint16_t port, uint8_t len) { return Gas{kGasSystemIo, static_cast<uint8_t>(len * 8), 0, 0, port}; }
+Gas io_gas(uint16_t port, uint8_t len) {
+  return Gas{kGasSystemIo, static_cast<uint8_t>(len * 8), 0, 0, port};
+}
 
 Bytes make_fadt(const AcpiConfig& cfg, uint64_t facs, uint64_t dsdt) {
   Fadt f{};
@@ -206,7 +209,8 @@ Bytes make_madt(uint32_t num_cpus) {
   append_obj<uint32_t>(body, static_cast<uint32_t>(kLapicAddr));
   append_obj<uint32_t>(body, kMadtPcatCompat);
   for (uint32_t i = 0; i < num_cpus; ++i)
-    append_obj(body, MadtLocalApic{0, 8, static_cast<uint8_t>(i), static_cast<uint8_t>(i), kMadtLapicEnabled});
+    append_obj(body,
+               MadtLocalApic{0, 8, static_cast<uint8_t>(i), static_cast<uint8_t>(i), kMadtLapicEnabled});
   append_obj(body, MadtIoApic{1, 12, kIoapicId, 0, static_cast<uint32_t>(kIoapicAddr), 0});
   append_obj(body, MadtIntSourceOverride{2, 10, 0, 0, 2, 0});  // the PIT's IRQ0 is IOAPIC pin 2
   append_obj(body, MadtIntSourceOverride{2, 10, 0, static_cast<uint8_t>(kAcpiSciIrq), kAcpiSciIrq,
@@ -232,7 +236,8 @@ Bytes make_facs() {
 }
 
 // Legacy device with a fixed I/O range and one ISA IRQ.
-Bytes legacy_device(std::string_view name, std::string_view hid, uint64_t uid, const std::vector<Bytes>& res) {
+Bytes legacy_device(std::string_view name, std::string_view hid, uint64_t uid,
+                    const std::vector<Bytes>& res) {
   return aml::device(name, {aml::name("_HID", aml::eisa_id(hid)), aml::name("_UID", aml::integer(uid)),
                             aml::name("_CRS", aml::resource_template(res))});
 }
@@ -259,18 +264,20 @@ Bytes build_dsdt_aml(uint64_t ram_end) {
       io(kPciConfigAddressPort, kPciConfigAddressPort, 1, kPciConfigPortSize),
       word_io(0x0000, kPciConfigAddressPort - 1),
       word_io(kPciConfigAddressPort + kPciConfigPortSize, 0xffff),
-      dword_memory(static_cast<uint32_t>(kPciMmio32Base), static_cast<uint32_t>(kPciMmio32Base + kPciMmio32Size - 1)),
+      dword_memory(static_cast<uint32_t>(kPciMmio32Base),
+                   static_cast<uint32_t>(kPciMmio32Base + kPciMmio32Size - 1)),
       qword_memory(mmio64, mmio64 + kPciMmio64Size - 1),
   });
-  const Bytes pci0 = device("PCI0", {name("_HID", eisa_id("PNP0A03")), name("_UID", integer(0)),
-                                     name("_SEG", integer(0)), name("_BBN", integer(0)), name("_CRS", pci_crs),
-                                     name("_PRT", package(prt))});
+  const Bytes pci0 =
+      device("PCI0", {name("_HID", eisa_id("PNP0A03")), name("_UID", integer(0)), name("_SEG", integer(0)),
+                      name("_BBN", integer(0)), name("_CRS", pci_crs), name("_PRT", package(prt))});
   const Bytes com1 = legacy_device("COM1", "PNP0501", 1,
                                    {io(kCom1Port, kCom1Port, 1, kSerialPortSize), irq_no_flags(kCom1Irq)});
   const Bytes kbd = legacy_device("PS2K", "PNP0303", 0,
                                   {io(kI8042DataPort, kI8042DataPort, 1, 1),
                                    io(kI8042CommandPort, kI8042CommandPort, 1, 1), irq_no_flags(kI8042Irq)});
-  const Bytes rtc = legacy_device("RTC", "PNP0B00", 0, {io(kRtcPort, kRtcPort, 1, kRtcPortSize), irq_no_flags(kRtcIrq)});
+  const Bytes rtc =
+      legacy_device("RTC", "PNP0B00", 0, {io(kRtcPort, kRtcPort, 1, kRtcPortSize), irq_no_flags(kRtcIrq)});
   const Bytes sb = scope("\\_SB", {pci0, com1, kbd, rtc});
   const Bytes s5 = name("\\_S5", package({integer(kSlpTypS5), integer(kSlpTypS5), integer(0), integer(0)}));
   Bytes out(sb.size() + s5.size());

@@ -169,8 +169,7 @@ TEST_F(AcpiTest, MadtHasOneEnabledLapicPerVcpu) {
           }
           ++overrides;
           break;
-        default:
-          break;
+        default: break;
       }
     }
     EXPECT_EQ(lapics, n);
@@ -184,7 +183,7 @@ TEST_F(AcpiTest, MadtHasOneEnabledLapicPerVcpu) {
 TEST(Aml, Encodings) {
   EXPECT_EQ(aml::pkg_length(10), (Bytes{11}));
   EXPECT_EQ(aml::pkg_length(62), (Bytes{63}));
-  EXPECT_EQ(aml::pkg_length(63), (Bytes{0x41, 0x04}));  // 65 = 0x41: low nibble 1, then 0x04
+  EXPECT_EQ(aml::pkg_length(63), (Bytes{0x41, 0x04}));            // 65 = 0x41: low nibble 1, then 0x04
   EXPECT_EQ(aml::pkg_length(0x1000), (Bytes{0x83, 0x00, 0x01}));  // 0x1003 needs 3 bytes
   EXPECT_EQ(aml::integer(0), (Bytes{0x00}));
   EXPECT_EQ(aml::integer(1), (Bytes{0x01}));
@@ -206,13 +205,15 @@ TEST(Aml, Encodings) {
 TEST(Dsdt, HasS5AndDevices) {
   const Bytes d = build_dsdt_aml(256 * kMiB);
   // Name (\_S5, Package (4) {5, 5, 0, 0})
-  EXPECT_TRUE(contains(d, {0x08, '\\', '_', 'S', '5', '_', 0x12, 0x08, 0x04, 0x0a, kSlpTypS5, 0x0a, kSlpTypS5, 0, 0}));
+  EXPECT_TRUE(contains(
+      d, {0x08, '\\', '_', 'S', '5', '_', 0x12, 0x08, 0x04, 0x0a, kSlpTypS5, 0x0a, kSlpTypS5, 0, 0}));
   EXPECT_TRUE(contains(d, aml::eisa_id("PNP0A03")));
   EXPECT_TRUE(contains(d, aml::eisa_id("PNP0501")));
   EXPECT_TRUE(contains(d, aml::io(kCom1Port, kCom1Port, 1, 8)));
   EXPECT_TRUE(contains(d, {'_', 'P', 'R', 'T', 0x12}));
   // Slot 2 pin B routes to 16 + (2 + 1) % 8 = 19.
-  EXPECT_TRUE(contains(d, aml::package({aml::integer(0x2ffff), aml::integer(1), aml::integer(0), aml::integer(19)})));
+  EXPECT_TRUE(
+      contains(d, aml::package({aml::integer(0x2ffff), aml::integer(1), aml::integer(0), aml::integer(19)})));
   // The 64-bit window moves with RAM: 8 GiB of RAM ends at 9 GiB.
   EXPECT_TRUE(contains(build_dsdt_aml(9 * kGiB), aml::qword_memory(9 * kGiB, 9 * kGiB + kPciMmio64Size - 1)));
 }
@@ -231,7 +232,9 @@ TEST(Dsdt, IaslDisassemblesIt) {
     const Bytes& d = t.by_sig.at("DSDT");
     f.write(reinterpret_cast<const char*>(d.data()), static_cast<std::streamsize>(d.size()));
   }
-  const std::string cmd = "cd '" + dir.string() + "' && iasl -d dsdt.dat > iasl.log 2>&1 && iasl -p rebuilt dsdt.dsl >> iasl.log 2>&1";
+  const std::string cmd =
+      "cd '" + dir.string() +
+      "' && iasl -d dsdt.dat > iasl.log 2>&1 && iasl -p rebuilt dsdt.dsl >> iasl.log 2>&1";
   const int rc = std::system(cmd.c_str());
   const std::string log_text = slurp(dir / "iasl.log");
   ASSERT_EQ(rc, 0) << log_text;

@@ -26,9 +26,9 @@ constexpr uint8_t kDualNamePrefix = 0x2e;
 constexpr uint8_t kMultiNamePrefix = 0x2f;
 
 // Resource descriptor tags (section 6.4).
-constexpr uint8_t kIrqNoFlagsTag = 0x22;   // small IRQ descriptor, 2 data bytes
-constexpr uint8_t kIoTag = 0x47;           // small I/O port descriptor, 7 data bytes
-constexpr uint8_t kEndTag = 0x79;          // small end tag, 1 byte checksum
+constexpr uint8_t kIrqNoFlagsTag = 0x22;  // small IRQ descriptor, 2 data bytes
+constexpr uint8_t kIoTag = 0x47;          // small I/O port descriptor, 7 data bytes
+constexpr uint8_t kEndTag = 0x79;         // small end tag, 1 byte checksum
 constexpr uint8_t kDWordAddressTag = 0x87;
 constexpr uint8_t kWordAddressTag = 0x88;
 constexpr uint8_t kQWordAddressTag = 0x8a;
@@ -37,7 +37,7 @@ constexpr uint8_t kResourceIo = 1;
 constexpr uint8_t kResourceBus = 2;
 // General flags: MinFixed | MaxFixed, positive decode, producer (what iasl emits for a bridge).
 constexpr uint8_t kAddressFlagsFixed = 0x0c;
-constexpr uint8_t kIoEntireRange = 0x03;          // I/O type-specific flags: ISA and non-ISA
+constexpr uint8_t kIoEntireRange = 0x03;             // I/O type-specific flags: ISA and non-ISA
 constexpr uint8_t kMemReadWriteNonCacheable = 0x01;  // memory type-specific flags
 
 // Byte by byte: GCC 12's -Warray-bounds misfires on vector::insert into a one-element vector.
@@ -48,7 +48,8 @@ void append(Bytes& out, const Bytes& b) {
 
 template <typename T>
 void append_le(Bytes& out, T v) {
-  for (size_t i = 0; i < sizeof(T); ++i) out.push_back(static_cast<uint8_t>(static_cast<uint64_t>(v) >> (8 * i)));
+  for (size_t i = 0; i < sizeof(T); ++i)
+    out.push_back(static_cast<uint8_t>(static_cast<uint64_t>(v) >> (8 * i)));
 }
 
 Bytes join(const std::vector<Bytes>& parts) {
@@ -152,10 +153,13 @@ Bytes string(std::string_view s) {
 
 Bytes eisa_id(std::string_view id) {
   // Three letters (5 bits each, 'A' = 1) and four hex digits, stored big-endian.
-  auto hex = [](char c) -> uint32_t { return c <= '9' ? static_cast<uint32_t>(c - '0') : static_cast<uint32_t>(c - 'A' + 10); };
+  auto hex = [](char c) -> uint32_t {
+    return c <= '9' ? static_cast<uint32_t>(c - '0') : static_cast<uint32_t>(c - 'A' + 10);
+  };
   uint32_t v = 0;
   if (id.size() == 7) {
-    v = ((static_cast<uint32_t>(id[0] - 0x40) & 0x1f) << 26) | ((static_cast<uint32_t>(id[1] - 0x40) & 0x1f) << 21) |
+    v = ((static_cast<uint32_t>(id[0] - 0x40) & 0x1f) << 26) |
+        ((static_cast<uint32_t>(id[1] - 0x40) & 0x1f) << 21) |
         ((static_cast<uint32_t>(id[2] - 0x40) & 0x1f) << 16) | (hex(id[3]) << 12) | (hex(id[4]) << 8) |
         (hex(id[5]) << 4) | hex(id[6]);
   }

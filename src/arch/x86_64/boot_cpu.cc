@@ -22,13 +22,13 @@ constexpr uint64_t gdt_entry(uint16_t flags, uint32_t base, uint32_t limit) {
          (uint64_t{limit} & 0x0000'ffff);
 }
 
-constexpr uint64_t kCr0Pe = 1u << 0;   // protected mode
-constexpr uint64_t kCr0Et = 1u << 4;   // extension type (always 1 since the 486)
-constexpr uint64_t kCr0Ne = 1u << 5;   // native x87 error reporting
-constexpr uint64_t kCr0Pg = 1u << 31;  // paging
-constexpr uint64_t kCr4Pae = 1u << 5;  // physical address extension, required for long mode
-constexpr uint64_t kEferLme = 1u << 8; // long mode enable
-constexpr uint64_t kEferLma = 1u << 10;// long mode active
+constexpr uint64_t kCr0Pe = 1u << 0;     // protected mode
+constexpr uint64_t kCr0Et = 1u << 4;     // extension type (always 1 since the 486)
+constexpr uint64_t kCr0Ne = 1u << 5;     // native x87 error reporting
+constexpr uint64_t kCr0Pg = 1u << 31;    // paging
+constexpr uint64_t kCr4Pae = 1u << 5;    // physical address extension, required for long mode
+constexpr uint64_t kEferLme = 1u << 8;   // long mode enable
+constexpr uint64_t kEferLma = 1u << 10;  // long mode active
 
 constexpr uint64_t kPtePresentWrite = 0x3;
 constexpr uint64_t kPtePageSize = 0x80;  // a 2 MiB page in a PD entry
@@ -135,10 +135,17 @@ kvm_fpu boot_fpu() {
 
 std::vector<kvm_msr_entry> boot_msrs() {
   auto e = [](Msr m, uint64_t v) { return kvm_msr_entry{static_cast<uint32_t>(m), 0, v}; };
-  return {e(Msr::kSysenterCs, 0),   e(Msr::kSysenterEsp, 0),   e(Msr::kSysenterEip, 0),
-          e(Msr::kStar, 0),         e(Msr::kLstar, 0),         e(Msr::kCstar, 0),
-          e(Msr::kSyscallMask, 0),  e(Msr::kKernelGsBase, 0),  e(Msr::kTsc, 0),
-          e(Msr::kMiscEnable, kMiscEnableFastString), e(Msr::kMtrrDefType, kMtrrDefTypeEnabledWriteBack)};
+  return {e(Msr::kSysenterCs, 0),
+          e(Msr::kSysenterEsp, 0),
+          e(Msr::kSysenterEip, 0),
+          e(Msr::kStar, 0),
+          e(Msr::kLstar, 0),
+          e(Msr::kCstar, 0),
+          e(Msr::kSyscallMask, 0),
+          e(Msr::kKernelGsBase, 0),
+          e(Msr::kTsc, 0),
+          e(Msr::kMiscEnable, kMiscEnableFastString),
+          e(Msr::kMtrrDefType, kMtrrDefTypeEnabledWriteBack)};
 }
 
 void set_lint_modes(kvm_lapic_state& lapic) {

@@ -27,17 +27,17 @@ inline constexpr uint16_t kBootTssSelector = 0x20;     // a busy TSS so TR is va
 
 // Model-specific registers ringvm initializes.
 enum class Msr : uint32_t {
-  kTsc = 0x10,                   // IA32_TIME_STAMP_COUNTER
-  kSysenterCs = 0x174,           // IA32_SYSENTER_CS
-  kSysenterEsp = 0x175,          // IA32_SYSENTER_ESP
-  kSysenterEip = 0x176,          // IA32_SYSENTER_EIP
-  kMiscEnable = 0x1a0,           // IA32_MISC_ENABLE; bit 0 enables fast string operations
-  kMtrrDefType = 0x2ff,          // IA32_MTRR_DEF_TYPE: default memory type and MTRR enable
-  kStar = 0xc000'0081,           // STAR: SYSCALL/SYSRET segment selectors
-  kLstar = 0xc000'0082,          // LSTAR: 64-bit SYSCALL entry
-  kCstar = 0xc000'0083,          // CSTAR: compatibility-mode SYSCALL entry
-  kSyscallMask = 0xc000'0084,    // SFMASK: RFLAGS bits cleared on SYSCALL
-  kKernelGsBase = 0xc000'0102,   // KERNEL_GS_BASE: swapped in by SWAPGS
+  kTsc = 0x10,                  // IA32_TIME_STAMP_COUNTER
+  kSysenterCs = 0x174,          // IA32_SYSENTER_CS
+  kSysenterEsp = 0x175,         // IA32_SYSENTER_ESP
+  kSysenterEip = 0x176,         // IA32_SYSENTER_EIP
+  kMiscEnable = 0x1a0,          // IA32_MISC_ENABLE; bit 0 enables fast string operations
+  kMtrrDefType = 0x2ff,         // IA32_MTRR_DEF_TYPE: default memory type and MTRR enable
+  kStar = 0xc000'0081,          // STAR: SYSCALL/SYSRET segment selectors
+  kLstar = 0xc000'0082,         // LSTAR: 64-bit SYSCALL entry
+  kCstar = 0xc000'0083,         // CSTAR: compatibility-mode SYSCALL entry
+  kSyscallMask = 0xc000'0084,   // SFMASK: RFLAGS bits cleared on SYSCALL
+  kKernelGsBase = 0xc000'0102,  // KERNEL_GS_BASE: swapped in by SWAPGS
 };
 inline constexpr uint64_t kMiscEnableFastString = 1;
 // MTRRs enabled (bit 11) with write-back (6) as the default type: without it Linux sees MTRRs

@@ -27,7 +27,8 @@ std::optional<uint64_t> translate(const GuestMemory& mem, uint64_t cr3, uint64_t
 TEST(BootCpu, PageTablesIdentityMapFirstFourGiB) {
   auto mem = GuestMemory::create_x86(64 * kMiB).value();
   ASSERT_TRUE(write_identity_page_tables(mem).ok());
-  for (uint64_t va : {0ULL, 0x7000ULL, 0x1000200ULL, 0x3fffffffULL, 0xbfffffffULL, 0xfee00000ULL, 0xffffffffULL})
+  for (uint64_t va :
+       {0ULL, 0x7000ULL, 0x1000200ULL, 0x3fffffffULL, 0xbfffffffULL, 0xfee00000ULL, 0xffffffffULL})
     EXPECT_EQ(translate(mem, kPml4Addr, va), va) << std::hex << va;
   EXPECT_EQ(translate(mem, kPml4Addr, 4 * kGiB), std::nullopt);
 }
@@ -185,6 +186,23 @@ TEST_F(BootCpuKvmTest, EntersPvhProtectedMode) {
   const auto s = vcpu_->get_sregs().value();
   EXPECT_EQ(s.cr0 & 0x80000001, 1u) << "protected mode, paging off";
   EXPECT_EQ(s.efer & 0x400, 0u);
+}
+
+// With an in-kernel irqchip, setup_lapic leaves LINT0 as ExtINT and LINT1 as NMI.
+TEST(BootCpuKvm, LapicLintModes) {
+  auto sys = KvmSystem::open();
+  if (!sys) GTEST_SKIP() << "host KVM unusable, skipping: " << sys.error().message();
+  auto vm = sys->create_vm();
+  ASSERT_TRUE(vm.ok()) << vm.error().message();
+  auto chip = vm->create_irqchip();
+  ASSERT_TRUE(chip.ok()) << chip.error().message();
+  auto vcpu = vm->create_vcpu(0);
+  ASSERT_TRUE(vcpu.ok()) << vcpu.error().message();
+  auto r = setup_lapic(*vcpu);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  const kvm_lapic_state l = vcpu->get_lapic().value();
+  EXPECT_EQ(static_cast<uint8_t>(l.regs[0x351]) & 7, 7) << "LINT0 ExtINT";
+  EXPECT_EQ(static_cast<uint8_t>(l.regs[0x361]) & 7, 4) << "LINT1 NMI";
 }
 
 }  // namespace

@@ -11,9 +11,9 @@ namespace {
 // Leaves and bits ringvm rewrites.
 constexpr uint32_t kLeafVendor = 0x0;
 constexpr uint32_t kLeafFeatures = 0x1;
-constexpr uint32_t kLeafCacheParams = 0x4;          // Intel deterministic cache parameters
-constexpr uint32_t kLeafPmu = 0xa;                  // architectural performance monitoring
-constexpr uint32_t kLeafExtTopology = 0xb;          // x2APIC topology
+constexpr uint32_t kLeafCacheParams = 0x4;  // Intel deterministic cache parameters
+constexpr uint32_t kLeafPmu = 0xa;          // architectural performance monitoring
+constexpr uint32_t kLeafExtTopology = 0xb;  // x2APIC topology
 constexpr uint32_t kLeafExtTopologyV2 = 0x1f;
 constexpr uint32_t kLeafKvmSignature = 0x4000'0000;
 constexpr uint32_t kLeafKvmFeatures = 0x4000'0001;
@@ -24,7 +24,7 @@ constexpr uint32_t kLeafAmdExtApicId = 0x8000'001e;
 constexpr uint32_t kEcxHypervisor = 1u << 31;  // leaf 1: running under a hypervisor
 constexpr uint32_t kEdxHtt = 1u << 28;         // leaf 1: EBX[23:16] is valid
 
-constexpr uint32_t kTopologyLevelSmt = 1;   // leaf 0xB/0x1F ECX[15:8] level types
+constexpr uint32_t kTopologyLevelSmt = 1;  // leaf 0xB/0x1F ECX[15:8] level types
 constexpr uint32_t kTopologyLevelCore = 2;
 
 bool is_amd(const kvm_cpuid_entry2& leaf0) {
@@ -102,8 +102,7 @@ Result<std::vector<kvm_cpuid_entry2>> build_cpuid(const std::vector<kvm_cpuid_en
         e.eax = e.ebx = e.ecx = e.edx = 0;
         break;
       case kLeafExtTopology:
-      case kLeafExtTopologyV2:
-        continue;  // rebuilt below
+      case kLeafExtTopologyV2: continue;  // rebuilt below
       case kLeafKvmSignature:
         have_signature = true;
         e.eax = kLeafKvmFeatures;
@@ -124,14 +123,14 @@ Result<std::vector<kvm_cpuid_entry2>> build_cpuid(const std::vector<kvm_cpuid_en
         e.ebx = apic_id & 0xff;  // core ID; EBX[15:8] = threads per core - 1 = 0
         e.ecx = 0;               // node 0, one node per processor
         break;
-      default:
-        break;
+      default: break;
     }
     out.push_back(e);
   }
   if (max_basic >= kLeafExtTopology) add_topology(out, kLeafExtTopology, apic_id, num_cpus);
   if (max_basic >= kLeafExtTopologyV2) add_topology(out, kLeafExtTopologyV2, apic_id, num_cpus);
-  if (!have_signature) out.push_back(entry(kLeafKvmSignature, 0, 0, kLeafKvmFeatures, 0x4b4d564b, 0x564b4d56, 0x4d));
+  if (!have_signature)
+    out.push_back(entry(kLeafKvmSignature, 0, 0, kLeafKvmFeatures, 0x4b4d564b, 0x564b4d56, 0x4d));
   return out;
 }
 

@@ -33,7 +33,7 @@ std::vector<kvm_cpuid_entry2> intel_supported() {
   return {
       leaf(0, 0, 0x1f, vendor_word("Genu"), vendor_word("ntel"), vendor_word("ineI")),
       leaf(1, 0, 0x906ea, 0x00010800, 0x7ffafbff, 0xbfebfbff),
-      leaf(4, 0, 0x1c004121, 0x01c0003f, 0x3f, 0, KVM_CPUID_FLAG_SIGNIFCANT_INDEX),  // L1d
+      leaf(4, 0, 0x1c004121, 0x01c0003f, 0x3f, 0, KVM_CPUID_FLAG_SIGNIFCANT_INDEX),    // L1d
       leaf(4, 3, 0x1c03c163, 0x02c0003f, 0x3fff, 6, KVM_CPUID_FLAG_SIGNIFCANT_INDEX),  // L3
       leaf(0xa, 0, 0x07300404, 0, 0, 0x603),
       leaf(0xb, 0, 1, 2, 0x100, 0, KVM_CPUID_FLAG_SIGNIFCANT_INDEX),
@@ -58,7 +58,8 @@ std::vector<kvm_cpuid_entry2> amd_supported() {
   };
 }
 
-std::optional<kvm_cpuid_entry2> find(const std::vector<kvm_cpuid_entry2>& v, uint32_t fn, uint32_t index = 0) {
+std::optional<kvm_cpuid_entry2> find(const std::vector<kvm_cpuid_entry2>& v, uint32_t fn,
+                                     uint32_t index = 0) {
   for (const auto& e : v)
     if (e.function == fn && e.index == index) return e;
   return std::nullopt;

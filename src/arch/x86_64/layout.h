@@ -27,14 +27,14 @@ inline constexpr uint64_t kGiB = 1024 * kMiB;
 // ---- RAM and holes -------------------------------------------------------------------------
 inline constexpr uint64_t kMmioHoleStart = 0xC000'0000;  // RAM below this, the rest from 4 GiB
 inline constexpr uint64_t kHighRamStart = 4 * kGiB;
-inline constexpr uint64_t kEbdaStart = 0x9'FC00;          // reserved from here to 1 MiB
-inline constexpr uint64_t kHighMemoryStart = 0x10'0000;   // 1 MiB: the first RAM above the BIOS area
+inline constexpr uint64_t kEbdaStart = 0x9'FC00;         // reserved from here to 1 MiB
+inline constexpr uint64_t kHighMemoryStart = 0x10'0000;  // 1 MiB: the first RAM above the BIOS area
 
 // ---- PCI -----------------------------------------------------------------------------------
 inline constexpr uint64_t kPciMmio32Base = 0xC000'0000;
-inline constexpr uint64_t kPciMmio32Size = 0x2000'0000;   // 512 MiB, ends where ECAM begins
+inline constexpr uint64_t kPciMmio32Size = 0x2000'0000;  // 512 MiB, ends where ECAM begins
 inline constexpr uint64_t kPciEcamBase = 0xE000'0000;
-inline constexpr uint64_t kPciEcamSize = 0x1000'0000;     // 256 buses * 32 devices * 8 functions * 4 KiB
+inline constexpr uint64_t kPciEcamSize = 0x1000'0000;  // 256 buses * 32 devices * 8 functions * 4 KiB
 inline constexpr uint8_t kPciEcamLastBus = 255;
 inline constexpr uint64_t kPciMmio64Size = 64 * kGiB;
 inline constexpr uint64_t kPciMmio64Align = 1 * kGiB;
@@ -108,7 +108,7 @@ inline constexpr uint64_t kZeroPageAddr = 0x7000;      // struct boot_params
 inline constexpr uint64_t kBootStackTop = 0x8FF0;      // initial rsp; the kernel sets its own early
 inline constexpr uint64_t kPml4Addr = 0x9000;
 inline constexpr uint64_t kPdptAddr = 0xA000;
-inline constexpr uint64_t kPdAddr = 0xB000;            // 4 pages: 4 GiB of 2 MiB pages, to 0xEFFF
+inline constexpr uint64_t kPdAddr = 0xB000;  // 4 pages: 4 GiB of 2 MiB pages, to 0xEFFF
 inline constexpr uint64_t kCmdlineAddr = 0x2'0000;
 inline constexpr uint64_t kCmdlineMaxSize = 0x1'0000;  // our own cap, before the kernel's cmdline_size
 

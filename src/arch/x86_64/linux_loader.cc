@@ -28,7 +28,7 @@ constexpr uint16_t kXlfKernel64 = 0x0001;   // xloadflags: 64-bit entry at load 
 constexpr uint64_t kEntry64Offset = 0x200;
 constexpr uint8_t kLoaderUndefined = 0xff;  // type_of_loader: a boot loader without an assigned id
 constexpr uint16_t kVidModeNormal = 0xffff;
-constexpr uint16_t kHeapEnd = 0xfe00;       // boot.rst's recommended heap_end_ptr for a modern loader
+constexpr uint16_t kHeapEnd = 0xfe00;  // boot.rst's recommended heap_end_ptr for a modern loader
 constexpr uint64_t kPage = 4096;
 
 static_assert(sizeof(boot_params) == 4096, "boot_params is the 4 KiB zero page");
@@ -44,13 +44,15 @@ constexpr uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a
 
 Result<LinuxImage> parse_bzimage(std::span<const uint8_t> file) {
   if (file.size() < kMinHeaderEnd)
-    return make_error(ErrorCode::kCorrupt,
-                      "KERNEL: file of {} bytes is neither an ELF vmlinux nor a bzImage (a bzImage setup header "
-                      "needs {} bytes)",
-                      file.size(), kMinHeaderEnd);
+    return make_error(
+        ErrorCode::kCorrupt,
+        "KERNEL: file of {} bytes is neither an ELF vmlinux nor a bzImage (a bzImage setup header "
+        "needs {} bytes)",
+        file.size(), kMinHeaderEnd);
   if (std::memcmp(file.data() + kMagicOffset, "HdrS", 4) != 0)
     return make_error(ErrorCode::kCorrupt,
-                      "KERNEL: not a bzImage (no \"HdrS\" magic at {:#x}) and not an ELF vmlinux", kMagicOffset);
+                      "KERNEL: not a bzImage (no \"HdrS\" magic at {:#x}) and not an ELF vmlinux",
+                      kMagicOffset);
   LinuxImage img;
   img.kind = LinuxImage::Kind::kBzImage;
   img.protocol = le16(file, kVersionOffset);
@@ -65,8 +67,9 @@ Result<LinuxImage> parse_bzimage(std::span<const uint8_t> file) {
                       header_end, img.protocol, kMinHeaderEnd);
   const size_t copy_end = std::min(header_end, kSetupHeaderOffset + sizeof(setup_header));
   if (copy_end > file.size())
-    return make_error(ErrorCode::kCorrupt, "KERNEL: truncated bzImage: setup header needs {} bytes, file has {}",
-                      copy_end, file.size());
+    return make_error(ErrorCode::kCorrupt,
+                      "KERNEL: truncated bzImage: setup header needs {} bytes, file has {}", copy_end,
+                      file.size());
   img.setup_header = file.subspan(kSetupHeaderOffset, copy_end - kSetupHeaderOffset);
   setup_header hdr{};
   // SAFETY: setup_header is a packed POD; we copy at most sizeof(hdr) bytes checked above.
@@ -81,10 +84,11 @@ Result<LinuxImage> parse_bzimage(std::span<const uint8_t> file) {
   if (pm_bytes == 0)
     return make_error(ErrorCode::kCorrupt, "KERNEL: bzImage syssize is 0: no protected-mode kernel");
   if (pm_bytes > file.size() - setup_bytes)
-    return make_error(ErrorCode::kCorrupt,
-                      "KERNEL: truncated bzImage: protected-mode kernel needs {} bytes (syssize) after {} bytes of "
-                      "setup, file has {}",
-                      pm_bytes, setup_bytes, file.size());
+    return make_error(
+        ErrorCode::kCorrupt,
+        "KERNEL: truncated bzImage: protected-mode kernel needs {} bytes (syssize) after {} bytes of "
+        "setup, file has {}",
+        pm_bytes, setup_bytes, file.size());
   img.protected_mode = file.subspan(setup_bytes, pm_bytes);
   img.loadflags = hdr.loadflags;
   img.xloadflags = hdr.xloadflags;
@@ -96,19 +100,23 @@ Result<LinuxImage> parse_bzimage(std::span<const uint8_t> file) {
   img.cmdline_size = hdr.cmdline_size;
 
   if ((img.loadflags & kLoadedHigh) == 0)
-    return make_error(ErrorCode::kUnsupported, "KERNEL: a zImage (not LOADED_HIGH) cannot be booted; use a bzImage");
-  if ((img.xloadflags & kXlfKernel64) == 0)
     return make_error(ErrorCode::kUnsupported,
-                      "KERNEL: bzImage has no 64-bit entry point (XLF_KERNEL_64): ringvm boots x86-64 kernels only");
+                      "KERNEL: a zImage (not LOADED_HIGH) cannot be booted; use a bzImage");
+  if ((img.xloadflags & kXlfKernel64) == 0)
+    return make_error(
+        ErrorCode::kUnsupported,
+        "KERNEL: bzImage has no 64-bit entry point (XLF_KERNEL_64): ringvm boots x86-64 kernels only");
   if (img.relocatable &&
       (img.kernel_alignment == 0 || (img.kernel_alignment & (img.kernel_alignment - 1)) != 0))
     return make_error(ErrorCode::kCorrupt, "KERNEL: bzImage kernel_alignment {:#x} is not a power of two",
                       img.kernel_alignment);
   if (img.pref_address < kHighMemoryStart)
-    return make_error(ErrorCode::kCorrupt, "KERNEL: bzImage pref_address {:#x} is below 1 MiB", img.pref_address);
+    return make_error(ErrorCode::kCorrupt, "KERNEL: bzImage pref_address {:#x} is below 1 MiB",
+                      img.pref_address);
   if (img.init_size < pm_bytes)
-    return make_error(ErrorCode::kCorrupt, "KERNEL: bzImage init_size {:#x} is smaller than its code ({:#x} bytes)",
-                      img.init_size, pm_bytes);
+    return make_error(ErrorCode::kCorrupt,
+                      "KERNEL: bzImage init_size {:#x} is smaller than its code ({:#x} bytes)", img.init_size,
+                      pm_bytes);
   return img;
 }
 
@@ -117,9 +125,10 @@ Result<void> check_cmdline(std::string_view cmdline, uint64_t kernel_limit) {
     return make_error(ErrorCode::kInvalidArgument, "KERNEL: command line contains a NUL byte");
   const uint64_t limit = std::min<uint64_t>(kernel_limit, kCmdlineMaxSize - 1);
   if (cmdline.size() > limit)
-    return make_error(ErrorCode::kInvalidArgument,
-                      "KERNEL: command line of {} bytes is longer than the kernel's limit of {} (cmdline_size)",
-                      cmdline.size(), limit);
+    return make_error(
+        ErrorCode::kInvalidArgument,
+        "KERNEL: command line of {} bytes is longer than the kernel's limit of {} (cmdline_size)",
+        cmdline.size(), limit);
   return Ok();
 }
 
@@ -132,17 +141,19 @@ Result<uint64_t> choose_load_address(const LinuxImage& img, uint64_t low_end) {
     const uint64_t addr = align_up(kHighMemoryStart, img.kernel_alignment);
     if (addr <= low_end && need <= low_end - addr) return addr;
   }
-  return make_error(ErrorCode::kResourceExhausted,
-                    "KERNEL: the kernel needs {} MiB (init_size) from {:#x} but guest memory below 4 GiB ends at "
-                    "{:#x}: give --memory more",
-                    (need + kMiB - 1) / kMiB, img.pref_address, low_end);
+  return make_error(
+      ErrorCode::kResourceExhausted,
+      "KERNEL: the kernel needs {} MiB (init_size) from {:#x} but guest memory below 4 GiB ends at "
+      "{:#x}: give --memory more",
+      (need + kMiB - 1) / kMiB, img.pref_address, low_end);
 }
 
-Result<LoadedKernel> load_bzimage(const GuestMemory& mem, const LinuxImage& img, std::span<const uint8_t> initrd,
-                                  const std::vector<E820Entry>& e820, uint64_t acpi_rsdp) {
+Result<LoadedKernel> load_bzimage(const GuestMemory& mem, const LinuxImage& img,
+                                  std::span<const uint8_t> initrd, const std::vector<E820Entry>& e820,
+                                  uint64_t acpi_rsdp) {
   if (e820.size() > E820_MAX_ENTRIES_ZEROPAGE)
-    return make_error(ErrorCode::kInvalidArgument, "KERNEL: {} e820 entries exceed the zero page's {}", e820.size(),
-                      E820_MAX_ENTRIES_ZEROPAGE);
+    return make_error(ErrorCode::kInvalidArgument, "KERNEL: {} e820 entries exceed the zero page's {}",
+                      e820.size(), E820_MAX_ENTRIES_ZEROPAGE);
   const uint64_t low_end = TRY(low_ram_end(mem));
   const uint64_t load = TRY(choose_load_address(img, low_end));
   LoadedKernel k;
@@ -191,7 +202,8 @@ Result<LoadedKernel> load_bzimage(const GuestMemory& mem, const LinuxImage& img,
 Result<uint64_t> place_initrd(uint64_t size, uint64_t floor, uint64_t limit) {
   if (size > limit || (limit - size) / kPage * kPage < floor)
     return make_error(ErrorCode::kResourceExhausted,
-                      "initrd of {} bytes does not fit in guest memory below {:#x}: give --memory more", size, limit);
+                      "initrd of {} bytes does not fit in guest memory below {:#x}: give --memory more", size,
+                      limit);
   return (limit - size) / kPage * kPage;
 }
 
@@ -209,7 +221,8 @@ Result<LoadedKernel> load_linux(const GuestMemory& mem, std::span<const uint8_t>
   RETURN_IF_ERROR(check_cmdline(cmdline, pvh ? kCmdlineMaxSize - 1 : img.cmdline_size));
   RETURN_IF_ERROR(mem.fill(kCmdlineAddr, 0, cmdline.size() + 1));
   // SAFETY: char and uint8_t have the same size and representation.
-  RETURN_IF_ERROR(mem.write(kCmdlineAddr, {reinterpret_cast<const uint8_t*>(cmdline.data()), cmdline.size()}));
+  RETURN_IF_ERROR(
+      mem.write(kCmdlineAddr, {reinterpret_cast<const uint8_t*>(cmdline.data()), cmdline.size()}));
   if (pvh) return load_pvh(mem, img, initrd, e820, acpi_rsdp);
   return load_bzimage(mem, img, initrd, e820, acpi_rsdp);
 }

@@ -31,21 +31,21 @@ struct LinuxImage {
   Kind kind = Kind::kBzImage;
 
   // bzImage (boot protocol fields, setup_sects already resolved: 0 means 4).
-  uint16_t protocol = 0;          // e.g. 0x020f for 2.15
+  uint16_t protocol = 0;  // e.g. 0x020f for 2.15
   uint32_t setup_sects = 0;
-  std::span<const uint8_t> setup_header;     // file bytes 0x1f1 .. end of the header
-  std::span<const uint8_t> protected_mode;   // syssize * 16 bytes after the setup sectors
+  std::span<const uint8_t> setup_header;    // file bytes 0x1f1 .. end of the header
+  std::span<const uint8_t> protected_mode;  // syssize * 16 bytes after the setup sectors
   uint8_t loadflags = 0;
   uint16_t xloadflags = 0;
   uint32_t kernel_alignment = 0;
   bool relocatable = false;
   uint64_t pref_address = 0;
-  uint32_t init_size = 0;          // memory the kernel needs from its load address to decompress
-  uint32_t initrd_addr_max = 0;    // highest address the initrd's last byte may have
-  uint32_t cmdline_size = 0;       // longest command line, excluding the NUL
+  uint32_t init_size = 0;        // memory the kernel needs from its load address to decompress
+  uint32_t initrd_addr_max = 0;  // highest address the initrd's last byte may have
+  uint32_t cmdline_size = 0;     // longest command line, excluding the NUL
 
   // PVH ELF.
-  uint32_t pvh_entry = 0;          // 32-bit physical entry point
+  uint32_t pvh_entry = 0;  // 32-bit physical entry point
   std::vector<ElfSegment> segments;
 
   // Detects the format and validates it. Errors begin with "KERNEL: ".
@@ -59,10 +59,10 @@ enum class BootMode {
 
 struct LoadedKernel {
   BootMode mode = BootMode::kLinux64;
-  uint64_t entry = 0;        // rip
-  uint64_t zero_page = 0;    // kLinux64: boot_params gpa (rsi)
-  uint64_t start_info = 0;   // kPvh32: hvm_start_info gpa (ebx)
-  uint64_t kernel_start = 0; // [kernel_start, kernel_end): memory the kernel owns while booting
+  uint64_t entry = 0;         // rip
+  uint64_t zero_page = 0;     // kLinux64: boot_params gpa (rsi)
+  uint64_t start_info = 0;    // kPvh32: hvm_start_info gpa (ebx)
+  uint64_t kernel_start = 0;  // [kernel_start, kernel_end): memory the kernel owns while booting
   uint64_t kernel_end = 0;
   uint64_t initrd_addr = 0;  // 0 when there is no initrd
   uint64_t initrd_size = 0;

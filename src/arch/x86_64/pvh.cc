@@ -20,8 +20,9 @@ static_assert(kPvhModlistAddr + sizeof(HvmModlistEntry) <= kPvhMemmapAddr);
 template <typename T>
 Result<T> read_at(std::span<const uint8_t> file, uint64_t off, const char* what) {
   if (off > file.size() || sizeof(T) > file.size() - off)
-    return make_error(ErrorCode::kCorrupt, "KERNEL: truncated ELF: {} at offset {:#x} needs {} bytes, file has {}",
-                      what, off, sizeof(T), file.size());
+    return make_error(ErrorCode::kCorrupt,
+                      "KERNEL: truncated ELF: {} at offset {:#x} needs {} bytes, file has {}", what, off,
+                      sizeof(T), file.size());
   T v;
   // SAFETY: T is a POD from <elf.h>; [off, off + sizeof(T)) is inside the file (checked above).
   std::memcpy(reinterpret_cast<uint8_t*>(&v), file.data() + off, sizeof(T));
@@ -72,7 +73,8 @@ Result<LinuxImage> parse_pvh_elf(std::span<const uint8_t> file) {
   if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB || eh.e_machine != EM_X86_64)
     return make_error(ErrorCode::kUnsupported, "KERNEL: ELF kernel is not a little-endian x86-64 ELF64 file");
   if (eh.e_type != ET_EXEC)
-    return make_error(ErrorCode::kUnsupported, "KERNEL: ELF kernel is not an executable (e_type {})", eh.e_type);
+    return make_error(ErrorCode::kUnsupported, "KERNEL: ELF kernel is not an executable (e_type {})",
+                      eh.e_type);
   if (eh.e_phentsize != sizeof(Elf64_Phdr))
     return make_error(ErrorCode::kCorrupt, "KERNEL: ELF program header size {} is not {}", eh.e_phentsize,
                       sizeof(Elf64_Phdr));
@@ -80,12 +82,13 @@ Result<LinuxImage> parse_pvh_elf(std::span<const uint8_t> file) {
   img.kind = LinuxImage::Kind::kPvhElf;
   bool have_entry = false;
   for (uint32_t i = 0; i < eh.e_phnum; ++i) {
-    const auto ph = TRY(read_at<Elf64_Phdr>(file, eh.e_phoff + uint64_t{i} * sizeof(Elf64_Phdr), "program header"));
+    const auto ph =
+        TRY(read_at<Elf64_Phdr>(file, eh.e_phoff + uint64_t{i} * sizeof(Elf64_Phdr), "program header"));
     if (ph.p_type != PT_LOAD && ph.p_type != PT_NOTE) continue;
     if (ph.p_offset > file.size() || ph.p_filesz > file.size() - ph.p_offset)
       return make_error(ErrorCode::kCorrupt,
-                        "KERNEL: truncated ELF: segment {} needs bytes [{:#x}, +{:#x}), file has {}", i, ph.p_offset,
-                        ph.p_filesz, file.size());
+                        "KERNEL: truncated ELF: segment {} needs bytes [{:#x}, +{:#x}), file has {}", i,
+                        ph.p_offset, ph.p_filesz, file.size());
     const auto bytes = file.subspan(ph.p_offset, ph.p_filesz);
     if (ph.p_type == PT_NOTE) {
       uint32_t entry = 0;
@@ -107,15 +110,16 @@ Result<LinuxImage> parse_pvh_elf(std::span<const uint8_t> file) {
     return make_error(ErrorCode::kUnsupported,
                       "KERNEL: ELF kernel has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); build it with "
                       "CONFIG_PVH=y or boot its bzImage");
-  if (img.segments.empty()) return make_error(ErrorCode::kCorrupt, "KERNEL: ELF kernel has no PT_LOAD segment");
+  if (img.segments.empty())
+    return make_error(ErrorCode::kCorrupt, "KERNEL: ELF kernel has no PT_LOAD segment");
   return img;
 }
 
 Result<LoadedKernel> load_pvh(const GuestMemory& mem, const LinuxImage& img, std::span<const uint8_t> initrd,
                               const std::vector<E820Entry>& e820, uint64_t acpi_rsdp) {
   if (e820.size() > kMaxMemmapEntries)
-    return make_error(ErrorCode::kInvalidArgument, "KERNEL: {} e820 entries exceed the PVH memmap's {}", e820.size(),
-                      kMaxMemmapEntries);
+    return make_error(ErrorCode::kInvalidArgument, "KERNEL: {} e820 entries exceed the PVH memmap's {}",
+                      e820.size(), kMaxMemmapEntries);
   LoadedKernel k;
   k.mode = BootMode::kPvh32;
   k.entry = img.pvh_entry;
@@ -124,8 +128,8 @@ Result<LoadedKernel> load_pvh(const GuestMemory& mem, const LinuxImage& img, std
   for (const ElfSegment& s : img.segments) {
     if (!mem.contains(s.paddr, s.mem_size))
       return make_error(ErrorCode::kResourceExhausted,
-                        "KERNEL: ELF segment [{:#x}, +{:#x}) is outside guest memory: give --memory more", s.paddr,
-                        s.mem_size);
+                        "KERNEL: ELF segment [{:#x}, +{:#x}) is outside guest memory: give --memory more",
+                        s.paddr, s.mem_size);
     RETURN_IF_ERROR(mem.write(s.paddr, s.data));
     RETURN_IF_ERROR(mem.fill(s.paddr + s.data.size(), 0, s.mem_size - s.data.size()));
     k.kernel_start = std::min(k.kernel_start, s.paddr);

@@ -19,13 +19,13 @@ inline constexpr uint32_t kHvmStartMagic = 0x336ec578;  // XEN_HVM_START_MAGIC_V
 
 struct HvmStartInfo {
   uint32_t magic;
-  uint32_t version;         // 1: has the memmap fields
+  uint32_t version;  // 1: has the memmap fields
   uint32_t flags;
   uint32_t nr_modules;
-  uint64_t modlist_paddr;   // hvm_modlist_entry[nr_modules]
+  uint64_t modlist_paddr;  // hvm_modlist_entry[nr_modules]
   uint64_t cmdline_paddr;
   uint64_t rsdp_paddr;
-  uint64_t memmap_paddr;    // hvm_memmap_table_entry[memmap_entries]
+  uint64_t memmap_paddr;  // hvm_memmap_table_entry[memmap_entries]
   uint32_t memmap_entries;
   uint32_t reserved;
 };
