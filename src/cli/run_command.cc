@@ -10,7 +10,8 @@ namespace ringvm {
 namespace {
 
 struct RunOptions {
-  std::string kernel, initrd, cmdline, memory = "512M", console = "stdio", on_reboot = "exit";
+  std::string kernel, initrd, cmdline, memory = "512M", console = "stdio", on_reboot = "exit",
+      console_device = "uart";
   uint32_t cpus = 1;
   std::vector<std::string> disks;
   bool rng = false;
@@ -51,6 +52,10 @@ Result<VmConfig> make_config(const RunOptions& o) {
   cfg.cpus = o.cpus;
   cfg.memory_bytes = TRY(parse_memory_size(o.memory));
   cfg.console = TRY(parse_console_spec(o.console));
+  if (o.console_device == "uart") cfg.console_device = ConsoleDevice::kUart;
+  else if (o.console_device == "virtio") cfg.console_device = ConsoleDevice::kVirtio;
+  else return make_error(ErrorCode::kInvalidArgument, "--console-device {}: use uart or virtio", o.console_device);
+  const char* default_console = cfg.console_device == ConsoleDevice::kVirtio ? "console=hvc0" : "console=ttyS0";
   if (o.on_reboot == "exit") cfg.on_reboot = OnReboot::kExit;
   else if (o.on_reboot == "restart") cfg.on_reboot = OnReboot::kRestart;
   else return make_error(ErrorCode::kInvalidArgument, "--on-reboot {}: use exit or restart", o.on_reboot);
@@ -62,11 +67,11 @@ Result<VmConfig> make_config(const RunOptions& o) {
       return make_error(ErrorCode::kInvalidArgument, "--initrd needs --kernel (the demo brings its own initramfs)");
     cfg.kernel = TRY(find_host_kernel());
     cfg.initrd_data = demo_initramfs();
-    cfg.cmdline = o.cmdline.empty() ? "console=ttyS0 quiet" : o.cmdline;
+    cfg.cmdline = o.cmdline.empty() ? std::string(default_console) + " quiet" : o.cmdline;
   } else {
     cfg.kernel = o.kernel;
     cfg.initrd = o.initrd;
-    cfg.cmdline = o.cmdline.empty() ? "console=ttyS0" : o.cmdline;
+    cfg.cmdline = o.cmdline.empty() ? std::string(default_console) : o.cmdline;
   }
   return cfg;
 }
@@ -120,10 +125,13 @@ void add_run_command(CLI::App& app, int* status) {
   cmd->add_option("--kernel", opts->kernel, "Kernel to boot: bzImage (boot protocol 2.10+) or ELF vmlinux with a PVH note")
       ->check(CLI::ExistingFile);
   cmd->add_option("--initrd", opts->initrd, "Initial ramdisk loaded with the kernel")->check(CLI::ExistingFile);
-  cmd->add_option("--cmdline", opts->cmdline, "Kernel command line (default: console=ttyS0)");
+  cmd->add_option("--cmdline", opts->cmdline, "Kernel command line (default: console=ttyS0, or console=hvc0)");
   cmd->add_option("--cpus", opts->cpus, "Number of vCPUs, 1 up to the host's KVM limit")->capture_default_str();
   cmd->add_option("--memory", opts->memory, "Guest RAM: 512M, 2G, ... (a bare number is MiB)")->capture_default_str();
   cmd->add_option("--console", opts->console, "Serial console: stdio, file:PATH or none")->capture_default_str();
+  cmd->add_option("--console-device", opts->console_device,
+                  "Guest device the console's input goes to: uart (ttyS0) or virtio (hvc0, virtio-console)")
+      ->capture_default_str();
   cmd->add_option("--on-reboot", opts->on_reboot, "What a guest reboot does: exit (status 3) or restart")
       ->capture_default_str();
   cmd->add_option("--disk", opts->disks,

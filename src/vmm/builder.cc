@@ -21,6 +21,7 @@
 #include "devices/pci/msi.h"
 #include "devices/pci/pci_bus.h"
 #include "devices/virtio/block/virtio_block.h"
+#include "devices/virtio/console/virtio_console.h"
 #include "devices/virtio/rng/virtio_rng.h"
 #include "devices/virtio/virtio_pci.h"
 #include "vmm/vm.h"
@@ -178,6 +179,13 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     RETURN_IF_ERROR(attach(std::shared_ptr<VirtioDevice>(std::move(*blk))));
   }
   if (vm.cfg_.rng) RETURN_IF_ERROR(attach(std::make_shared<VirtioRng>()));
+  if (vm.cfg_.console_device == ConsoleDevice::kVirtio) {
+    Console* console = vm.console_.get();
+    std::shared_ptr<VirtioConsole> hvc =
+        TRY(VirtioConsole::create([console](std::span<const uint8_t> bytes) { console->write(bytes); }));
+    RETURN_IF_ERROR(attach(hvc));
+    vm.console_input_ = [hvc](std::span<const uint8_t> bytes) { return hvc->enqueue_input(bytes); };
+  }
   return Ok();
 }
 

@@ -15,6 +15,9 @@
 namespace ringvm {
 
 enum class OnReboot { kExit, kRestart };
+// Which guest device the console's input goes to: the 16550 UART (ttyS0) or virtio-console (hvc0).
+// Output from both reaches the console.
+enum class ConsoleDevice { kUart, kVirtio };
 
 enum class DiskFormat { kRaw, kQcow2 };
 enum class CacheMode { kWriteback, kUnsafe };
@@ -35,6 +38,7 @@ struct VmConfig {
   uint32_t cpus = 1;
   uint64_t memory_bytes = 512ULL << 20;
   ConsoleSpec console;
+  ConsoleDevice console_device = ConsoleDevice::kUart;
   OnReboot on_reboot = OnReboot::kExit;
   std::vector<DiskSpec> disks;
   bool rng = false;
