@@ -11,7 +11,7 @@ PACKAGES=(
   zlib1g-dev libzstd-dev libgtest-dev libgmock-dev libbenchmark-dev
   # tests and the lab: a stock kernel, busybox for initramfs, QEMU for L1, qemu-img for interop
   qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio e2fsprogs kmod iproute2
-  jq fio iperf3
+  jq fio iperf3 time
   # iasl: the arch tests disassemble the generated DSDT with it
   acpica-tools
 )

@@ -127,6 +127,7 @@ Result<void> ImageFile::truncate(uint64_t size) const {
 }
 
 Result<void> ImageFile::datasync() const {
+  if (no_sync_) return Ok();
   if (::fdatasync(fd_.get()) != 0) return sys_error(fmt::format("fdatasync {}", path_));
   return Ok();
 }

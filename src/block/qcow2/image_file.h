@@ -30,6 +30,9 @@ class ImageFile final {
   Result<void> pwritev(uint64_t offset, std::span<const iovec> iov) const;
   Result<void> truncate(uint64_t size) const;
   Result<void> datasync() const;
+  // cache=unsafe (convert's output, as qemu-img does): datasync() becomes a no-op. A crash then
+  // leaves a half-written file, which for a fresh conversion output is no worse than no file.
+  void set_unsafe_no_sync(bool v) { no_sync_ = v; }
   // Deallocates a byte range (punch hole); silently a no-op where the filesystem cannot.
   void punch_hole(uint64_t offset, uint64_t length) const;
 
@@ -37,6 +40,7 @@ class ImageFile final {
   ImageFile(std::string path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
   std::string path_;
   UniqueFd fd_;
+  bool no_sync_ = false;
 };
 
 }  // namespace ringvm::qcow2

@@ -48,6 +48,7 @@ Result<std::unique_ptr<Qcow2Image>> Qcow2Image::open(const std::string& path, co
                       path, path);
   std::unique_ptr<Qcow2Image> img(new Qcow2Image(path, std::move(file), std::move(h), opts.read_only));
   img->end_offset_ = fsize;
+  img->file_.set_unsafe_no_sync(opts.unsafe_no_sync);
   RETURN_IF_ERROR(img->load_metadata(opts));
   RETURN_IF_ERROR(img->open_backing(opts));
   if (!opts.read_only && (img->header_.incompatible_features & kIncompatDirty)) {

@@ -35,6 +35,8 @@ struct Qcow2OpenOptions {
   // Opens a writable image even if it is marked corrupt (only for check -r).
   bool allow_corrupt = false;
   int depth = 0;  // position in a backing chain (0 = top)
+  // Skip every fdatasync (qemu-img's cache=unsafe, used for convert output). Never for VM disks.
+  bool unsafe_no_sync = false;
 };
 
 enum class Qcow2Preallocation { kOff, kMetadata, kFull };

@@ -22,7 +22,7 @@ namespace {
 struct ConvertArgs {
   std::string src_format, dst_format;
   std::vector<std::string> opts;
-  bool compress = false, progress = false, quiet = false;
+  bool compress = false, progress = false, quiet = false, sync = false;
   unsigned threads = 0;
   std::string src, dst;
 };
@@ -165,6 +165,7 @@ Result<void> run_convert(const ConvertArgs& a) {
     RETURN_IF_ERROR(Qcow2Image::create(a.dst, o));
     Qcow2OpenOptions oo;
     oo.read_only = false;
+    oo.unsafe_no_sync = !a.sync;
     auto img = TRY(Qcow2Image::open(a.dst, oo));
     q = img.get();
     unit = img->cluster_size();
@@ -178,7 +179,7 @@ Result<void> run_convert(const ConvertArgs& a) {
   Converter conv(**src, *dst, q, unit, a.compress);
   RETURN_IF_ERROR(conv.run(threads, a.progress));
   if (q) return q->close();
-  return dst->flush();
+  return a.sync ? dst->flush() : Ok();
 }
 
 }  // namespace
@@ -192,6 +193,8 @@ void add_convert(CLI::App& img, int* status) {
   c->add_flag("-c", a->compress, "Compress the output clusters (qcow2)");
   c->add_flag("-p", a->progress, "Show progress on stderr");
   c->add_flag("-q", a->quiet, "Quiet");
+  c->add_flag("--sync", a->sync,
+              "fdatasync the output before exiting (like qemu-img -t writeback; default: leave it to the page cache)");
   c->add_option("-m", a->threads, "Worker threads (default: one per CPU, at least 2)");
   c->add_option("src", a->src, "Source image")->required();
   c->add_option("dst", a->dst, "Output image (created or overwritten)")->required();
