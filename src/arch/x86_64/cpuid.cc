@@ -21,8 +21,9 @@ constexpr uint32_t kLeafAddressSizes = 0x8000'0008;  // AMD: ECX has the core co
 constexpr uint32_t kLeafAmdCacheTopology = 0x8000'001d;
 constexpr uint32_t kLeafAmdExtApicId = 0x8000'001e;
 
-constexpr uint32_t kEcxHypervisor = 1u << 31;  // leaf 1: running under a hypervisor
-constexpr uint32_t kEdxHtt = 1u << 28;         // leaf 1: EBX[23:16] is valid
+constexpr uint32_t kEcxHypervisor = 1u << 31;   // leaf 1: running under a hypervisor
+constexpr uint32_t kEcxTscDeadline = 1u << 24;  // leaf 1: LAPIC TSC-deadline mode
+constexpr uint32_t kEdxHtt = 1u << 28;          // leaf 1: EBX[23:16] is valid
 
 constexpr uint32_t kTopologyLevelSmt = 1;  // leaf 0xB/0x1F ECX[15:8] level types
 constexpr uint32_t kTopologyLevelCore = 2;
@@ -63,7 +64,7 @@ void add_topology(std::vector<kvm_cpuid_entry2>& out, uint32_t fn, uint32_t apic
 }  // namespace
 
 Result<std::vector<kvm_cpuid_entry2>> build_cpuid(const std::vector<kvm_cpuid_entry2>& supported,
-                                                  uint32_t cpu_index, uint32_t num_cpus) {
+                                                  uint32_t cpu_index, uint32_t num_cpus, CpuidOptions opts) {
   if (num_cpus == 0 || num_cpus > kMaxVcpus)
     return make_error(ErrorCode::kInvalidArgument, "{} vCPUs requested; ringvm supports 1 to {}", num_cpus,
                       kMaxVcpus);
@@ -88,6 +89,7 @@ Result<std::vector<kvm_cpuid_entry2>> build_cpuid(const std::vector<kvm_cpuid_en
       case kLeafFeatures:
         e.ebx = (e.ebx & 0x0000'ffff) | (apic_id << 24) | ((num_cpus > 1 ? pkg_ids : 1) << 16);
         e.ecx |= kEcxHypervisor;
+        e.ecx = opts.tsc_deadline ? (e.ecx | kEcxTscDeadline) : (e.ecx & ~kEcxTscDeadline);
         e.edx = num_cpus > 1 ? (e.edx | kEdxHtt) : (e.edx & ~kEdxHtt);
         break;
       case kLeafCacheParams:

@@ -126,6 +126,12 @@ TEST(Cpuid, AmdTopologyLeaves) {
   EXPECT_TRUE(find(*r, 0x40000000).has_value()) << "signature added when KVM did not list it";
 }
 
+TEST(Cpuid, TscDeadlineOnlyWhenAsked) {
+  EXPECT_EQ(find(build_cpuid(intel_supported(), 0, 1).value(), 1)->ecx & (1u << 24), 0u);
+  const auto with = build_cpuid(intel_supported(), 0, 1, {.tsc_deadline = true}).value();
+  EXPECT_NE(find(with, 1)->ecx & (1u << 24), 0u);
+}
+
 TEST(Cpuid, RejectsBadArguments) {
   EXPECT_FALSE(build_cpuid(intel_supported(), 0, 0).ok());
   EXPECT_FALSE(build_cpuid(intel_supported(), 2, 2).ok());
