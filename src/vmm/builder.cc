@@ -210,9 +210,13 @@ Result<x86::LoadedKernel> VmBuilder::load_kernel(Vm& vm) {
 
 Result<void> VmBuilder::create_vcpus(Vm& vm, const x86::LoadedKernel& kernel) {
   const auto supported = TRY(vm.kvm_->supported_cpuid());
+  x86::CpuidOptions cpuid_opts;
+  // The LAPIC's TSC-deadline mode is the cheapest timer for the guest (one MSR write, handled in
+  // the kernel); KVM leaves advertising it to us.
+  cpuid_opts.tsc_deadline = vm.kvm_->check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
   for (uint32_t i = 0; i < vm.cfg_.cpus; ++i) {
     auto vcpu = std::make_unique<KvmVcpu>(TRY(vm.vm_->create_vcpu(i)));
-    RETURN_IF_ERROR(vcpu->set_cpuid(TRY(x86::build_cpuid(supported, i, vm.cfg_.cpus))));
+    RETURN_IF_ERROR(vcpu->set_cpuid(TRY(x86::build_cpuid(supported, i, vm.cfg_.cpus, cpuid_opts))));
     RETURN_IF_ERROR(x86::setup_cpu_msrs(*vcpu));
     RETURN_IF_ERROR(x86::setup_lapic(*vcpu));
     // Only the bootstrap processor starts at the kernel's entry; KVM holds the others until the
