@@ -1,3 +1,6 @@
+#include <pthread.h>
+
+#include <csignal>
 #include <cstdio>
 
 #include "cli/app.h"
@@ -77,6 +80,15 @@ Result<VmConfig> make_config(const RunOptions& o) {
 }
 
 int run_vm(const RunOptions& o) {
+  // SIGTERM/SIGINT/SIGHUP are read from a signalfd by the VM's event loop. Block them before any
+  // thread exists (device workers, vCPUs, the console inherit the mask), so one arriving while the
+  // VM is still being built stays pending and stops the VM cleanly instead of killing ringvm.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   auto cfg = make_config(o);
   if (!cfg) {
     std::fprintf(stderr, "ringvm: error: %s\n", cfg.error().message().c_str());
