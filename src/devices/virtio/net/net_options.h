@@ -1,0 +1,41 @@
+// The command-line face of virtio-net: `--net tap=NAME[,mac=..][,queues=N]` or
+// `--net fd=N[,mac=..]`, parsed into a NetSpec, and the factory the VM builder calls with it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/result.h"
+#include "devices/virtio/net/virtio_net.h"
+
+namespace ringvm {
+
+struct NetSpec {
+  std::string id = "net0";
+  std::string tap;                // tap=NAME: attach to (or create) this tap
+  int fd = -1;                    // fd=N: an inherited, already attached tap fd
+  std::optional<MacAddress> mac;  // default: a random locally administered address
+  uint16_t queues = 0;            // queue pairs; 0 = one per vCPU (tap=), 1 with fd=
+  uint16_t queue_size = 256;
+};
+
+// Errors name the option and the fix ("mac=zz: expected six hex pairs like 52:54:00:12:34:56").
+Result<NetSpec> parse_net_spec(std::string_view spec);
+
+// Opens the backend (creating the tap if needed and allowed) and builds the device. A tap that
+// cannot be created without privilege fails with the `ip tuntap add` command that fixes it.
+Result<std::shared_ptr<VirtioNet>> make_virtio_net(const NetSpec& spec, uint32_t num_vcpus);
+
+// "key=value,key=value" into pairs; `what` ("--net") prefixes errors. Keys must be in `known`.
+Result<std::vector<std::pair<std::string, std::string>>> split_device_options(
+    std::string_view spec, std::string_view what, std::vector<std::string_view> known);
+// A decimal integer in [min, max] for option `key`.
+Result<uint64_t> parse_option_uint(std::string_view what, std::string_view key, std::string_view value,
+                                   uint64_t min, uint64_t max);
+
+}  // namespace ringvm

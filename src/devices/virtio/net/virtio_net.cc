@@ -1,0 +1,542 @@
+#include "devices/virtio/net/virtio_net.h"
+
+#include <endian.h>
+#include <linux/if_tun.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_ids.h>
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <cstring>
+#include <thread>
+
+#include "base/log.h"
+#include "devices/virtio/chain_io.h"
+#include "devices/virtio/ring_abi.h"
+#include "devices/virtio/worker.h"
+#include "memory/guest_memory.h"
+
+namespace ringvm {
+
+namespace {
+
+constexpr uint64_t bit(unsigned b) { return 1ULL << b; }
+// Frames one poll serves per direction before the worker looks at its other fds again, so a
+// guest that transmits without pause cannot starve its receive side (or the stop request).
+constexpr int kBudget = 256;
+
+}  // namespace
+
+// The thread serving one queue pair (and, for pair 0, the control queue). It waits on the kick
+// eventfds and on the backend fd, whose interest set follows the pair's state: EPOLLIN only when
+// a received frame has somewhere to go, EPOLLOUT only while a transmit frame is parked.
+class VirtioNet::PairWorker {
+ public:
+  static Result<std::unique_ptr<PairWorker>> start(VirtioNet& dev, size_t index) {
+    std::unique_ptr<PairWorker> w(new PairWorker(dev, index));
+    w->epfd_.reset(::epoll_create1(EPOLL_CLOEXEC));
+    if (!w->epfd_) return sys_error(fmt::format("{}: epoll_create1", dev.name()));
+    w->stopfd_ = TRY(make_eventfd(dev.name()));
+    const Pair& p = dev.pairs_[index];
+    RETURN_IF_ERROR(w->add(w->stopfd_.get(), kStop, EPOLLIN));
+    RETURN_IF_ERROR(w->add(p.rx.kick_fd, kRxKick, EPOLLIN));
+    RETURN_IF_ERROR(w->add(p.tx.kick_fd, kTxKick, EPOLLIN));
+    if (index == 0) RETURN_IF_ERROR(w->add(dev.ctrl_.kick_fd, kCtrlKick, EPOLLIN));
+    RETURN_IF_ERROR(w->add(p.fd, kBackend, 0));
+    w->thread_ = std::thread([p = w.get()] { p->run(); });
+    return w;
+  }
+  ~PairWorker() {
+    if (!thread_.joinable()) return;
+    signal_eventfd(stopfd_.get());
+    thread_.join();
+  }
+
+ private:
+  enum Token : uint64_t { kStop, kRxKick, kTxKick, kCtrlKick, kBackend };
+  PairWorker(VirtioNet& dev, size_t index) : dev_(dev), index_(index) {}
+
+  Result<void> add(int fd, Token token, uint32_t events) {
+    if (fd < 0) return Ok();
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.u64 = token;
+    if (::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
+      return sys_error(fmt::format("{}: epoll_ctl add fd {}", dev_.name(), fd));
+    return Ok();
+  }
+
+  void update_backend_interest() {
+    const Pair& p = dev_.pairs_[index_];
+    uint32_t want = 0;
+    if (p.rx.queue != nullptr && !p.rx_pending) want |= EPOLLIN;
+    if (p.tx_chain) want |= EPOLLOUT;
+    if (want == interest_) return;
+    epoll_event ev{};
+    ev.events = want;
+    ev.data.u64 = kBackend;
+    if (::epoll_ctl(epfd_.get(), EPOLL_CTL_MOD, p.fd, &ev) == 0) interest_ = want;
+  }
+
+  void run() {
+    ::pthread_setname_np(::pthread_self(), fmt::format("net-q{}", index_).substr(0, 15).c_str());
+    std::array<epoll_event, 8> events{};
+    bool more = true;  // serve whatever the driver queued before activation
+    bool ctrl = index_ == 0;
+    for (;;) {
+      if (ctrl) dev_.poll_ctrl();
+      if (more) more = dev_.poll_pair_budgeted(index_);
+      update_backend_interest();
+      // With work left over (budget spent) only peek at the fds; otherwise sleep until one fires.
+      const int n = ::epoll_wait(epfd_.get(), events.data(), static_cast<int>(events.size()), more ? 0 : -1);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        spdlog::error("{}: epoll_wait failed ({}); queue pair {} stops", dev_.name(), std::strerror(errno),
+                      index_);
+        return;
+      }
+      ctrl = false;
+      for (int k = 0; k < n; ++k) {
+        const epoll_event& ev = events[static_cast<size_t>(k)];
+        switch (ev.data.u64) {
+          case kStop: return;
+          case kRxKick: drain(dev_.pairs_[index_].rx.kick_fd); break;
+          case kTxKick: drain(dev_.pairs_[index_].tx.kick_fd); break;
+          case kCtrlKick:
+            drain(dev_.ctrl_.kick_fd);
+            ctrl = true;
+            break;
+          case kBackend:
+            if (ev.events & (EPOLLERR | EPOLLHUP)) {
+              // A dead backend would fire forever: stop polling it and say so once.
+              RINGVM_LOG_RATELIMITED(error, "{}: backend queue {} failed; it is no longer polled",
+                                     dev_.name(), index_);
+              (void)::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, dev_.pairs_[index_].fd, nullptr);
+            }
+            break;
+          default: break;
+        }
+      }
+      more = true;
+    }
+  }
+
+  static void drain(int fd) {
+    uint64_t count;
+    [[maybe_unused]] auto r = ::read(fd, &count, sizeof count);
+  }
+
+  VirtioNet& dev_;
+  size_t index_;
+  UniqueFd epfd_;
+  UniqueFd stopfd_;
+  uint32_t interest_ = 0;
+  std::thread thread_;
+};
+
+Result<std::unique_ptr<VirtioNet>> VirtioNet::create(std::unique_ptr<NetBackend> backend,
+                                                     VirtioNetOptions options) {
+  if (!backend) return make_error(ErrorCode::kInvalidArgument, "virtio-net {}: no backend", options.id);
+  const size_t n = backend->queue_count();
+  if (n == 0 || n > kMaxQueuePairs)
+    return make_error(ErrorCode::kInvalidArgument, "virtio-net {}: {} queue pairs, allowed 1..{}", options.id,
+                      n, kMaxQueuePairs);
+  // IOV_MAX bounds a transmit chain's buffers (plus our header copy); a chain holds at most a
+  // queue's worth of descriptors.
+  if (options.queue_size < 4 || options.queue_size > 512 || (options.queue_size & (options.queue_size - 1)))
+    return make_error(ErrorCode::kInvalidArgument,
+                      "virtio-net {}: queue size {} must be a power of two between 4 and 512", options.id,
+                      options.queue_size);
+  if (options.mac[0] & 1)
+    return make_error(ErrorCode::kInvalidArgument, "virtio-net {}: MAC {} is a multicast address", options.id,
+                      format_mac(options.mac));
+  return std::unique_ptr<VirtioNet>(new VirtioNet(std::move(backend), std::move(options)));
+}
+
+VirtioNet::VirtioNet(std::unique_ptr<NetBackend> backend, VirtioNetOptions options)
+    : backend_(std::move(backend)), options_(std::move(options)), pairs_(backend_->queue_count()) {
+  features_ = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_RING_F_INDIRECT_DESC) |
+              bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_HOST_TSO4) |
+              bit(VIRTIO_NET_F_HOST_TSO6) | bit(VIRTIO_NET_F_GUEST_TSO4) | bit(VIRTIO_NET_F_GUEST_TSO6) |
+              bit(VIRTIO_NET_F_MRG_RXBUF) | bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS) |
+              bit(VIRTIO_NET_F_CTRL_VQ);
+  if (backend_->ufo_supported()) features_ |= bit(VIRTIO_NET_F_HOST_UFO) | bit(VIRTIO_NET_F_GUEST_UFO);
+  if (pairs_.size() > 1) features_ |= bit(VIRTIO_NET_F_MQ);
+  std::memcpy(config_.mac, options_.mac.data(), sizeof config_.mac);
+  config_.status = htole16(VIRTIO_NET_S_LINK_UP);
+  config_.max_virtqueue_pairs = htole16(static_cast<uint16_t>(pairs_.size()));
+  for (size_t i = 0; i < pairs_.size(); ++i) pairs_[i].fd = backend_->queue_fd(i);
+}
+
+VirtioNet::~VirtioNet() { reset(); }
+
+uint32_t VirtioNet::device_type() const { return VIRTIO_ID_NET; }
+
+std::vector<uint16_t> VirtioNet::queue_max_sizes() const {
+  return std::vector<uint16_t>(2 * pairs_.size() + 1, options_.queue_size);
+}
+
+void VirtioNet::read_config(uint64_t offset, std::span<uint8_t> data) const {
+  std::fill(data.begin(), data.end(), 0);
+  if (offset >= sizeof(config_)) return;
+  const size_t n = std::min<uint64_t>(data.size(), sizeof(config_) - offset);
+  // SAFETY: config_ is a trivially-copyable UAPI struct; [offset, offset + n) lies inside it.
+  std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&config_) + offset, n);
+}
+
+void VirtioNet::write_config(uint64_t offset, std::span<const uint8_t>) {
+  // The MAC is only writable in the legacy interface; a modern driver uses CTRL_MAC_ADDR (not offered).
+  RINGVM_LOG_RATELIMITED(debug, "virtio-net {}: ignored config write at {:#x}", options_.id, offset);
+}
+
+unsigned VirtioNet::tun_offloads(uint64_t acked) {
+  // The kernel may hand us partial checksums and large frames only if the guest takes them.
+  if (!(acked & bit(VIRTIO_NET_F_GUEST_CSUM))) return 0;
+  unsigned f = TUN_F_CSUM;
+  if (acked & bit(VIRTIO_NET_F_GUEST_TSO4)) f |= TUN_F_TSO4;
+  if (acked & bit(VIRTIO_NET_F_GUEST_TSO6)) f |= TUN_F_TSO6;
+  if (acked & bit(VIRTIO_NET_F_GUEST_UFO)) f |= TUN_F_UFO;
+  return f;
+}
+
+Result<void> VirtioNet::activate(const GuestMemory& mem, uint64_t acked_features,
+                                 std::vector<ActivatedQueue> queues) {
+  std::lock_guard lock(mu_);
+  if (mem_ != nullptr) return make_error(ErrorCode::kInternal, "virtio-net {}: activated twice", options_.id);
+  const size_t offered = 2 * pairs_.size() + 1;
+  if (queues.size() > offered)
+    return make_error(ErrorCode::kInvalidArgument, "virtio-net {}: {} queues given, {} offered", options_.id,
+                      queues.size(), offered);
+  queues =
+      TRY(activate_queues(fmt::format("virtio-net {}", options_.id), mem, acked_features, std::move(queues)));
+  queues.resize(offered);
+  acked_ = acked_features;
+  mergeable_ = (acked_ & bit(VIRTIO_NET_F_MRG_RXBUF)) != 0;
+  // Spec 5.1.2: without MQ only the first pair exists and the control queue is queue 2.
+  const bool mq = (acked_ & bit(VIRTIO_NET_F_MQ)) != 0;
+  const size_t pairs = mq ? pairs_.size() : 1;
+  ctrl_ = (acked_ & bit(VIRTIO_NET_F_CTRL_VQ)) ? queues[2 * pairs] : ActivatedQueue{};
+  for (size_t i = 0; i < pairs; ++i) {
+    pairs_[i].rx = queues[2 * i];
+    pairs_[i].tx = queues[2 * i + 1];
+    pairs_[i].rx_frame.resize(kNetHdrSize + kMaxFrameBytes);
+  }
+  RETURN_IF_ERROR(backend_->set_offload(tun_offloads(acked_)));
+  // Until VQ_PAIRS_SET the driver uses the first pair only (spec 5.1.6.5.5).
+  RETURN_IF_ERROR(backend_->set_active_queues(1));
+  active_pairs_.store(1, std::memory_order_relaxed);
+  mem_ = &mem;
+  if (!options_.run_workers) return Ok();
+  for (size_t i = 0; i < pairs; ++i) {
+    if (pairs_[i].rx.queue == nullptr && pairs_[i].tx.queue == nullptr && (i != 0 || ctrl_.queue == nullptr))
+      continue;
+    auto w = PairWorker::start(*this, i);
+    if (!w.ok()) {
+      workers_.clear();
+      mem_ = nullptr;
+      return std::move(w).error();
+    }
+    workers_.push_back(std::move(*w));
+  }
+  return Ok();
+}
+
+void VirtioNet::reset() {
+  std::lock_guard lock(mu_);
+  workers_.clear();  // joins: no queue is touched after this
+  for (auto& p : pairs_) {
+    const int fd = p.fd;
+    if (p.rx_pending) stats_.rx_drops.fetch_add(1, std::memory_order_relaxed);
+    p = Pair{};
+    p.fd = fd;
+  }
+  ctrl_ = ActivatedQueue{};
+  mem_ = nullptr;
+  acked_ = 0;
+}
+
+bool VirtioNet::tx_parked(size_t index) const {
+  return index < pairs_.size() && pairs_[index].tx_chain.has_value();
+}
+bool VirtioNet::rx_held(size_t index) const { return index < pairs_.size() && pairs_[index].rx_pending; }
+
+void VirtioNet::poll_pair(size_t index) {
+  while (poll_pair_budgeted(index)) {
+  }
+}
+
+bool VirtioNet::poll_pair_budgeted(size_t index) {
+  if (mem_ == nullptr || index >= pairs_.size()) return false;
+  Pair& p = pairs_[index];
+  const bool tx_more = process_tx(p);
+  const bool rx_more = process_rx(p);
+  return tx_more || rx_more;
+}
+
+bool VirtioNet::process_tx(Pair& p) {
+  VirtQueue* q = p.tx.queue;
+  if (q == nullptr) return false;
+  bool used = false;
+  bool more = false;
+  if (p.tx_chain) {
+    if (transmit(p, *p.tx_chain) == TxResult::kParked) return false;
+    p.tx_chain.reset();
+    used = true;
+  }
+  for (int n = 0;; ++n) {
+    if (n == kBudget) {
+      more = true;
+      break;
+    }
+    auto chain = q->pop();
+    if (!chain) break;
+    used = true;
+    if (transmit(p, *chain) == TxResult::kParked) {
+      p.tx_chain = std::move(chain);
+      break;
+    }
+  }
+  if (used && q->needs_notification() && p.tx.notify) p.tx.notify();
+  return more;
+}
+
+VirtioNet::TxResult VirtioNet::transmit(Pair& p, const DescriptorChain& chain) {
+  VirtQueue* q = p.tx.queue;
+  const uint64_t total = chain.readable_bytes();
+  auto drop = [&](TxHeaderError why) {
+    stats_.tx_drops.fetch_add(1, std::memory_order_relaxed);
+    RINGVM_LOG_RATELIMITED(warn, "virtio-net {}: dropped a guest frame ({} bytes): {}", options_.id, total,
+                           tx_header_error_name(why));
+    q->add_used(chain.head, 0);
+    return TxResult::kDone;
+  };
+  // SAFETY: virtio_net_hdr_v1 is a trivially-copyable UAPI struct filled from a copy of guest
+  // bytes; the copy is what we validate and what the kernel sees, so the guest cannot change it
+  // after the check.
+  std::span<uint8_t> hdr_bytes(reinterpret_cast<uint8_t*>(&p.tx_hdr), kNetHdrSize);
+  if (total < kNetHdrSize || copy_from_buffers(*mem_, chain.readable, 0, hdr_bytes) != kNetHdrSize)
+    return drop(TxHeaderError::kShortHeader);
+  const uint64_t frame_len = total - kNetHdrSize;
+  if (const auto err = validate_tx_header(p.tx_hdr, frame_len, acked_); err != TxHeaderError::kOk)
+    return drop(err);
+  p.tx_hdr.num_buffers = 0;  // receive-only; the kernel ignores it
+  auto data = buffers_iovecs(*mem_, chain.readable, kNetHdrSize, frame_len);
+  if (!data.ok() || data->size() + 1 > IOV_MAX) return drop(TxHeaderError::kOversize);
+  std::vector<iovec> iov;
+  iov.reserve(data->size() + 1);
+  iov.push_back(iovec{&p.tx_hdr, kNetHdrSize});
+  iov.insert(iov.end(), data->begin(), data->end());
+  ssize_t w;
+  do {
+    w = ::writev(p.fd, iov.data(), static_cast<int>(iov.size()));
+  } while (w < 0 && errno == EINTR);
+  if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    stats_.tx_parked.fetch_add(1, std::memory_order_relaxed);
+    return TxResult::kParked;
+  }
+  if (w < 0) {
+    // EIO: the tap's link is down; EINVAL: the kernel refused the header. Either way the frame
+    // is gone, as on a real wire.
+    stats_.tx_errors.fetch_add(1, std::memory_order_relaxed);
+    RINGVM_LOG_RATELIMITED(warn, "virtio-net {}: {} refused a frame: {}", options_.id, backend_->name(),
+                           std::strerror(errno));
+  } else {
+    stats_.tx_frames.fetch_add(1, std::memory_order_relaxed);
+    stats_.tx_bytes.fetch_add(frame_len, std::memory_order_relaxed);
+  }
+  q->add_used(chain.head, 0);
+  return TxResult::kDone;
+}
+
+bool VirtioNet::process_rx(Pair& p) {
+  VirtQueue* q = p.rx.queue;
+  if (q == nullptr) return false;
+  bool used = false;
+  bool more = false;
+  for (int n = 0;; ++n) {
+    if (n == kBudget) {
+      more = true;
+      break;
+    }
+    if (!p.rx_pending) {
+      const ssize_t r = ::read(p.fd, p.rx_frame.data(), p.rx_frame.size());
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          stats_.rx_errors.fetch_add(1, std::memory_order_relaxed);
+          RINGVM_LOG_RATELIMITED(warn, "virtio-net {}: reading {}: {}", options_.id, backend_->name(),
+                                 std::strerror(errno));
+        }
+        break;
+      }
+      if (r == 0) break;  // a closed datagram peer (tests); a tap never returns 0
+      if (static_cast<size_t>(r) < kNetHdrSize + kMinFrameBytes) {
+        stats_.rx_errors.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      p.rx_len = static_cast<size_t>(r);
+      p.rx_pending = true;
+    }
+    if (!deliver(p)) break;  // held until the guest adds buffers
+    used = true;
+  }
+  if (used && q->needs_notification() && p.rx.notify) p.rx.notify();
+  return more;
+}
+
+bool VirtioNet::deliver(Pair& p) {
+  VirtQueue* q = p.rx.queue;
+  const uint64_t need = p.rx_len;
+  // Gather chains until the frame fits: one (it must hold the whole frame) or, with mergeable
+  // buffers, as many as it takes. Chains already popped for a frame we could not finish stay
+  // in rx_chains, so nothing the guest gave us is lost while we wait for more.
+  uint64_t have = 0;
+  for (const auto& c : p.rx_chains) have += c.writable_bytes();
+  while (p.rx_chains.empty() || (mergeable_ && have < need)) {
+    auto c = q->pop();
+    if (!c) return false;
+    if (c->writable.empty()) {
+      stats_.rx_errors.fetch_add(1, std::memory_order_relaxed);
+      q->add_used(c->head, 0);
+      continue;
+    }
+    have += c->writable_bytes();
+    p.rx_chains.push_back(std::move(*c));
+  }
+  p.rx_pending = false;
+  if (!mergeable_ && p.rx_chains.front().writable_bytes() < need) {
+    // The guest posted buffers too small for this frame (it did not negotiate the offload that
+    // produced it, or lied about sizes): drop the frame, keep the buffer for the next one.
+    stats_.rx_drops.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  size_t count = 0;
+  for (uint64_t covered = 0; covered < need; ++count) covered += p.rx_chains[count].writable_bytes();
+  // The backend wrote the first 10 header bytes; num_buffers is ours to fill.
+  const uint16_t num_buffers = htole16(static_cast<uint16_t>(count));
+  std::memcpy(p.rx_frame.data() + offsetof(virtio_net_hdr_v1, num_buffers), &num_buffers, sizeof num_buffers);
+  if (!(acked_ & bit(VIRTIO_NET_F_GUEST_CSUM)))
+    p.rx_frame[offsetof(virtio_net_hdr_v1, flags)] = 0;  // 5.1.6.3.1
+  uint64_t at = 0;
+  std::vector<std::pair<uint16_t, uint32_t>> used;
+  used.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    const auto& c = p.rx_chains[i];
+    const uint64_t n = std::min<uint64_t>(c.writable_bytes(), need - at);
+    const size_t put = copy_to_buffers(
+        *mem_, c.writable, 0, std::span<const uint8_t>(p.rx_frame.data() + at, static_cast<size_t>(n)));
+    used.emplace_back(c.head, static_cast<uint32_t>(put));
+    at += n;
+  }
+  p.rx_chains.erase(p.rx_chains.begin(), p.rx_chains.begin() + static_cast<ptrdiff_t>(count));
+  // All of a frame's buffers become visible together: the driver reads num_buffers from the
+  // first and expects the rest to be there already.
+  for (const auto& [head, len] : used) q->add_used(head, len);
+  stats_.rx_frames.fetch_add(1, std::memory_order_relaxed);
+  stats_.rx_bytes.fetch_add(need - kNetHdrSize, std::memory_order_relaxed);
+  return true;
+}
+
+void VirtioNet::poll_ctrl() {
+  VirtQueue* q = ctrl_.queue;
+  if (mem_ == nullptr || q == nullptr) return;
+  bool used = false;
+  while (auto c = q->pop()) {
+    used = true;
+    if (c->writable.empty()) {
+      stats_.ctrl_errors.fetch_add(1, std::memory_order_relaxed);
+      q->add_used(c->head, 0);
+      continue;
+    }
+    const uint8_t ack = handle_ctrl(*c);
+    if (ack != VIRTIO_NET_OK) stats_.ctrl_errors.fetch_add(1, std::memory_order_relaxed);
+    const DescriptorBuffer& last = c->writable.back();
+    (void)mem_->write_obj(last.addr + last.len - 1, ack);
+    q->add_used(c->head, 1);
+  }
+  if (used && q->needs_notification() && ctrl_.notify) ctrl_.notify();
+}
+
+uint8_t VirtioNet::handle_ctrl(const DescriptorChain& chain) {
+  virtio_net_ctrl_hdr hdr{};
+  // SAFETY: a 2-byte trivially-copyable UAPI struct filled from a copy of guest bytes.
+  if (copy_from_buffers(*mem_, chain.readable, 0, {reinterpret_cast<uint8_t*>(&hdr), sizeof hdr}) !=
+      sizeof hdr)
+    return VIRTIO_NET_ERR;
+  if (hdr.class_ == VIRTIO_NET_CTRL_MQ && hdr.cmd == VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET &&
+      (acked_ & bit(VIRTIO_NET_F_MQ))) {
+    virtio_net_ctrl_mq mq{};
+    // SAFETY: as above, a 2-byte UAPI struct from a copy.
+    if (copy_from_buffers(*mem_, chain.readable, sizeof hdr, {reinterpret_cast<uint8_t*>(&mq), sizeof mq}) !=
+        sizeof mq)
+      return VIRTIO_NET_ERR;
+    const uint16_t n = le16toh(mq.virtqueue_pairs);
+    if (n < VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MIN || n > pairs_.size()) {
+      RINGVM_LOG_RATELIMITED(warn, "virtio-net {}: driver asked for {} queue pairs, the device has {}",
+                             options_.id, n, pairs_.size());
+      return VIRTIO_NET_ERR;
+    }
+    if (auto r = backend_->set_active_queues(n); !r.ok()) {
+      RINGVM_LOG_RATELIMITED(warn, "virtio-net {}: {}", options_.id, r.error().message());
+      return VIRTIO_NET_ERR;
+    }
+    active_pairs_.store(n, std::memory_order_relaxed);
+    return VIRTIO_NET_OK;
+  }
+  RINGVM_LOG_RATELIMITED(debug, "virtio-net {}: unsupported control command class {} cmd {}", options_.id,
+                         hdr.class_, hdr.cmd);
+  return VIRTIO_NET_ERR;
+}
+
+Result<MacAddress> parse_mac(std::string_view text) {
+  MacAddress mac{};
+  size_t pos = 0;
+  for (size_t i = 0; i < mac.size(); ++i) {
+    if (i > 0) {
+      if (pos >= text.size() || (text[pos] != ':' && text[pos] != '-')) break;
+      ++pos;
+    }
+    unsigned v = 0;
+    size_t digits = 0;
+    for (; digits < 2 && pos < text.size() && std::isxdigit(static_cast<unsigned char>(text[pos]));
+         ++digits, ++pos)
+      v = v * 16 +
+          static_cast<unsigned>(std::isdigit(static_cast<unsigned char>(text[pos]))
+                                    ? text[pos] - '0'
+                                    : (std::tolower(static_cast<unsigned char>(text[pos])) - 'a' + 10));
+    if (digits != 2)
+      return make_error(ErrorCode::kInvalidArgument, "mac={}: expected six hex pairs like 52:54:00:12:34:56",
+                        text);
+    mac[i] = static_cast<uint8_t>(v);
+    if (i == 5 && pos == text.size()) {
+      if (mac[0] & 1)
+        return make_error(ErrorCode::kInvalidArgument,
+                          "mac={}: a multicast address (low bit of the first byte set) cannot be a NIC's",
+                          text);
+      return mac;
+    }
+  }
+  return make_error(ErrorCode::kInvalidArgument, "mac={}: expected six hex pairs like 52:54:00:12:34:56",
+                    text);
+}
+
+std::string format_mac(const MacAddress& m) {
+  return fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
+}
+
+MacAddress random_mac() {
+  MacAddress m{};
+  if (::getrandom(m.data(), m.size(), 0) != static_cast<ssize_t>(m.size())) {
+    // getrandom cannot fail for 6 bytes once the pool is ready; a fixed fallback still works.
+    m = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
+  }
+  m[0] = static_cast<uint8_t>((m[0] & 0xfe) | 0x02);  // unicast, locally administered
+  return m;
+}
+
+}  // namespace ringvm

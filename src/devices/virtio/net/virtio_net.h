@@ -1,0 +1,142 @@
+// VirtioNet: virtio-net (virtio 1.x section 5.1) over a NetBackend (a Linux tap).
+//
+// Queues: receiveq1, transmitq1, ..., receiveqN, transmitqN, controlq (N = max queue pairs).
+// Each queue pair is served by its own worker thread bound to one backend queue fd, so a
+// multiqueue guest spreads its traffic over host cores and nothing here ever blocks the event
+// loop. The worker never spins:
+//   - transmit: a full tap (EAGAIN) parks the frame in hand and the worker waits for EPOLLOUT;
+//   - receive: a frame with no guest buffer to go to is held, and the worker stops polling the
+//     tap for input until the guest adds buffers (its kick);
+//   - a down link makes the tap refuse writes (counted as errors) and deliver nothing.
+// Every guest frame is validated (net_header.h) and malformed ones are dropped and counted.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "devices/virtio/net/net_abi.h"
+#include "devices/virtio/net/net_header.h"
+#include "devices/virtio/net/tap.h"
+#include "devices/virtio/queue.h"
+#include "devices/virtio/virtio_device.h"
+
+namespace ringvm {
+
+using MacAddress = std::array<uint8_t, 6>;
+
+struct VirtioNetOptions {
+  std::string id = "net0";  // names the device in logs and stats
+  MacAddress mac{};         // the guest's MAC (VIRTIO_NET_F_MAC)
+  uint16_t queue_size = 256;
+  // false: no worker threads; the owner drives poll_pair()/poll_ctrl() itself (tests, fuzzers).
+  bool run_workers = true;
+};
+
+// Counters for --stats; readable from any thread.
+struct NetStats {
+  std::atomic<uint64_t> rx_frames{0}, rx_bytes{0};  // delivered to the guest (bytes without header)
+  std::atomic<uint64_t> rx_drops{
+      0};  // frames dropped: too big for the guest's buffers, or no buffers at reset
+  std::atomic<uint64_t> rx_errors{0};  // backend read errors, short frames from the backend, bad rx chains
+  std::atomic<uint64_t> tx_frames{0}, tx_bytes{0};  // written to the backend (bytes without header)
+  std::atomic<uint64_t> tx_drops{0};                // malformed guest frames (bad header, size, GSO values)
+  std::atomic<uint64_t> tx_errors{0};    // the backend refused a frame (link down, kernel said EINVAL)
+  std::atomic<uint64_t> tx_parked{0};    // times the backend was full (EAGAIN) and a queue waited
+  std::atomic<uint64_t> ctrl_errors{0};  // control commands answered VIRTIO_NET_ERR
+};
+
+class VirtioNet final : public VirtioDevice {
+ public:
+  static constexpr size_t kMaxQueuePairs = 64;
+
+  // One queue pair per backend queue.
+  static Result<std::unique_ptr<VirtioNet>> create(std::unique_ptr<NetBackend> backend,
+                                                   VirtioNetOptions options);
+  ~VirtioNet() override;
+
+  std::string_view name() const override { return options_.id; }
+  uint32_t device_type() const override;
+  uint64_t device_features() const override { return features_; }
+  std::vector<uint16_t> queue_max_sizes() const override;
+  void read_config(uint64_t offset, std::span<uint8_t> data) const override;
+  void write_config(uint64_t offset, std::span<const uint8_t> data) override;
+  Result<void> activate(const GuestMemory& mem, uint64_t acked_features,
+                        std::vector<ActivatedQueue> queues) override;
+  void reset() override;
+
+  const NetStats& stats() const { return stats_; }
+  size_t queue_pairs() const { return pairs_.size(); }
+  // Pairs the driver enabled (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET); 1 until it says otherwise.
+  size_t active_pairs() const { return active_pairs_.load(std::memory_order_relaxed); }
+  const NetBackend& backend() const { return *backend_; }
+
+  // Serve pair `index` (transmit what the guest queued, then receive what the backend has) and
+  // the control queue, as the workers do on any event, until nothing is left to do now. Public
+  // so tests and fuzzers can drive a device built with run_workers = false.
+  void poll_pair(size_t index);
+  void poll_ctrl();
+  // A transmit frame waits for the backend to drain (EAGAIN) / a received frame waits for guest
+  // buffers.
+  bool tx_parked(size_t index) const;
+  bool rx_held(size_t index) const;
+
+ private:
+  class PairWorker;
+  // The state of one queue pair, touched only by its worker (or the poll_* caller).
+  struct Pair {
+    ActivatedQueue rx, tx;
+    int fd = -1;
+    // A frame read from the backend and not yet delivered (no guest buffer for it).
+    std::vector<uint8_t> rx_frame;
+    size_t rx_len = 0;
+    bool rx_pending = false;
+    // Receive chains popped but not yet used (mergeable buffers gathered for a frame).
+    std::deque<DescriptorChain> rx_chains;
+    // A transmit frame the backend refused with EAGAIN: its chain and our copy of the header.
+    std::optional<DescriptorChain> tx_chain;
+    virtio_net_hdr_v1 tx_hdr{};
+  };
+
+  VirtioNet(std::unique_ptr<NetBackend> backend, VirtioNetOptions options);
+  // One budget's worth of work; true when the budget ran out with work left.
+  bool poll_pair_budgeted(size_t index);
+  bool process_tx(Pair& p);
+  bool process_rx(Pair& p);
+  // kDone: the chain went back to the guest (sent or dropped); kParked: the backend is full.
+  enum class TxResult { kDone, kParked };
+  TxResult transmit(Pair& p, const DescriptorChain& chain);
+  // Moves the held frame into guest buffers; false when the guest has too few.
+  bool deliver(Pair& p);
+  uint8_t handle_ctrl(const DescriptorChain& chain);
+  static unsigned tun_offloads(uint64_t acked);
+
+  std::unique_ptr<NetBackend> backend_;
+  VirtioNetOptions options_;
+  uint64_t features_;
+  virtio_net_config config_{};
+
+  std::mutex mu_;  // activate/reset
+  const GuestMemory* mem_ = nullptr;
+  uint64_t acked_ = 0;
+  bool mergeable_ = false;
+  std::vector<Pair> pairs_;
+  ActivatedQueue ctrl_;
+  std::atomic<size_t> active_pairs_{1};
+  std::vector<std::unique_ptr<PairWorker>> workers_;
+  NetStats stats_;
+};
+
+// "52:54:00:12:34:56" (or with '-'); refuses multicast addresses, which a NIC cannot own.
+Result<MacAddress> parse_mac(std::string_view text);
+std::string format_mac(const MacAddress& mac);
+// A random locally administered unicast address.
+MacAddress random_mac();
+
+}  // namespace ringvm

@@ -1,0 +1,429 @@
+#include "devices/virtio/net/virtio_net.h"
+
+#include <gtest/gtest.h>
+#include <linux/if_tun.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <chrono>
+#include <thread>
+
+#include "devices/virtio/net/net_test_driver.h"
+
+namespace ringvm {
+namespace {
+
+using testing::NetTestDriver;
+
+constexpr uint64_t bit(unsigned b) { return 1ULL << b; }
+constexpr uint64_t kBase = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) |
+                           bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6) |
+                           bit(VIRTIO_NET_F_GUEST_TSO4) | bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS) |
+                           bit(VIRTIO_NET_F_CTRL_VQ);
+constexpr uint64_t kMrg = kBase | bit(VIRTIO_NET_F_MRG_RXBUF);
+
+// A backend of datagram socketpairs: the device gets one end of each, the test plays the host
+// network on the other. Datagrams keep frame boundaries, as a tap does.
+class SocketBackend final : public NetBackend {
+ public:
+  explicit SocketBackend(size_t queues, bool ufo = false) : ufo_(ufo) {
+    for (size_t i = 0; i < queues; ++i) {
+      int sv[2];
+      if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) std::abort();
+      dev_.emplace_back(sv[0]);
+      host_.emplace_back(sv[1]);
+    }
+  }
+  std::string_view name() const override { return "socketpair"; }
+  size_t queue_count() const override { return dev_.size(); }
+  int queue_fd(size_t i) const override { return dev_[i].get(); }
+  Result<void> set_offload(unsigned f) override {
+    offload = f;
+    return Ok();
+  }
+  Result<void> set_active_queues(size_t n) override {
+    active = n;
+    return Ok();
+  }
+  bool ufo_supported() const override { return ufo_; }
+
+  int host(size_t i) const { return host_[i].get(); }
+  unsigned offload = ~0u;
+  size_t active = 0;
+
+ private:
+  bool ufo_;
+  std::vector<UniqueFd> dev_, host_;
+};
+
+std::vector<uint8_t> frame(size_t len, uint8_t seed, virtio_net_hdr_v1 hdr = {}) {
+  std::vector<uint8_t> f(kNetHdrSize + len);
+  std::memcpy(f.data(), &hdr, sizeof hdr);
+  for (size_t i = 0; i < len; ++i) f[kNetHdrSize + i] = static_cast<uint8_t>(seed + i * 7);
+  return f;
+}
+
+class VirtioNetTest : public ::testing::Test {
+ protected:
+  void start(size_t pairs = 1, uint64_t features = kMrg, bool workers = false, bool ufo = false) {
+    auto backend = std::make_unique<SocketBackend>(pairs, ufo);
+    be_ = backend.get();
+    VirtioNetOptions o;
+    o.mac = {0x52, 0x54, 0, 0x12, 0x34, 0x56};
+    o.run_workers = workers;
+    auto d = VirtioNet::create(std::move(backend), o);
+    ASSERT_TRUE(d.ok()) << d.error().message();
+    net_ = std::move(*d);
+    const size_t nq = net_->queue_max_sizes().size();
+    drv_ = std::make_unique<NetTestDriver>(nq, 64);
+    queues_.clear();
+    kicks_.clear();
+    for (size_t i = 0; i < nq; ++i) queues_.push_back(std::make_unique<VirtQueue>(256));
+    irqs_ = std::make_unique<std::atomic<int>[]>(nq);
+    std::vector<ActivatedQueue> aq;
+    for (size_t i = 0; i < nq; ++i) {
+      drv_->configure(i, *queues_[i]);
+      UniqueFd kick(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+      aq.push_back(ActivatedQueue{queues_[i].get(), kick.get(), [this, i] { ++irqs_[i]; }});
+      kicks_.push_back(std::move(kick));
+    }
+    ASSERT_TRUE(net_->activate(drv_->mem(), features, std::move(aq)).ok());
+  }
+  void TearDown() override {
+    if (net_) net_->reset();
+  }
+  void kick(size_t q) {
+    const uint64_t one = 1;
+    ASSERT_EQ(::write(kicks_[q].get(), &one, sizeof one), 8);
+  }
+  std::vector<uint8_t> host_recv(size_t pair = 0) {
+    std::vector<uint8_t> buf(70000);
+    const ssize_t n = ::recv(be_->host(pair), buf.data(), buf.size(), MSG_DONTWAIT);
+    buf.resize(n < 0 ? 0 : static_cast<size_t>(n));
+    return buf;
+  }
+  void host_send(const std::vector<uint8_t>& f, size_t pair = 0) {
+    ASSERT_EQ(::send(be_->host(pair), f.data(), f.size(), 0), static_cast<ssize_t>(f.size()));
+  }
+
+  SocketBackend* be_ = nullptr;
+  std::unique_ptr<VirtioNet> net_;
+  std::unique_ptr<NetTestDriver> drv_;
+  std::vector<std::unique_ptr<VirtQueue>> queues_;
+  std::vector<UniqueFd> kicks_;
+  std::unique_ptr<std::atomic<int>[]> irqs_;  // interrupts per queue, raised from worker threads
+};
+
+TEST(NetHeaderTest, ValidatesEveryField) {
+  virtio_net_hdr_v1 h{};
+  EXPECT_EQ(validate_tx_header(h, 60, kBase), TxHeaderError::kOk);
+  EXPECT_EQ(validate_tx_header(h, 13, kBase), TxHeaderError::kRunt);
+  EXPECT_EQ(validate_tx_header(h, kMaxFrameBytes + 1, kBase), TxHeaderError::kOversize);
+  h.flags = 0x80;
+  EXPECT_EQ(validate_tx_header(h, 60, kBase), TxHeaderError::kUnknownFlags);
+  h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  h.csum_start = htole16(34);
+  h.csum_offset = htole16(16);
+  EXPECT_EQ(validate_tx_header(h, 60, kBase), TxHeaderError::kOk);
+  EXPECT_EQ(validate_tx_header(h, 60, bit(VIRTIO_F_VERSION_1)), TxHeaderError::kCsumNotNegotiated);
+  EXPECT_EQ(validate_tx_header(h, 51, kBase), TxHeaderError::kBadCsumRange);
+  h.csum_start = htole16(0xffff);
+  h.csum_offset = htole16(0xffff);
+  EXPECT_EQ(validate_tx_header(h, kMaxFrameBytes, kBase), TxHeaderError::kBadCsumRange);  // no u16 overflow
+  h.csum_start = htole16(34);
+  h.csum_offset = htole16(16);
+  h.gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
+  h.gso_size = htole16(1448);
+  h.hdr_len = htole16(66);
+  EXPECT_EQ(validate_tx_header(h, 3000, kBase), TxHeaderError::kOk);
+  EXPECT_EQ(validate_tx_header(h, 3000, kBase & ~bit(VIRTIO_NET_F_HOST_TSO4)), TxHeaderError::kBadGsoType);
+  h.gso_type = VIRTIO_NET_HDR_GSO_UDP;
+  EXPECT_EQ(validate_tx_header(h, 3000, kBase), TxHeaderError::kBadGsoType);  // UFO not negotiated
+  EXPECT_EQ(validate_tx_header(h, 3000, kBase | bit(VIRTIO_NET_F_HOST_UFO)), TxHeaderError::kOk);
+  h.gso_type = VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_ECN;
+  EXPECT_EQ(validate_tx_header(h, 3000, kBase), TxHeaderError::kBadGsoType);
+  h.gso_type = 2;
+  EXPECT_EQ(validate_tx_header(h, 3000, kBase), TxHeaderError::kBadGsoType);
+  h.gso_type = VIRTIO_NET_HDR_GSO_TCPV6;
+  h.gso_size = 0;
+  EXPECT_EQ(validate_tx_header(h, 3000, kBase), TxHeaderError::kBadGsoSize);
+  h.gso_size = htole16(1448);
+  h.flags = 0;
+  EXPECT_EQ(validate_tx_header(h, 3000, kBase), TxHeaderError::kBadGsoSize);  // GSO needs NEEDS_CSUM
+  h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  h.hdr_len = htole16(3001);
+  EXPECT_EQ(validate_tx_header(h, 3000, kBase), TxHeaderError::kBadHdrLen);
+  h.hdr_len = 0;
+  EXPECT_EQ(validate_tx_header(h, 3000, kBase), TxHeaderError::kBadHdrLen);
+}
+
+TEST_F(VirtioNetTest, FeaturesAndConfig) {
+  start(4);
+  const uint64_t f = net_->device_features();
+  for (unsigned b : {VIRTIO_F_VERSION_1, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_HOST_TSO4,
+                     VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+                     VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_F_CTRL_VQ,
+                     VIRTIO_NET_F_MQ, VIRTIO_RING_F_EVENT_IDX})
+    EXPECT_TRUE(f & bit(b)) << "feature bit " << b;
+  EXPECT_FALSE(f & bit(VIRTIO_NET_F_HOST_UFO));  // the backend does not take UFO
+  EXPECT_EQ(net_->queue_max_sizes().size(), 9u);
+  virtio_net_config cfg{};
+  net_->read_config(0, {reinterpret_cast<uint8_t*>(&cfg), sizeof cfg});
+  EXPECT_EQ(format_mac({cfg.mac[0], cfg.mac[1], cfg.mac[2], cfg.mac[3], cfg.mac[4], cfg.mac[5]}),
+            "52:54:00:12:34:56");
+  EXPECT_EQ(le16toh(cfg.status), VIRTIO_NET_S_LINK_UP);
+  EXPECT_EQ(le16toh(cfg.max_virtqueue_pairs), 4);
+  uint8_t tail[4] = {1, 2, 3, 4};
+  net_->read_config(sizeof cfg + 8, tail);
+  EXPECT_EQ(tail[0] | tail[3], 0);
+}
+
+TEST_F(VirtioNetTest, SinglePairOffersNoMqAndUfoFollowsBackend) {
+  start(1, kMrg, false, /*ufo=*/true);
+  EXPECT_FALSE(net_->device_features() & bit(VIRTIO_NET_F_MQ));
+  EXPECT_TRUE(net_->device_features() & bit(VIRTIO_NET_F_HOST_UFO));
+  EXPECT_TRUE(net_->device_features() & bit(VIRTIO_NET_F_GUEST_UFO));
+  EXPECT_EQ(net_->queue_max_sizes().size(), 3u);
+}
+
+TEST_F(VirtioNetTest, OffloadsFollowGuestFeatures) {
+  start(1, kMrg);
+  EXPECT_EQ(be_->offload, unsigned{TUN_F_CSUM | TUN_F_TSO4});
+  net_->reset();
+  start(1, kMrg & ~bit(VIRTIO_NET_F_GUEST_CSUM));
+  EXPECT_EQ(be_->offload, 0u);  // without GUEST_CSUM the kernel must checksum and segment for us
+}
+
+TEST_F(VirtioNetTest, TransmitsSplitFrameWithHeader) {
+  start();
+  virtio_net_hdr_v1 h{};
+  h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  h.csum_start = htole16(34);
+  h.csum_offset = htole16(6);
+  const auto f = frame(1000, 3, h);
+  const uint16_t head = drv_->add_out(1, f, 100);  // 11 descriptors; the header split too
+  net_->poll_pair(0);
+  EXPECT_EQ(host_recv(), f);
+  EXPECT_EQ(drv_->used_idx(1), 1);
+  EXPECT_EQ(drv_->used(1, 0).id, head);
+  EXPECT_EQ(drv_->used(1, 0).len, 0u);
+  EXPECT_EQ(net_->stats().tx_frames.load(), 1u);
+  EXPECT_EQ(net_->stats().tx_bytes.load(), 1000u);
+  EXPECT_EQ(irqs_[1].load(), 1);
+}
+
+TEST_F(VirtioNetTest, DropsAndCountsMalformedFramesAndKeepsGoing) {
+  start();
+  std::vector<uint8_t> short_hdr(8, 0);
+  drv_->add_out(1, short_hdr);
+  drv_->add_out(1, frame(5, 0));  // runt
+  drv_->add_out(1, frame(kMaxFrameBytes + 1, 0));
+  virtio_net_hdr_v1 h{};
+  h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  h.csum_start = htole16(34);
+  h.csum_offset = htole16(16);
+  h.gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
+  h.gso_size = 0;
+  h.hdr_len = htole16(54);
+  drv_->add_out(1, frame(2000, 0, h));  // gso_size 0
+  h.gso_size = htole16(1448);
+  h.gso_type = VIRTIO_NET_HDR_GSO_UDP;
+  drv_->add_out(1, frame(2000, 0, h));  // UFO not negotiated
+  const auto good = frame(60, 9);
+  drv_->add_out(1, good);
+  net_->poll_pair(0);
+  EXPECT_EQ(net_->stats().tx_drops.load(), 5u);
+  EXPECT_EQ(net_->stats().tx_frames.load(), 1u);
+  EXPECT_EQ(drv_->used_idx(1), 6);
+  EXPECT_EQ(host_recv(), good);
+  EXPECT_TRUE(host_recv().empty());
+}
+
+TEST_F(VirtioNetTest, FullBackendParksTheQueueAndResumes) {
+  start();
+  // Fill the socket until it refuses: the device must park, not spin or drop.
+  int sent = 0;
+  for (; sent < 1000 && !net_->tx_parked(0); ++sent) {
+    drv_->add_out(1, frame(1000, static_cast<uint8_t>(sent)));
+    net_->poll_pair(0);
+  }
+  ASSERT_TRUE(net_->tx_parked(0)) << "the socket never filled";
+  EXPECT_GE(net_->stats().tx_parked.load(), 1u);
+  const uint64_t done = net_->stats().tx_frames.load();
+  EXPECT_EQ(done + 1, static_cast<uint64_t>(sent));
+  EXPECT_EQ(drv_->used_idx(1), done);  // the parked chain is still the device's
+  // Drain the host side; the parked frame goes out next, in order.
+  for (uint64_t i = 0; i < done; ++i) ASSERT_EQ(host_recv()[kNetHdrSize], static_cast<uint8_t>(i));
+  net_->poll_pair(0);
+  EXPECT_FALSE(net_->tx_parked(0));
+  EXPECT_EQ(host_recv()[kNetHdrSize], static_cast<uint8_t>(done));
+  EXPECT_EQ(drv_->used_idx(1), done + 1);
+  EXPECT_EQ(net_->stats().tx_drops.load(), 0u);
+}
+
+TEST_F(VirtioNetTest, ReceivesIntoMergeableBuffers) {
+  start();
+  std::vector<uint64_t> bufs;
+  for (int i = 0; i < 4; ++i) bufs.push_back(drv_->add_in(0, 1500));
+  const auto f = frame(3000, 1);  // 3012 bytes: 1500 + 1500 + 12
+  host_send(f);
+  net_->poll_pair(0);
+  ASSERT_EQ(drv_->used_idx(0), 3);
+  EXPECT_EQ(drv_->used(0, 0).len, 1500u);
+  EXPECT_EQ(drv_->used(0, 1).len, 1500u);
+  EXPECT_EQ(drv_->used(0, 2).len, 12u);
+  std::vector<uint8_t> got;
+  for (int i = 0; i < 3; ++i) {
+    auto part = drv_->read(bufs[static_cast<size_t>(i)], drv_->used(0, static_cast<uint16_t>(i)).len);
+    got.insert(got.end(), part.begin(), part.end());
+  }
+  virtio_net_hdr_v1 h{};
+  std::memcpy(&h, got.data(), sizeof h);
+  EXPECT_EQ(le16toh(h.num_buffers), 3);
+  EXPECT_TRUE(std::equal(f.begin() + kNetHdrSize, f.end(), got.begin() + kNetHdrSize));
+  EXPECT_EQ(net_->stats().rx_frames.load(), 1u);
+  EXPECT_EQ(net_->stats().rx_bytes.load(), 3000u);
+  EXPECT_EQ(irqs_[0].load(), 1);
+}
+
+TEST_F(VirtioNetTest, HoldsFrameUntilTheGuestAddsBuffers) {
+  start();
+  host_send(frame(2500, 4));
+  host_send(frame(100, 5));
+  net_->poll_pair(0);
+  EXPECT_TRUE(net_->rx_held(0));
+  drv_->add_in(0, 1500);  // not enough for 2512 bytes: taken, but the frame still waits
+  net_->poll_pair(0);
+  EXPECT_TRUE(net_->rx_held(0));
+  EXPECT_EQ(drv_->used_idx(0), 0);
+  const uint64_t second = drv_->add_in(0, 1500);
+  net_->poll_pair(0);
+  ASSERT_EQ(drv_->used_idx(0), 2);
+  virtio_net_hdr_v1 h{};
+  std::memcpy(&h, drv_->read(drv_->used(0, 0).id == 0 ? NetTestDriver::kDataAddr : second, 12).data(), 12);
+  EXPECT_EQ(le16toh(h.num_buffers), 2);
+  EXPECT_TRUE(net_->rx_held(0));  // the second frame read, waiting for a buffer
+  drv_->add_in(0, 1500);
+  net_->poll_pair(0);
+  EXPECT_FALSE(net_->rx_held(0));
+  EXPECT_EQ(drv_->used_idx(0), 3);
+  EXPECT_EQ(net_->stats().rx_frames.load(), 2u);
+  EXPECT_EQ(net_->stats().rx_drops.load(), 0u);
+}
+
+TEST_F(VirtioNetTest, WithoutMergeableBuffersOneChainHoldsAFrame) {
+  start(1, kBase);
+  const uint64_t small = drv_->add_in(0, 1000);
+  host_send(frame(1500, 1));  // too big for the 1000-byte chain: dropped, chain kept
+  host_send(frame(500, 2));
+  net_->poll_pair(0);
+  EXPECT_EQ(net_->stats().rx_drops.load(), 1u);
+  ASSERT_EQ(drv_->used_idx(0), 1);
+  EXPECT_EQ(drv_->used(0, 0).len, 512u);
+  const auto got = drv_->read(small, 512);
+  virtio_net_hdr_v1 h{};
+  std::memcpy(&h, got.data(), sizeof h);
+  EXPECT_EQ(le16toh(h.num_buffers), 1);
+  EXPECT_EQ(got[kNetHdrSize], 2);
+}
+
+TEST_F(VirtioNetTest, ControlQueueSetsQueuePairs) {
+  start(4, kMrg | bit(VIRTIO_NET_F_MQ));
+  EXPECT_EQ(be_->active, 1u);
+  auto cmd = [&](uint8_t cls, uint8_t c, uint16_t pairs) {
+    std::vector<uint8_t> out{cls, c, static_cast<uint8_t>(pairs), static_cast<uint8_t>(pairs >> 8)};
+    const uint64_t in = drv_->alloc(static_cast<uint32_t>(out.size()));
+    drv_->write(in, out);
+    const uint64_t ack = drv_->alloc(1);
+    drv_->write(ack, std::vector<uint8_t>{0xee});
+    drv_->add_chain(8, {{in, 4}}, {{ack, 1}});
+    net_->poll_ctrl();
+    return drv_->read(ack, 1)[0];
+  };
+  EXPECT_EQ(cmd(VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, 3), VIRTIO_NET_OK);
+  EXPECT_EQ(net_->active_pairs(), 3u);
+  EXPECT_EQ(be_->active, 3u);
+  EXPECT_EQ(cmd(VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, 0), VIRTIO_NET_ERR);
+  EXPECT_EQ(cmd(VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, 5), VIRTIO_NET_ERR);
+  EXPECT_EQ(cmd(0 /* CTRL_RX, not offered */, 0, 1), VIRTIO_NET_ERR);
+  EXPECT_EQ(net_->active_pairs(), 3u);
+  EXPECT_EQ(net_->stats().ctrl_errors.load(), 3u);
+  EXPECT_EQ(drv_->used_idx(8), 4);
+  // Traffic on pair 2 flows through backend queue 2.
+  const auto f = frame(80, 7);
+  drv_->add_out(5, f);
+  net_->poll_pair(2);
+  EXPECT_EQ(host_recv(2), f);
+}
+
+TEST_F(VirtioNetTest, WithoutMqTheControlQueueIsQueueTwo) {
+  start(4, kMrg);  // MQ offered but not acked
+  const uint64_t in = drv_->alloc(4);
+  drv_->write(in, std::vector<uint8_t>{VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, 2, 0});
+  const uint64_t ack = drv_->alloc(1);
+  drv_->add_chain(2, {{in, 4}}, {{ack, 1}});
+  net_->poll_ctrl();
+  EXPECT_EQ(drv_->used_idx(2), 1);
+  EXPECT_EQ(drv_->read(ack, 1)[0], VIRTIO_NET_ERR);  // MQ was not negotiated
+  EXPECT_EQ(net_->active_pairs(), 1u);
+}
+
+double cpu_seconds() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+template <typename Pred>
+bool wait_for(Pred p) {
+  for (int i = 0; i < 400; ++i) {
+    if (p()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return p();
+}
+
+TEST_F(VirtioNetTest, WorkersServeKicksAndNeverSpin) {
+  start(2, kMrg | bit(VIRTIO_NET_F_MQ), /*workers=*/true);
+  const auto f = frame(200, 8);
+  drv_->add_out(1, f);
+  kick(1);
+  std::vector<uint8_t> got;
+  ASSERT_TRUE(wait_for([&] { return !(got = host_recv()).empty(); }));
+  EXPECT_EQ(got, f);
+  // A frame arrives with no receive buffer: held, and the worker must sleep, not poll.
+  host_send(frame(300, 9));
+  ASSERT_TRUE(wait_for([&] { return net_->rx_held(0); }));
+  const double before = cpu_seconds();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_LT(cpu_seconds() - before, 0.05) << "a worker spins while the guest has no buffers";
+  drv_->add_in(0, 1500);
+  kick(0);
+  ASSERT_TRUE(wait_for([&] { return drv_->used_idx(0) == 1; }));
+  EXPECT_EQ(drv_->used(0, 0).len, 312u);
+  EXPECT_TRUE(wait_for([&] { return irqs_[0].load() >= 1; }));
+}
+
+TEST(MacTest, ParsesAndRefuses) {
+  auto m = parse_mac("52:54:00:AB:cd:0f");
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(format_mac(*m), "52:54:00:ab:cd:0f");
+  EXPECT_TRUE(parse_mac("52-54-00-ab-cd-0f").ok());
+  for (const char* bad : {"", "52:54:00:ab:cd", "52:54:00:ab:cd:0f:11", "52:54:00:ab:cd:0g",
+                          "5:54:00:ab:cd:0f", "52:54:00:ab:cd:0f ", "zz"}) {
+    auto r = parse_mac(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) {
+      EXPECT_NE(r.error().message().find("52:54:00:12:34:56"), std::string::npos) << r.error().message();
+    }
+  }
+  auto mc = parse_mac("01:00:5e:00:00:01");
+  ASSERT_FALSE(mc.ok());
+  EXPECT_NE(mc.error().message().find("multicast"), std::string::npos);
+  const MacAddress r = random_mac();
+  EXPECT_EQ(r[0] & 3, 2);  // locally administered unicast
+}
+
+}  // namespace
+}  // namespace ringvm
