@@ -115,6 +115,8 @@ umount "/host$LAB_SHARE" /share 2>/dev/null
 poweroff -f
 EOF
 
+# RINGVM_LAB_MODULES is a space-separated list: split on purpose.
+# shellcheck disable=SC2206
 modules=(kvm_amd virtio_pci 9pnet_virtio 9p tun veth bridge vhost_net vhost_vsock ${RINGVM_LAB_MODULES:-})
 cache_dir=${RINGVM_LAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ringvm-lab}
 key=$( (cat "$0" "$mkinitramfs"; echo "${modules[*]}"; sha256sum "$busybox") | sha256sum | cut -c1-16)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell functions shared by the lab suite (tests/lab/lab_suite.sh) and the boot benchmark
 # (bench/boot/boot_bench.sh). Both run inside L1 (scripts/lab.sh); source this file from bash.
 #

@@ -25,7 +25,7 @@ reboot_cmdline="console=ttyS0 panic=-1 ringvm_lab.action=reboot"
 echo "lab: L1 $(uname -r), $(nproc) CPUs, /dev/kvm: $(ls -l /dev/kvm 2>&1)"
 
 # 1. QEMU itself in L1: proves the lab (nested AMD-V, the stock kernel, the test initramfs).
-LAB_CMDLINE=$poweroff_cmdline
+export LAB_CMDLINE=$poweroff_cmdline
 mapfile -t qemu_cmd < <(lab_qemu_cmd microvm "$LAB_RESULTS/qemu_microvm_poweroff.console")
 lab_run qemu_microvm_poweroff "$secs" "${qemu_cmd[@]}"
 
