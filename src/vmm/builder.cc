@@ -204,7 +204,13 @@ Result<x86::LoadedKernel> VmBuilder::load_kernel(Vm& vm) {
   acpi.pm_timer = true;  // AcpiPmDevice serves the PM timer at kAcpiPmTmrBlk
   const uint64_t rsdp = TRY(x86::write_acpi_tables(vm.mem_, acpi));
   auto loaded = x86::load_linux(vm.mem_, kernel, initrd, cfg.cmdline, e820, rsdp);
-  if (!loaded) return wrap(std::move(loaded).error(), "kernel {}", cfg.kernel);
+  if (!loaded) {
+    Error e = std::move(loaded).error();
+    // The loader reports initrd placement problems as "initrd ...": name the initrd, not the kernel.
+    if (e.context.starts_with("initrd"))
+      return wrap(std::move(e), "--initrd {}", cfg.initrd.empty() ? "(the built-in demo initramfs)" : cfg.initrd);
+    return wrap(std::move(e), "kernel {}", cfg.kernel);
+  }
   return loaded;
 }
 
