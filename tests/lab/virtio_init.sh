@@ -96,8 +96,12 @@ main_rng() {
 
 main_hvc() {
   wait_node /dev/hvc0
-  # Only virtio-console carries this line: the other markers go to /dev/console (ttyS0).
+  # Only virtio-console carries this line: the other markers go to /dev/console (ttyS0). Both
+  # reach the same console file, so let the UART drain first: its lines trickle out one byte per
+  # interrupt and would otherwise be cut in two by this one.
+  sleep 2
   echo "RINGVM-LAB-HVC0 hello-from-hvc0" >/dev/hvc0
+  sleep 1
   echo "RINGVM-LAB-HVC0-WRITE $?"
 }
 
@@ -124,7 +128,7 @@ qcow2() {
   w1=$(ok_or_failed dd if=/tmp/b of="/dev/$d" bs=1M seek=2 count=1 conv=fsync 2>/dev/null)
   w2=$(ok_or_failed dd if=/tmp/c of="/dev/$d" bs=512 seek=129 count=8 conv=fsync 2>/dev/null)
   echo "RINGVM-LAB-QCOW2-WRITE $w1-$w2"
-  # Read back through the guest's page cache-free path to see the merged view.
+  # Read the partial-cluster write back from the device (O_DIRECT, caches dropped).
   echo 3 >/proc/sys/vm/drop_caches
   dd if="/dev/$d" of=/tmp/back bs=512 skip=129 count=8 iflag=direct 2>/dev/null
   echo "RINGVM-LAB-QCOW2-READBACK $(ok_or_failed cmp -s /tmp/back /tmp/c)"
