@@ -17,6 +17,7 @@ struct RunOptions {
       console_device = "uart";
   uint32_t cpus = 1;
   std::vector<std::string> disks;
+  std::vector<std::string> nets;
   bool rng = false;
   bool stats = false;
 };
@@ -63,6 +64,11 @@ Result<VmConfig> make_config(const RunOptions& o) {
   else if (o.on_reboot == "restart") cfg.on_reboot = OnReboot::kRestart;
   else return make_error(ErrorCode::kInvalidArgument, "--on-reboot {}: use exit or restart", o.on_reboot);
   for (const auto& d : o.disks) cfg.disks.push_back(TRY(parse_disk(d)));
+  for (size_t i = 0; i < o.nets.size(); ++i) {
+    NetSpec n = TRY(parse_net_spec(o.nets[i]));
+    n.id = fmt::format("net{}", i);
+    cfg.nets.push_back(std::move(n));
+  }
   cfg.rng = o.rng;
   cfg.stats = o.stats;
   if (o.kernel.empty()) {
@@ -149,6 +155,9 @@ void add_run_command(CLI::App& app, int* status) {
   cmd->add_option("--disk", opts->disks,
                   "virtio-blk disk: path=FILE[,format=raw|qcow2][,readonly=on][,serial=ID][,queues=N]"
                   "[,cache=writeback|unsafe]; repeatable; the format is never guessed");
+  cmd->add_option("--net", opts->nets,
+                  "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N] or fd=N (an inherited tap fd); "
+                  "repeatable; queues default to one pair per vCPU (docs/networking.md)");
   cmd->add_flag("--rng", opts->rng, "Add a virtio-rng device (/dev/hwrng in the guest)");
   cmd->add_flag("--stats", opts->stats, "Print VM exit counts by reason when the VM stops");
   cmd->callback([opts, status] { *status = run_vm(*opts); });

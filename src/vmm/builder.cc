@@ -178,6 +178,11 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     if (!blk) return wrap(std::move(blk).error(), "--disk path={}", d.path);
     RETURN_IF_ERROR(attach(std::shared_ptr<VirtioDevice>(std::move(*blk))));
   }
+  for (const NetSpec& n : vm.cfg_.nets) {
+    auto net = make_virtio_net(n, vm.cfg_.cpus);
+    if (!net) return wrap(std::move(net).error(), "--net {}", n.tap.empty() ? fmt::format("fd={}", n.fd) : "tap=" + n.tap);
+    RETURN_IF_ERROR(attach(std::move(*net)));
+  }
   if (vm.cfg_.rng) RETURN_IF_ERROR(attach(std::make_shared<VirtioRng>()));
   if (vm.cfg_.console_device == ConsoleDevice::kVirtio) {
     Console* console = vm.console_.get();

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "devices/virtio/net/net_options.h"  // NetSpec, parse_net_spec
 #include "vmm/console.h"  // ConsoleSpec, parse_console_spec
 
 namespace ringvm {
@@ -41,6 +42,7 @@ struct VmConfig {
   ConsoleDevice console_device = ConsoleDevice::kUart;
   OnReboot on_reboot = OnReboot::kExit;
   std::vector<DiskSpec> disks;
+  std::vector<NetSpec> nets;
   bool rng = false;
   bool stats = false;
 };
