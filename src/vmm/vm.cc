@@ -1,5 +1,6 @@
 #include "vmm/vm.h"
 
+#include <algorithm>
 #include <csignal>
 #include <sys/signalfd.h>
 
@@ -26,6 +27,7 @@ Vm::~Vm() {
   for (auto& t : threads_) t->kick();
   for (auto& t : threads_) t->join();
   for (auto& hook : shutdown_hooks_) hook();
+  std::reverse(owned_.begin(), owned_.end());
 }
 
 void Vm::request_stop(StopReason reason, std::string detail) {

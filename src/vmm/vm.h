@@ -59,6 +59,10 @@ class Vm {
   VmConfig cfg_;
   std::optional<KvmSystem> kvm_;
   std::optional<KvmVm> vm_;
+  // Everything the VM owns that is only referenced through callbacks or buses. Declared before the
+  // buses so it outlives the references they hold, and released newest first (~Vm): devices use
+  // the interrupt controller and MSI router made before them until their destructors return.
+  std::vector<std::shared_ptr<void>> owned_;
   GuestMemory mem_;
   Bus pio_{"port I/O"};
   Bus mmio_{"MMIO"};
@@ -69,8 +73,6 @@ class Vm {
   // Where console input goes (the UART's receive FIFO); returns the bytes it accepted.
   std::function<size_t(std::span<const uint8_t>)> console_input_;
   ExitCounters counters_;
-  // Everything the VM owns that is only referenced through callbacks or buses.
-  std::vector<std::shared_ptr<void>> owned_;
   // Functions that must run before devices are destroyed (stop worker threads).
   std::vector<std::function<void()>> shutdown_hooks_;
 
