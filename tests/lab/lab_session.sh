@@ -20,6 +20,7 @@ rm -rf "$results"
 mkdir -p "$results"
 results=$(cd "$results" && pwd -P)
 "$here/mkinitramfs.sh" --output "$results/guest.cpio.gz" --init "$here/guest_init.sh"
+"$here/virtio_lab.sh" --initramfs "$results/virtio-guest.cpio.gz"
 
 start=$SECONDS
 status=0

@@ -42,4 +42,7 @@ lab_run ringvm_reboot "$secs" "$ringvm" run --kernel "$LAB_KERNEL" --initrd "$LA
   --cmdline "$reboot_cmdline" --cpus "$LAB_CPUS" --memory "${LAB_MEMORY_MIB}M" \
   --console stdio --on-reboot exit
 
+# 4. virtio disks (ext4, read-only, SIGKILL durability, qcow2 overlay), hvc0, rng: three boots.
+"$(dirname "$0")/virtio_lab.sh" "$LAB_RESULTS" "$ringvm"
+
 touch "$LAB_RESULTS/session.done"
