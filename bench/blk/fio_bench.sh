@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# virtio-blk benchmark (not part of the test suite): in ONE L1 boot of the lab (scripts/lab.sh),
+# Debian's stock kernel with fio (Debian's package, copied with its libraries into the initramfs)
+# runs 4 KiB random read and write at queue depth 1 and 32 and 1 MiB sequential read and write
+# (queue depth 8), O_DIRECT with libaio on /dev/vda, on ringvm (--disk path=DISK) and on QEMU
+# (virtio-blk-pci, cache=none, aio=io_uring), interleaved, RUNS times each. The disk both use is
+# the same 256 MiB brd RAM disk in L1 (/dev/ram0, filled with zeros first), so the host medium
+# costs nothing and the VMMs' own paths are what is measured.
+#
+# Per job: IOPS, MB/s, and VM exits per request (all, and those that went to userspace), counted
+# with tracefs hist triggers in L1 between the guest's BEGIN and END markers; then the ratios
+# ringvm / QEMU. Compare only within one run of this script: the lab's speed varies between boots.
+#
+#   bench/blk/fio_bench.sh [--runs N] [--ringvm PATH] [--runtime SECS] [--qemu-machine M]
+#
+# Defaults: 1 run, build/ringvm, 5 s per job, QEMU `-M q35` (`microvm,pcie=on` also works where
+# QEMU supports PCIe on microvm). About 5-10 minutes per
+# round. Raw logs stay in ${TMPDIR:-/tmp}/ringvm-fio-bench/ (or $RINGVM_BENCH_DIR).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+jobs="randread_4k_qd1 randread_4k_qd32 randwrite_4k_qd1 randwrite_4k_qd32 seqread_1m seqwrite_1m"
+
+if [[ ${1:-} == --in-lab ]]; then
+  # ---- inside L1 --------------------------------------------------------------------------
+  export LAB_RESULTS=$2
+  ringvm=$3 runs=$4 runtime=$5 machine=$6
+  source "$repo/tests/lab/lab_lib.sh"
+  kernel=/boot/vmlinuz-$RINGVM_LAB_KVER initrd=$LAB_RESULTS/fio-guest.cpio.gz
+  cmdline="console=ttyS0 panic=-1 quiet fio_runtime=$runtime"
+  modprobe brd rd_nr=1 rd_size=262144 || { echo "fio_bench: cannot load brd" >&2; exit 1; }
+  disk=/dev/ram0
+  dd if=/dev/zero of=$disk bs=1M count=256 status=none
+  table=$LAB_RESULTS/table
+  : >"$table"
+  for ((i = 1; i <= runs; i++)); do
+    for vmm in ringvm qemu; do
+      name=${vmm}_$i console=$LAB_RESULTS/${vmm}_$i.console
+      : >"$console"
+      case $vmm in
+        ringvm)
+          cmd=("$ringvm" run --kernel "$kernel" --initrd "$initrd" --cmdline "$cmdline" --cpus 2 --memory 1024M
+            --disk "path=$disk" --console "file:$console")
+          ;;
+        qemu)
+          cmd=(qemu-system-x86_64 -enable-kvm -M "$machine" -cpu host -smp 2 -m 1024M -nodefaults
+            -no-user-config -display none -no-reboot -chardev "file,id=con0,path=$console" -serial chardev:con0
+            -kernel "$kernel" -initrd "$initrd" -append "$cmdline"
+            -drive "if=none,id=d0,file=$disk,format=raw,cache=none,aio=io_uring" -device virtio-blk-pci,drive=d0)
+          ;;
+      esac
+      { printf '+'; printf ' %q' "${cmd[@]}"; echo; } >"$LAB_RESULTS/$name.log"
+      lab_trace_start
+      timeout -k 10 900 "${cmd[@]}" </dev/null >>"$LAB_RESULTS/$name.log" 2>&1 &
+      pid=$!
+      # Snapshot the exit counters when each BEGIN/END marker shows up (the guest idles 1 s).
+      declare -A snap=()
+      while kill -0 "$pid" 2>/dev/null; do
+        while read -r marker; do
+          [[ -n $marker && -z ${snap[$marker]:-} ]] || continue
+          snap[$marker]="$(lab_trace_total kvm_exit) $(lab_trace_total kvm_userspace_exit)"
+        done < <(grep -ao 'RINGVM-FIO-\(BEGIN\|END\) [a-z0-9_]*' "$console" | tr ' ' '_')
+        sleep 0.2
+      done
+      status=0
+      wait "$pid" || status=$?
+      echo "fio_bench: $name: status $status" >&2
+      for job in $jobs; do
+        read -r iops bw ios < <(tr -d '\r' <"$console" | sed -n "s/^.*RINGVM-FIO-RESULT $job //p" | head -n1) || true
+        read -r e0 u0 <<<"${snap[RINGVM-FIO-BEGIN_$job]:-- -}" || true
+        read -r e1 u1 <<<"${snap[RINGVM-FIO-END_$job]:-- -}" || true
+        echo "$vmm $i $status $job ${iops:--} ${bw:--} ${ios:--} $e0 $e1 $u0 $u1" >>"$table"
+      done
+      unset snap
+    done
+  done
+  exit 0
+fi
+
+# ---- on the host ----------------------------------------------------------------------------
+runs=1 ringvm=$repo/build/ringvm runtime=5 machine=q35
+while (($#)); do
+  case $1 in
+    --runs) runs=$2; shift 2 ;;
+    --ringvm) ringvm=$(realpath "$2"); shift 2 ;;
+    --runtime) runtime=$2; shift 2 ;;
+    --qemu-machine) machine=$2; shift 2 ;;
+    *) echo "usage: $0 [--runs N] [--ringvm PATH] [--runtime SECS] [--qemu-machine M]" >&2; exit 2 ;;
+  esac
+done
+[[ -x $ringvm ]] || { echo "fio_bench: $ringvm is not built" >&2; exit 2; }
+fio=$(command -v fio) || { echo "fio_bench: fio not found: apt-get install fio" >&2; exit 2; }
+dir=${RINGVM_BENCH_DIR:-${TMPDIR:-/tmp}/ringvm-fio-bench}
+rm -rf "$dir"
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd -P)
+# L1 sees the host's files read-only, but its own tmpfs over /tmp: run a copy from the share.
+cp "$ringvm" "$dir/ringvm"
+# fio and every shared library it loads, at their own paths (the dynamic loader included).
+files=(--file "$fio=/usr/bin/fio")
+while read -r lib; do
+  files+=(--file "$lib=$lib")
+done < <(ldd "$fio" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\/.*ld-linux/ { print $1 }')
+"$repo/tests/lab/mkinitramfs.sh" --output "$dir/fio-guest.cpio.gz" --init "$here/fio_init.sh" \
+  --module virtio_pci --module virtio_blk "${files[@]}"
+"$repo/scripts/lab.sh" --timeout $((runs * 2 * 960 + 300)) --share "$dir" -- \
+  "$here/fio_bench.sh" --in-lab "$dir" "$dir/ringvm" "$runs" "$runtime" "$machine" >&2 ||
+  { echo "fio_bench: the lab run failed (status $?); logs in $dir" >&2; exit 1; }
+
+echo "virtio-blk under fio: Debian's $(ls /boot/vmlinuz-* | sort -V | tail -n1 | sed 's|.*/||'), 2 vCPUs," \
+  "1 GiB, /dev/vda on a brd RAM disk in L1, libaio O_DIRECT, ${runtime}s per job, $runs interleaved runs;" \
+  "QEMU -M $machine virtio-blk-pci cache=none aio=io_uring; exits counted in L1 between BEGIN and END"
+awk -v jobs="$jobs" '
+  function per(a, b, n) { return (a == "-" || b == "-" || n + 0 == 0) ? "-" : sprintf("%.2f", (b - a) / n) }
+  BEGIN {
+    printf "%-7s %3s %6s %-17s %10s %9s %9s %12s %12s\n", "vmm", "run", "status", "job", "iops", "MB/s",
+      "ios", "exits/req", "user_ex/req"
+  }
+  {
+    mbs = ($6 == "-") ? "-" : sprintf("%.1f", $6 / 1e6)
+    printf "%-7s %3s %6s %-17s %10s %9s %9s %12s %12s\n", $1, $2, $3, $4, $5, mbs, $7, per($8, $9, $7),
+      per($10, $11, $7)
+    if ($3 == 0 && $5 != "-") {
+      k = $1 SUBSEP $4; n[k]++; iops[k] += $5; bw[k] += $6
+      if ($7 + 0 > 0 && $8 != "-" && $9 != "-") { ex[k] += ($9 - $8) / $7; ux[k] += ($11 - $10) / $7; ne[k]++ }
+    }
+  }
+  END {
+    print ""
+    printf "%-17s %12s %12s %8s %10s %10s %12s %12s\n", "mean", "ringvm_iops", "qemu_iops", "ratio", "ringvm_MB/s",
+      "qemu_MB/s", "ringvm_ux/req", "qemu_ux/req"
+    split(jobs, js, " ")
+    for (j = 1; j in js; j++) {
+      r = "ringvm" SUBSEP js[j]; q = "qemu" SUBSEP js[j]
+      if (!n[r] || !n[q]) { printf "%-17s %12s\n", js[j], "n/a (a run failed; see the logs)"; continue }
+      printf "%-17s %12.0f %12.0f %8.2f %10.1f %10.1f %12s %12s\n", js[j], iops[r] / n[r], iops[q] / n[q],
+        (iops[r] / n[r]) / (iops[q] / n[q]), bw[r] / n[r] / 1e6, bw[q] / n[q] / 1e6,
+        ne[r] ? sprintf("%.2f", ux[r] / ne[r]) : "-", ne[q] ? sprintf("%.2f", ux[q] / ne[q]) : "-"
+    }
+  }' "$dir/table"
+echo "Logs and consoles: $dir"

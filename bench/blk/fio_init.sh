@@ -1,0 +1,48 @@
+#!/bin/sh
+# /init of the fio benchmark guest (bench/blk/fio_bench.sh): loads virtio_pci and virtio_blk,
+# runs fio's jobs on /dev/vda one after the other and powers off. Around each job it prints
+# "RINGVM-FIO-BEGIN name" and "RINGVM-FIO-END name" and idles a second, so the host can snapshot
+# its VM exit counters while the guest is quiet; then "RINGVM-FIO-RESULT name iops bw_bytes ios".
+# `fio_runtime=SECS` on the kernel command line sets each job's length (default 5).
+export PATH=/bin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+mount -t tmpfs tmp /tmp
+while read -r m; do
+  insmod "/modules/$m" || echo "RINGVM-LAB-INSMOD-FAILED $m"
+done </modules/order
+runtime=5
+for arg in $(cat /proc/cmdline); do
+  case $arg in fio_runtime=*) runtime=${arg#fio_runtime=} ;; esac
+done
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+echo "RINGVM-LAB-MARKER ok"
+echo "RINGVM-FIO-DISK $(cat /sys/block/vda/size 2>/dev/null || echo missing)"
+
+# name rw bs iodepth section
+for job in "randread_4k_qd1 randread 4k 1 read" "randread_4k_qd32 randread 4k 32 read" \
+  "randwrite_4k_qd1 randwrite 4k 1 write" "randwrite_4k_qd32 randwrite 4k 32 write" \
+  "seqread_1m read 1M 8 read" "seqwrite_1m write 1M 8 write"; do
+  set -- $job
+  echo "RINGVM-FIO-BEGIN $1"
+  sleep 1
+  fio --name="$1" --filename=/dev/vda --direct=1 --ioengine=libaio --rw="$2" --bs="$3" --iodepth="$4" \
+    --size=192M --runtime="$runtime" --time_based --norandommap --randrepeat=0 \
+    --output-format=json --output="/tmp/$1.json" >/dev/null 2>"/tmp/$1.err" ||
+    echo "RINGVM-FIO-FAILED $1 $(tr '\n' ' ' <"/tmp/$1.err")"
+  echo "RINGVM-FIO-END $1"
+  sleep 1
+  # The job's own direction: first iops, bw_bytes and total_ios inside its "read"/"write" object.
+  echo "RINGVM-FIO-RESULT $1 $(awk -v want="$5" '
+    /"(read|write|trim)" : \{/ { sec = $1; gsub(/"/, "", sec) }
+    sec == want && /"(iops|bw_bytes|total_ios)" :/ {
+      k = $1; gsub(/"/, "", k); v = $3; gsub(/,/, "", v); if (!(k in got)) got[k] = v
+    }
+    END { print got["iops"], got["bw_bytes"], got["total_ios"] }' "/tmp/$1.json")"
+done
+echo "RINGVM-LAB-MARKER done"
+poweroff -f
+echo o >/proc/sysrq-trigger
+sleep 1000000
