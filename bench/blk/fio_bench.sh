@@ -13,9 +13,8 @@
 #
 #   bench/blk/fio_bench.sh [--runs N] [--ringvm PATH] [--runtime SECS] [--qemu-machine M]
 #
-# Defaults: 1 run, build/ringvm, 5 s per job, QEMU `-M q35` (`microvm,pcie=on` also works where
-# QEMU supports PCIe on microvm). About 5-10 minutes per
-# round. Raw logs stay in ${TMPDIR:-/tmp}/ringvm-fio-bench/ (or $RINGVM_BENCH_DIR).
+# Defaults: 1 run, build/ringvm, 5 s per job, QEMU `-M q35` (microvm needs `microvm,pcie=on`).
+# About 5-10 minutes per round. Raw logs stay in ${TMPDIR:-/tmp}/ringvm-fio-bench/ (or $RINGVM_BENCH_DIR).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
