@@ -80,18 +80,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!img.ok()) return 0;
     auto& d = **img;
     std::vector<uint8_t> buf(6000, 0xa5);
-    const uint64_t size = d.size();
-    for (uint64_t off : {uint64_t{0}, uint64_t{4000}, size / 2, size > 6000 ? size - 6000 : 0}) {
-      if (off + buf.size() > size) continue;
+    const uint64_t vsize = d.size();
+    for (uint64_t off : {uint64_t{0}, uint64_t{4000}, vsize / 2, vsize > 6000 ? vsize - 6000 : 0}) {
+      if (off + buf.size() > vsize) continue;
       iovec v{buf.data(), buf.size()};
       if (!d.writev(off, {&v, 1}).ok()) break;
     }
-    if (size > 0) {
-      (void)d.discard(0, std::min<uint64_t>(size, 1u << 20));
-      (void)d.write_zeroes(size / 3, std::min<uint64_t>(size - size / 3, 70000), false);
-      if (size >= 4096) {
+    if (vsize > 0) {
+      (void)d.discard(0, std::min<uint64_t>(vsize, 1u << 20));
+      (void)d.write_zeroes(vsize / 3, std::min<uint64_t>(vsize - vsize / 3, 70000), false);
+      if (vsize >= 4096) {
         std::vector<uint8_t> cl(d.cluster_size(), 0x5a);
-        if (cl.size() <= size) (void)d.write_compressed(0, cl);
+        if (cl.size() <= vsize) (void)d.write_compressed(0, cl);
       }
     }
     (void)d.flush();

@@ -209,15 +209,15 @@ Result<void> Qcow2Image::write_header_fields() {
   uint8_t b[kV3HeaderLength - 24];  // bytes 24..103: everything that can change after creation
   RETURN_IF_ERROR(file_.pread(24, b));
   store_be64(b + 0, header_.size);
-  store_be32(b + 36 - 24, header_.l1_size);
-  store_be64(b + 40 - 24, header_.l1_table_offset);
-  store_be64(b + 48 - 24, header_.refcount_table_offset);
-  store_be32(b + 56 - 24, header_.refcount_table_clusters);
+  store_be32(b + (36 - 24), header_.l1_size);
+  store_be64(b + (40 - 24), header_.l1_table_offset);
+  store_be64(b + (48 - 24), header_.refcount_table_offset);
+  store_be32(b + (56 - 24), header_.refcount_table_clusters);
   size_t len = kV2HeaderLength - 24;
   if (header_.version >= 3) {
-    store_be64(b + 72 - 24, header_.incompatible_features);
-    store_be64(b + 80 - 24, header_.compatible_features);
-    store_be64(b + 88 - 24, header_.autoclear_features);
+    store_be64(b + (72 - 24), header_.incompatible_features);
+    store_be64(b + (80 - 24), header_.compatible_features);
+    store_be64(b + (88 - 24), header_.autoclear_features);
     len = sizeof(b);
   }
   return file_.pwrite(24, {b, len});
