@@ -15,6 +15,7 @@ namespace ringvm {
 namespace {
 
 using testing::NetTestDriver;
+using testing::SocketBackend;
 
 constexpr uint64_t bit(unsigned b) { return 1ULL << b; }
 constexpr uint64_t kBase = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) |
@@ -22,40 +23,6 @@ constexpr uint64_t kBase = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_NET_F_CSUM) | bi
                            bit(VIRTIO_NET_F_GUEST_TSO4) | bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS) |
                            bit(VIRTIO_NET_F_CTRL_VQ);
 constexpr uint64_t kMrg = kBase | bit(VIRTIO_NET_F_MRG_RXBUF);
-
-// A backend of datagram socketpairs: the device gets one end of each, the test plays the host
-// network on the other. Datagrams keep frame boundaries, as a tap does.
-class SocketBackend final : public NetBackend {
- public:
-  explicit SocketBackend(size_t queues, bool ufo = false) : ufo_(ufo) {
-    for (size_t i = 0; i < queues; ++i) {
-      int sv[2];
-      if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) std::abort();
-      dev_.emplace_back(sv[0]);
-      host_.emplace_back(sv[1]);
-    }
-  }
-  std::string_view name() const override { return "socketpair"; }
-  size_t queue_count() const override { return dev_.size(); }
-  int queue_fd(size_t i) const override { return dev_[i].get(); }
-  Result<void> set_offload(unsigned f) override {
-    offload = f;
-    return Ok();
-  }
-  Result<void> set_active_queues(size_t n) override {
-    active = n;
-    return Ok();
-  }
-  bool ufo_supported() const override { return ufo_; }
-
-  int host(size_t i) const { return host_[i].get(); }
-  unsigned offload = ~0u;
-  size_t active = 0;
-
- private:
-  bool ufo_;
-  std::vector<UniqueFd> dev_, host_;
-};
 
 std::vector<uint8_t> frame(size_t len, uint8_t seed, virtio_net_hdr_v1 hdr = {}) {
   std::vector<uint8_t> f(kNetHdrSize + len);
