@@ -47,7 +47,6 @@ class VirtioNet::PairWorker {
     RETURN_IF_ERROR(w->add(p.rx.kick_fd, kRxKick, EPOLLIN));
     RETURN_IF_ERROR(w->add(p.tx.kick_fd, kTxKick, EPOLLIN));
     if (index == 0) RETURN_IF_ERROR(w->add(dev.ctrl_.kick_fd, kCtrlKick, EPOLLIN));
-    RETURN_IF_ERROR(w->add(p.fd, kBackend, 0));
     w->thread_ = std::thread([p = w.get()] { p->run(); });
     return w;
   }
@@ -71,16 +70,27 @@ class VirtioNet::PairWorker {
     return Ok();
   }
 
+  // The backend fd is watched only while the driver has this pair enabled: a detached tap queue
+  // reports EPOLLERR for as long as it stays detached.
   void update_backend_interest() {
     const Pair& p = dev_.pairs_[index_];
+    const bool enabled = index_ < dev_.active_pairs() && error_gen_ != dev_.pairs_gen_.load();
+    if (!enabled) {
+      if (registered_) (void)::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, p.fd, nullptr);
+      registered_ = false;
+      return;
+    }
     uint32_t want = 0;
     if (p.rx.queue != nullptr && !p.rx_pending) want |= EPOLLIN;
     if (p.tx_chain) want |= EPOLLOUT;
-    if (want == interest_) return;
+    if (registered_ && want == interest_) return;
     epoll_event ev{};
     ev.events = want;
     ev.data.u64 = kBackend;
-    if (::epoll_ctl(epfd_.get(), EPOLL_CTL_MOD, p.fd, &ev) == 0) interest_ = want;
+    if (::epoll_ctl(epfd_.get(), registered_ ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, p.fd, &ev) == 0) {
+      interest_ = want;
+      registered_ = true;
+    }
   }
 
   void run() {
@@ -113,10 +123,13 @@ class VirtioNet::PairWorker {
             break;
           case kBackend:
             if (ev.events & (EPOLLERR | EPOLLHUP)) {
-              // A dead backend would fire forever: stop polling it and say so once.
+              // A failed backend queue would fire forever: stop polling it until the driver
+              // changes its queue pairs again.
               RINGVM_LOG_RATELIMITED(error, "{}: backend queue {} failed; it is no longer polled",
                                      dev_.name(), index_);
               (void)::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, dev_.pairs_[index_].fd, nullptr);
+              registered_ = false;
+              error_gen_ = dev_.pairs_gen_.load();
             }
             break;
           default: break;
@@ -136,6 +149,8 @@ class VirtioNet::PairWorker {
   UniqueFd epfd_;
   UniqueFd stopfd_;
   uint32_t interest_ = 0;
+  bool registered_ = false;
+  uint64_t error_gen_ = ~uint64_t{0};  // pairs_gen_ when the backend fd last failed
   std::thread thread_;
 };
 
@@ -274,7 +289,8 @@ bool VirtioNet::poll_pair_budgeted(size_t index) {
   if (mem_ == nullptr || index >= pairs_.size()) return false;
   Pair& p = pairs_[index];
   const bool tx_more = process_tx(p);
-  const bool rx_more = process_rx(p);
+  // A detached tap queue answers reads with EBADFD: nothing to receive there.
+  const bool rx_more = index < active_pairs() && process_rx(p);
   return tx_more || rx_more;
 }
 
@@ -486,6 +502,10 @@ uint8_t VirtioNet::handle_ctrl(const DescriptorChain& chain) {
       return VIRTIO_NET_ERR;
     }
     active_pairs_.store(n, std::memory_order_relaxed);
+    pairs_gen_.fetch_add(1);
+    // Wake the other pairs' workers so they start (or stop) polling their backend queue.
+    for (size_t i = 1; i < pairs_.size(); ++i)
+      if (pairs_[i].rx.kick_fd >= 0) signal_eventfd(pairs_[i].rx.kick_fd);
     return VIRTIO_NET_OK;
   }
   RINGVM_LOG_RATELIMITED(debug, "virtio-net {}: unsupported control command class {} cmd {}", options_.id,

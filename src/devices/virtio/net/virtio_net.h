@@ -129,6 +129,7 @@ class VirtioNet final : public VirtioDevice {
   std::vector<Pair> pairs_;
   ActivatedQueue ctrl_;
   std::atomic<size_t> active_pairs_{1};
+  std::atomic<uint64_t> pairs_gen_{0};  // bumped on every VQ_PAIRS_SET
   std::vector<std::unique_ptr<PairWorker>> workers_;
   NetStats stats_;
 };
