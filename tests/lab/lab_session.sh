@@ -21,6 +21,7 @@ mkdir -p "$results"
 results=$(cd "$results" && pwd -P)
 "$here/mkinitramfs.sh" --output "$results/guest.cpio.gz" --init "$here/guest_init.sh"
 "$here/virtio_lab.sh" --initramfs "$results/virtio-guest.cpio.gz"
+"$here/net_lab.sh" --initramfs "$results/net-guest.cpio.gz"
 
 start=$SECONDS
 status=0

@@ -45,4 +45,7 @@ lab_run ringvm_reboot "$secs" "$ringvm" run --kernel "$LAB_KERNEL" --initrd "$LA
 # 4. virtio disks (ext4, read-only, SIGKILL durability, qcow2 overlay), hvc0, rng: three boots.
 "$(dirname "$0")/virtio_lab.sh" "$LAB_RESULTS" "$ringvm"
 
+# 5. virtio-net on a multiqueue tap in a network namespace: ping, TCP both ways, both queues: one boot.
+"$(dirname "$0")/net_lab.sh" "$LAB_RESULTS" "$ringvm"
+
 touch "$LAB_RESULTS/session.done"

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Network benchmark (not part of the test suite): in ONE L1 boot of the lab (scripts/lab.sh), boots
+# Debian's stock kernel with the lab's network guest (tests/lab/net_init.sh, mode `bench`: iperf3
+# server) on ringvm (`--net tap=TAP,queues=2`) and on QEMU's userspace virtio-net-pci (q35,
+# `-netdev tap,...,vhost=off,queues=2`), same kernel, initramfs, 2 vCPUs and tap. Against each it
+# runs, from L1 over the tap (in a network namespace: nothing leaves L1): ping (20, RTT average),
+# then iperf3 TCP host->guest and guest->host (-R) with 1 and 4 streams. Prints Gbit/s per test
+# and the ratios ringvm / QEMU (throughput: higher is better for ringvm; RTT: lower is).
+#
+#   bench/net/iperf_bench.sh [--ringvm PATH] [--seconds N]
+#
+# Defaults: build/ringvm, 10 s per iperf3 test. About 6-10 minutes. Raw logs stay in
+# ${TMPDIR:-/tmp}/ringvm-net-bench/ (or $RINGVM_BENCH_DIR). Compare only numbers from one L1 boot.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+guest=10.0.2.2 tap=rvbench0
+
+if [[ ${1:-} == --in-lab ]]; then
+  # ---- inside L1 --------------------------------------------------------------------------
+  export LAB_RESULTS=$2
+  ringvm=$3 seconds=$4
+  source "$repo/tests/lab/lab_lib.sh"
+  kernel=/boot/vmlinuz-$RINGVM_LAB_KVER initrd=$LAB_RESULTS/net-bench.cpio.gz
+  cmdline="console=ttyS0 panic=-1 ringvm_net=bench"
+  ns=ringvm-bench-$$
+  nsx() { ip netns exec "$ns" "$@"; }
+  trap 'ip netns del "$ns" 2>/dev/null' EXIT
+  ip netns add "$ns"
+  nsx ip link set lo up
+  nsx ip tuntap add dev "$tap" mode tap multi_queue
+  nsx ip addr add 10.0.2.1/24 dev "$tap"
+  nsx ip link set "$tap" up
+  table=$LAB_RESULTS/table
+  : >"$table"
+  for vmm in ringvm qemu; do
+    console=$LAB_RESULTS/$vmm.console log=$LAB_RESULTS/$vmm.log
+    : >"$console"
+    case $vmm in
+      ringvm)
+        cmd=("$ringvm" run --kernel "$kernel" --initrd "$initrd" --cmdline "$cmdline" --cpus 2
+          --memory 512M --console "file:$console" --net "tap=$tap,queues=2" --stats)
+        ;;
+      qemu)
+        cmd=(qemu-system-x86_64 -enable-kvm -M q35 -cpu host -smp 2 -m 512M -nodefaults -no-user-config
+          -display none -no-reboot -chardev "file,id=con0,path=$console" -serial chardev:con0
+          -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=off,queues=2"
+          -device virtio-net-pci,netdev=n0,mq=on,vectors=6
+          -kernel "$kernel" -initrd "$initrd" -append "$cmdline")
+        ;;
+    esac
+    { printf '+ ip netns exec %s' "$ns"; printf ' %q' "${cmd[@]}"; echo; } >"$log"
+    nsx timeout -k 10 900 "${cmd[@]}" </dev/null >>"$log" 2>&1 &
+    pid=$!
+    deadline=$((SECONDS + 480))
+    until tr -d '\r' <"$console" | grep -q RINGVM-LAB-NET-READY; do
+      if ((SECONDS > deadline)) || ! kill -0 "$pid" 2>/dev/null; then
+        echo "iperf_bench: $vmm: the guest never said NET-READY" >&2
+        break
+      fi
+      sleep 0.5
+    done
+    rtt=$(nsx busybox ping -c 20 -i 0.2 -W 5 "$guest" 2>&1 | tee -a "$log" |
+      sed -n 's|^round-trip min/avg/max = [0-9.]*/\([0-9.]*\)/.*|\1|p')
+    echo "$vmm ping_rtt_ms ${rtt:--}" >>"$table"
+    for test in "to_guest 1" "to_guest 4" "from_guest 1" "from_guest 4"; do
+      read -r dir streams <<<"$test"
+      flags=(-P "$streams")
+      [[ $dir == from_guest ]] && flags+=(-R)
+      json=$LAB_RESULTS/$vmm-$dir-$streams.json
+      nsx timeout 120 iperf3 -c "$guest" -t "$seconds" -J "${flags[@]}" >"$json" 2>>"$log" || true
+      gbps=$(jq -r '(.end.sum_received.bits_per_second // empty) / 1e6 | round / 1e3' "$json" 2>/dev/null || true)
+      echo "$vmm ${dir}_P$streams ${gbps:--}" >>"$table"
+    done
+    # The guest powers off when this connection comes.
+    nsx busybox nc -w 5 "$guest" 5999 </dev/null >/dev/null 2>&1 || true
+    status=0
+    wait "$pid" || status=$?
+    echo "$vmm status $status" >>"$table"
+    echo "iperf_bench: $vmm done (status $status)" >&2
+  done
+  exit 0
+fi
+
+# ---- on the host ----------------------------------------------------------------------------
+ringvm=$repo/build/ringvm seconds=10
+while (($#)); do
+  case $1 in
+    --ringvm) ringvm=$(realpath "$2"); shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
+    *) echo "usage: $0 [--ringvm PATH] [--seconds N]" >&2; exit 2 ;;
+  esac
+done
+[[ -x $ringvm ]] || { echo "iperf_bench: $ringvm is not built" >&2; exit 1; }
+iperf3=$(command -v iperf3) || { echo "iperf_bench: iperf3 not found: apt-get install iperf3" >&2; exit 1; }
+command -v jq >/dev/null || { echo "iperf_bench: jq not found: apt-get install jq" >&2; exit 1; }
+dir=${RINGVM_BENCH_DIR:-${TMPDIR:-/tmp}/ringvm-net-bench}
+rm -rf "$dir"
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd -P)
+# iperf3 and every library it links (the loader at its own path) go into the guest.
+files=(--file "$iperf3=/bin/iperf3")
+while read -r lib; do
+  files+=(--file "$lib=$lib")
+done < <(ldd "$iperf3" | grep -o '/[^ ]*' | sort -u)
+"$repo/tests/lab/mkinitramfs.sh" --output "$dir/net-bench.cpio.gz" --init "$repo/tests/lab/net_init.sh" \
+  --module virtio_pci --module virtio_net "${files[@]}"
+"$repo/scripts/lab.sh" --timeout 2400 --share "$dir" -- \
+  "$here/iperf_bench.sh" --in-lab "$dir" "$ringvm" "$seconds" >&2 ||
+  { echo "iperf_bench: the lab run failed (status $?); logs in $dir" >&2; exit 1; }
+
+echo "TCP over a tap: Debian's $(ls /boot/vmlinuz-* | sort -V | tail -n1 | sed 's|.*/||'), 2 vCPUs, 2 queue" \
+  "pairs, L2 in the lab's L1 (nested AMD-V under TCG), iperf3 ${seconds}s per test; QEMU q35 virtio-net-pci vhost=off"
+awk '
+  { v[$1 " " $2] = $3; if (!seen[$2]++) order[++n] = $2 }
+  END {
+    printf "%-16s %12s %12s %8s\n", "test", "ringvm", "qemu", "ratio"
+    for (i = 1; i <= n; i++) {
+      t = order[i]; r = v["ringvm " t]; q = v["qemu " t]
+      unit = (t == "ping_rtt_ms" || t == "status") ? "" : " Gbit/s"
+      ratio = (r ~ /^[0-9.]+$/ && q ~ /^[0-9.]+$/ && q > 0 && t != "status") ? sprintf("%.2f", r / q) : "-"
+      printf "%-16s %12s %12s %8s%s\n", t, r, q, ratio, unit
+    }
+  }' "$dir/table"
+echo "(ratio = ringvm / QEMU; for ping_rtt_ms lower is better; logs in $dir)"
