@@ -61,7 +61,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   while (at + 5 <= size && chains < 48) {
     const uint8_t kind = data[at];
     const uint16_t len = static_cast<uint16_t>(data[at + 1] | data[at + 2] << 8);
-    uint32_t piece = std::max(1, data[at + 3] | data[at + 4] << 8);
+    uint32_t piece = std::max<uint32_t>(1, static_cast<uint32_t>(data[at + 3] | data[at + 4] << 8));
     at += 5;
     const size_t n = std::min<size_t>(len, size - at);
     std::span<const uint8_t> body(data + at, n);
