@@ -258,8 +258,9 @@ void VsockMuxer::on_conn_event(Conn& c, uint32_t events) {
   }
   if (events & EPOLLIN) c.host_readable = true;
   if (events & EPOLLOUT) {
+    const Key key{c.host_port, c.guest_port};  // flush_to_host may free `c`
     flush_to_host(c);
-    if (conns_.count({c.host_port, c.guest_port}) == 0) return;
+    if (conns_.count(key) == 0) return;
   }
   update_interest(c);
 }
@@ -439,8 +440,9 @@ std::optional<std::pair<virtio_vsock_hdr, std::vector<uint8_t>>> VsockMuxer::nex
       c.host_eof = true;
       c.host_readable = false;
       queue_control(c, VIRTIO_VSOCK_OP_SHUTDOWN, VIRTIO_VSOCK_SHUTDOWN_SEND);
+      const Key key{c.host_port, c.guest_port};  // maybe_finish may free `c`
       maybe_finish(c);
-      if (conns_.count({c.host_port, c.guest_port})) update_interest(c);
+      if (conns_.count(key)) update_interest(c);
       return next_for_guest(max_payload);
     }
     data.resize(static_cast<size_t>(n));
