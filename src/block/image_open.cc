@@ -14,7 +14,7 @@ Result<std::shared_ptr<Disk>> open_disk(const std::string& path, std::string_vie
 Result<std::shared_ptr<Disk>> open_disk(const std::string& path, std::string_view format,
                                         const DiskOpenOptions& opts) {
   if (format == "raw") {
-    auto d = TRY(RawDisk::open(path, opts.read_only));
+    auto d = TRY(RawDisk::open(path, opts.read_only, opts.direct_io));
     return std::shared_ptr<Disk>(std::move(d));
   }
   if (format == "qcow2") {

@@ -17,6 +17,7 @@ struct DiskOpenOptions {
   bool open_backing = true;            // qcow2: open the backing chain
   std::string backing_format_override;  // qcow2: use this backing format instead of the recorded one
   uint64_t l2_cache_bytes = 4ull << 20;  // qcow2: L2 table cache size
+  bool direct_io = false;                // raw: O_DIRECT (bypass the host page cache) where supported
 };
 
 // Opens `path` as `format` ("raw" or "qcow2"); kInvalidArgument names the formats for anything else.

@@ -18,6 +18,7 @@ struct RunOptions {
   uint32_t cpus = 1;
   std::vector<std::string> disks;
   std::vector<std::string> nets;
+  std::string vsock;
   bool rng = false;
   bool stats = false;
 };
@@ -69,6 +70,7 @@ Result<VmConfig> make_config(const RunOptions& o) {
     n.id = fmt::format("net{}", i);
     cfg.nets.push_back(std::move(n));
   }
+  if (!o.vsock.empty()) cfg.vsock = TRY(parse_vsock_spec(o.vsock));
   cfg.rng = o.rng;
   cfg.stats = o.stats;
   if (o.kernel.empty()) {
@@ -154,10 +156,13 @@ void add_run_command(CLI::App& app, int* status) {
       ->capture_default_str();
   cmd->add_option("--disk", opts->disks,
                   "virtio-blk disk: path=FILE[,format=raw|qcow2][,readonly=on][,serial=ID][,queues=N]"
-                  "[,cache=writeback|unsafe]; repeatable; the format is never guessed");
+                  "[,cache=writeback|none|unsafe]; repeatable; the format is never guessed");
   cmd->add_option("--net", opts->nets,
                   "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N] or fd=N (an inherited tap fd); "
                   "repeatable; queues default to one pair per vCPU (docs/networking.md)");
+  cmd->add_option("--vsock", opts->vsock,
+                  "virtio-vsock: cid=N,socket=PATH; the host connects to PATH and writes \"CONNECT <port>\\n\"; "
+                  "guest connections to host port P arrive at PATH_P (docs/networking.md)");
   cmd->add_flag("--rng", opts->rng, "Add a virtio-rng device (/dev/hwrng in the guest)");
   cmd->add_flag("--stats", opts->stats, "Print VM exit counts by reason when the VM stops");
   cmd->callback([opts, status] { *status = run_vm(*opts); });

@@ -168,7 +168,10 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
   };
   int index = 0;
   for (const DiskSpec& d : vm.cfg_.disks) {
-    auto disk = open_disk(d.path, d.format == DiskFormat::kQcow2 ? "qcow2" : "raw", d.read_only);
+    DiskOpenOptions open_opts;
+    open_opts.read_only = d.read_only;
+    open_opts.direct_io = d.cache == CacheMode::kNone;
+    auto disk = open_disk(d.path, d.format == DiskFormat::kQcow2 ? "qcow2" : "raw", open_opts);
     if (!disk) return wrap(std::move(disk).error(), "--disk path={}", d.path);
     VirtioBlockOptions o;
     o.id = fmt::format("blk{}", index++);
@@ -181,10 +184,9 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     RETURN_IF_ERROR(attach(std::shared_ptr<VirtioDevice>(std::move(*blk))));
   }
   for (const NetSpec& n : vm.cfg_.nets) {
-    auto net = make_virtio_net(n, vm.cfg_.cpus);
-    if (!net) return wrap(std::move(net).error(), "--net {}", n.tap.empty() ? fmt::format("fd={}", n.fd) : "tap=" + n.tap);
-    RETURN_IF_ERROR(attach(std::move(*net)));
+    RETURN_IF_ERROR(attach(TRY(make_virtio_net(n, vm.cfg_.cpus))));  // its errors name the --net and tap
   }
+  if (vm.cfg_.vsock) RETURN_IF_ERROR(attach(TRY(make_virtio_vsock(*vm.cfg_.vsock))));
   if (vm.cfg_.rng) RETURN_IF_ERROR(attach(std::make_shared<VirtioRng>()));
   if (vm.cfg_.console_device == ConsoleDevice::kVirtio) {
     Console* console = vm.console_.get();

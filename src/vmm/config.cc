@@ -85,8 +85,9 @@ Result<DiskSpec> parse_disk(std::string_view text) {
       d.queues = static_cast<uint16_t>(q);
     } else if (key == "cache") {
       if (val == "writeback") d.cache = CacheMode::kWriteback;
+      else if (val == "none") d.cache = CacheMode::kNone;
       else if (val == "unsafe") d.cache = CacheMode::kUnsafe;
-      else return make_error(ErrorCode::kInvalidArgument, "--disk cache={}: use writeback or unsafe", val);
+      else return make_error(ErrorCode::kInvalidArgument, "--disk cache={}: use writeback, none or unsafe", val);
     } else {
       return make_error(ErrorCode::kInvalidArgument,
                         "--disk: unknown key '{}' (known: path, format, readonly, serial, queues, cache)", key);

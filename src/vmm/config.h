@@ -11,6 +11,7 @@
 
 #include "base/result.h"
 #include "devices/virtio/net/net_options.h"  // NetSpec, parse_net_spec
+#include "devices/virtio/vsock/virtio_vsock.h"  // VsockSpec, parse_vsock_spec
 #include "vmm/console.h"  // ConsoleSpec, parse_console_spec
 
 namespace ringvm {
@@ -21,7 +22,9 @@ enum class OnReboot { kExit, kRestart };
 enum class ConsoleDevice { kUart, kVirtio };
 
 enum class DiskFormat { kRaw, kQcow2 };
-enum class CacheMode { kWriteback, kUnsafe };
+// writeback: the host page cache, flush = fdatasync; none: O_DIRECT (no host cache; flush still
+// fdatasync); unsafe: the host page cache and flush is a no-op.
+enum class CacheMode { kWriteback, kNone, kUnsafe };
 struct DiskSpec {
   std::string path;
   DiskFormat format = DiskFormat::kRaw;
@@ -43,6 +46,7 @@ struct VmConfig {
   OnReboot on_reboot = OnReboot::kExit;
   std::vector<DiskSpec> disks;
   std::vector<NetSpec> nets;
+  std::optional<VsockSpec> vsock;
   bool rng = false;
   bool stats = false;
 };

@@ -41,6 +41,8 @@ TEST(Config, Disk) {
   EXPECT_FALSE(parse_disk("path=a,bogus=1").ok());
   EXPECT_FALSE(parse_disk("path=a,readonly=maybe").ok());
   EXPECT_FALSE(parse_disk("path=a,format=vmdk").ok());
+  EXPECT_EQ(parse_disk("path=a,cache=none")->cache, CacheMode::kNone);
+  EXPECT_FALSE(parse_disk("path=a,cache=directsync").ok());
   EXPECT_FALSE(parse_disk("path=a,serial=012345678901234567890").ok());
   EXPECT_FALSE(parse_disk("a.img").ok());
 }

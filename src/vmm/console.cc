@@ -49,7 +49,7 @@ void install_restore_handlers() {
     if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL) {
       struct sigaction sa = {};
       sa.sa_handler = restore_terminal_and_reraise;
-      sa.sa_flags = SA_RESETHAND;
+      sa.sa_flags = static_cast<int>(SA_RESETHAND);  // the macro is unsigned: clang -Wsign-conversion
       sigemptyset(&sa.sa_mask);
       sigaction(sig, &sa, nullptr);
     }
