@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config clang lld libclang-rt-14-dev
   # libraries
   libfmt-dev libspdlog-dev libcli11-dev nlohmann-json3-dev liburing-dev libseccomp-dev
-  zlib1g-dev libzstd-dev libgtest-dev libgmock-dev libbenchmark-dev
+  zlib1g-dev libzstd-dev liblzma-dev libgtest-dev libgmock-dev libbenchmark-dev
   # tests and the lab: a stock kernel, busybox for initramfs, QEMU for L1, qemu-img for interop
   qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio e2fsprogs kmod iproute2
   jq fio iperf3 time

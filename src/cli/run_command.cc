@@ -14,7 +14,7 @@ namespace {
 
 struct RunOptions {
   std::string kernel, initrd, cmdline, memory = "512M", console = "stdio", on_reboot = "exit",
-      console_device = "uart";
+      console_device = "uart", entry = "linux";
   uint32_t cpus = 1;
   std::vector<std::string> disks;
   std::vector<std::string> nets;
@@ -57,6 +57,9 @@ Result<VmConfig> make_config(const RunOptions& o) {
   cfg.cpus = o.cpus;
   cfg.memory_bytes = TRY(parse_memory_size(o.memory));
   cfg.console = TRY(parse_console_spec(o.console));
+  if (o.entry == "linux") cfg.entry = KernelEntry::kLinux64;
+  else if (o.entry == "pvh") cfg.entry = KernelEntry::kPvh;
+  else return make_error(ErrorCode::kInvalidArgument, "--entry {}: use linux or pvh", o.entry);
   if (o.console_device == "uart") cfg.console_device = ConsoleDevice::kUart;
   else if (o.console_device == "virtio") cfg.console_device = ConsoleDevice::kVirtio;
   else return make_error(ErrorCode::kInvalidArgument, "--console-device {}: use uart or virtio", o.console_device);
@@ -146,6 +149,10 @@ void add_run_command(CLI::App& app, int* status) {
       ->check(CLI::ExistingFile);
   cmd->add_option("--initrd", opts->initrd, "Initial ramdisk loaded with the kernel")->check(CLI::ExistingFile);
   cmd->add_option("--cmdline", opts->cmdline, "Kernel command line (default: console=ttyS0, or console=hvc0)");
+  cmd->add_option("--entry", opts->entry,
+                  "How to enter a bzImage: linux (its 64-bit entry; the guest decompresses itself) or pvh "
+                  "(ringvm decompresses it on the host and enters its PVH note; needs CONFIG_PVH; faster)")
+      ->capture_default_str();
   cmd->add_option("--cpus", opts->cpus, "Number of vCPUs, 1 up to the host's KVM limit")->capture_default_str();
   cmd->add_option("--memory", opts->memory, "Guest RAM: 512M, 2G, ... (a bare number is MiB)")->capture_default_str();
   cmd->add_option("--console", opts->console, "Serial console: stdio, file:PATH or none")->capture_default_str();

@@ -7,6 +7,7 @@
 
 #include "arch/x86_64/acpi.h"
 #include "arch/x86_64/boot_cpu.h"
+#include "arch/x86_64/bzimage_payload.h"
 #include "arch/x86_64/cpuid.h"
 #include "arch/x86_64/e820.h"
 #include "arch/x86_64/layout.h"
@@ -201,6 +202,15 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
 Result<x86::LoadedKernel> VmBuilder::load_kernel(Vm& vm) {
   const VmConfig& cfg = vm.cfg_;
   auto kernel = TRY(read_file(cfg.kernel, "kernel"));
+  if (cfg.entry == KernelEntry::kPvh) {
+    auto img = x86::LinuxImage::parse(kernel);
+    if (!img) return wrap(std::move(img).error(), "kernel {}", cfg.kernel);
+    if (img->kind == x86::LinuxImage::Kind::kBzImage) {
+      auto vmlinux = x86::extract_vmlinux(*img);
+      if (!vmlinux) return wrap(std::move(vmlinux).error(), "kernel {} (--entry pvh)", cfg.kernel);
+      kernel = std::move(*vmlinux);
+    }
+  }
   std::vector<uint8_t> initrd_file;
   std::span<const uint8_t> initrd = cfg.initrd_data;
   if (initrd.empty() && !cfg.initrd.empty()) {
@@ -218,7 +228,8 @@ Result<x86::LoadedKernel> VmBuilder::load_kernel(Vm& vm) {
     // The loader reports initrd placement problems as "initrd ...": name the initrd, not the kernel.
     if (e.context.starts_with("initrd"))
       return wrap(std::move(e), "--initrd {}", cfg.initrd.empty() ? "(the built-in demo initramfs)" : cfg.initrd);
-    return wrap(std::move(e), "kernel {}", cfg.kernel);
+    return wrap(std::move(e), "kernel {}{}", cfg.kernel,
+                cfg.entry == KernelEntry::kPvh ? " (--entry pvh: the kernel needs CONFIG_PVH)" : "");
   }
   return loaded;
 }

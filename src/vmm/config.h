@@ -17,6 +17,10 @@
 namespace ringvm {
 
 enum class OnReboot { kExit, kRestart };
+// How a bzImage is entered: its 64-bit boot protocol entry (the guest decompresses itself), or PVH
+// (ringvm decompresses the payload on the host and enters the ELF's PVH note: much faster where
+// guest CPU is expensive, e.g. nested virtualization; needs CONFIG_PVH). ELF kernels always use PVH.
+enum class KernelEntry { kLinux64, kPvh };
 // Which guest device the console's input goes to: the 16550 UART (ttyS0) or virtio-console (hvc0).
 // Output from both reaches the console.
 enum class ConsoleDevice { kUart, kVirtio };
@@ -39,6 +43,7 @@ struct VmConfig {
   std::string initrd;  // optional
   std::span<const uint8_t> initrd_data;  // used instead of `initrd` when set (the built-in demo)
   std::string cmdline;
+  KernelEntry entry = KernelEntry::kLinux64;
   uint32_t cpus = 1;
   uint64_t memory_bytes = 512ULL << 20;
   ConsoleSpec console;
