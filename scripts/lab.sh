@@ -100,7 +100,13 @@ ln -sf /proc/self/fd/1 /host/dev/stdout
 ln -sf /proc/self/fd/2 /host/dev/stderr
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /host/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /host/dev/shm
+# A working directory under the host's /tmp (a CI checkout may live there) must stay visible
+# through L1's tmpfs: keep its top-level directory bound over it.
+keep=
+case "$LAB_CWD" in /tmp/?*) keep=/tmp/$(echo "${LAB_CWD#/tmp/}" | cut -d/ -f1) ;; esac
+if [ -n "$keep" ]; then mkdir -p /keep && mount --bind "/host$keep" /keep; fi
 mount -t tmpfs -o mode=1777 tmpfs /host/tmp
+if [ -n "$keep" ]; then mkdir -p "/host$keep" && mount --bind /keep "/host$keep" || fail "bind $keep"; fi
 mount -t tmpfs -o mode=0755 tmpfs /host/run
 mount -t tmpfs -o mode=1777 tmpfs /host/var/tmp 2>/dev/null
 mkdir -p "/host$LAB_SHARE" 2>/dev/null
@@ -161,7 +167,7 @@ mkdir -p "$ctl"
 : >"$ctl/stdout"
 : >"$ctl/stderr"
 cwd=$(pwd -P)
-printf 'LAB_SHARE=%q\n' "$share" >"$ctl/conf"
+printf 'LAB_SHARE=%q\nLAB_CWD=%q\n' "$share" "$cwd" >"$ctl/conf"
 printf '%s\n' "$command_line" >"$ctl/command"
 cat >"$ctl/run.sh" <<EOF
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
