@@ -182,10 +182,28 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     o.cache = d.cache == CacheMode::kUnsafe ? VirtioBlockOptions::Cache::kUnsafe : VirtioBlockOptions::Cache::kWriteback;
     auto blk = VirtioBlock::create(std::move(*disk), o);
     if (!blk) return wrap(std::move(blk).error(), "--disk path={}", d.path);
-    RETURN_IF_ERROR(attach(std::shared_ptr<VirtioDevice>(std::move(*blk))));
+    std::shared_ptr<VirtioBlock> dev = std::move(*blk);
+    RETURN_IF_ERROR(attach(dev));
+    vm.device_stats_.push_back([dev, path = d.path] {
+      const BlockStats& s = dev->stats();
+      return fmt::format("  {} ({}): reads {} ({} bytes), writes {} ({} bytes), flushes {}, discards {}, "
+                         "write-zeroes {}, I/O errors {}, bad requests {}, unsupported {}\n",
+                         dev->name(), path, s.reads.load(), s.bytes_read.load(), s.writes.load(),
+                         s.bytes_written.load(), s.flushes.load(), s.discards.load(), s.write_zeroes.load(),
+                         s.io_errors.load(), s.bad_requests.load(), s.unsupported.load());
+    });
   }
   for (const NetSpec& n : vm.cfg_.nets) {
-    RETURN_IF_ERROR(attach(TRY(make_virtio_net(n, vm.cfg_.cpus))));  // its errors name the --net and tap
+    std::shared_ptr<VirtioNet> dev = TRY(make_virtio_net(n, vm.cfg_.cpus));  // its errors name the tap
+    RETURN_IF_ERROR(attach(dev));
+    vm.device_stats_.push_back([dev] {
+      const NetStats& s = dev->stats();
+      return fmt::format("  {}: rx {} frames ({} bytes), rx drops {}, rx errors {}; tx {} frames ({} bytes), "
+                         "tx drops {}, tx errors {}, tx parked {}, ctrl errors {}\n",
+                         dev->name(), s.rx_frames.load(), s.rx_bytes.load(), s.rx_drops.load(), s.rx_errors.load(),
+                         s.tx_frames.load(), s.tx_bytes.load(), s.tx_drops.load(), s.tx_errors.load(),
+                         s.tx_parked.load(), s.ctrl_errors.load());
+    });
   }
   if (vm.cfg_.vsock) RETURN_IF_ERROR(attach(TRY(make_virtio_vsock(*vm.cfg_.vsock))));
   if (vm.cfg_.rng) RETURN_IF_ERROR(attach(std::make_shared<VirtioRng>()));

@@ -167,6 +167,10 @@ std::string Vm::stats_report() const {
       if (it != kernel.end()) out += fmt::format("  {:<18} {:>10}\n", k, it->second);
     }
   }
+  if (!device_stats_.empty()) {
+    out += "ringvm: device counters:\n";
+    for (const auto& f : device_stats_) out += f();
+  }
   return out;
 }
 

@@ -73,6 +73,8 @@ class Vm {
   // Where console input goes (the UART's receive FIFO); returns the bytes it accepted.
   std::function<size_t(std::span<const uint8_t>)> console_input_;
   ExitCounters counters_;
+  // Per-device counter lines for --stats, one function per device.
+  std::vector<std::function<std::string()>> device_stats_;
   // Functions that must run before devices are destroyed (stop worker threads).
   std::vector<std::function<void()>> shutdown_hooks_;
 
