@@ -26,12 +26,15 @@ std::string newest_kernel() {
   return best;
 }
 
-// Starts `ringvm run` with stdin from /dev/null, sends `sig` after `delay`, and returns the exit
-// status (or -1 when it did not exit by itself within 20 s, after which it is killed).
+// Starts `ringvm run` with stdin from /dev/null, waits until it has created its console file (it
+// has then blocked its stop signals and is building or running the VM; a signal before that takes
+// the default action, as for any process that has not started yet), sends `sig` after `delay`, and
+// returns the exit status (or -1 when it did not exit within 20 s, after which it is killed).
 int run_and_signal(const std::string& kernel, int sig, std::chrono::milliseconds delay, std::string* console) {
-  char log[] = "/tmp/ringvm-signal-test-XXXXXX";
-  const int lfd = mkstemp(log);
-  if (lfd >= 0) close(lfd);
+  char dir[] = "/tmp/ringvm-signal-test-XXXXXX";
+  if (mkdtemp(dir) == nullptr) return -3;
+  const std::string log_path = std::string(dir) + "/console.log";
+  const char* log = log_path.c_str();
   const pid_t pid = fork();
   if (pid == 0) {
     const int in = open("/dev/null", O_RDONLY);
@@ -41,6 +44,9 @@ int run_and_signal(const std::string& kernel, int sig, std::chrono::milliseconds
           console_arg.c_str(), "--cmdline", "console=ttyS0", static_cast<char*>(nullptr));
     _exit(127);
   }
+  const auto started = std::chrono::steady_clock::now();
+  while (!std::filesystem::exists(log) && std::chrono::steady_clock::now() - started < std::chrono::seconds(20))
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   std::this_thread::sleep_for(delay);
   kill(pid, sig);
   int ws = 0;
@@ -49,13 +55,13 @@ int run_and_signal(const std::string& kernel, int sig, std::chrono::milliseconds
     if (std::chrono::steady_clock::now() > deadline) {
       kill(pid, SIGKILL);
       waitpid(pid, &ws, 0);
-      unlink(log);
+      std::filesystem::remove_all(dir);
       return -1;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   *console = std::filesystem::exists(log) ? "exists" : "";
-  unlink(log);
+  std::filesystem::remove_all(dir);
   return WIFEXITED(ws) ? WEXITSTATUS(ws) : -2;
 }
 
@@ -73,7 +79,7 @@ class RunSignal : public ::testing::TestWithParam<int> {
 
 TEST_P(RunSignal, StopsTheVmWithStatus5) {
   std::string console;
-  const int status = run_and_signal(kernel_, GetParam(), std::chrono::milliseconds(1500), &console);
+  const int status = run_and_signal(kernel_, GetParam(), std::chrono::milliseconds(500), &console);
   EXPECT_EQ(status, 5) << "signal " << GetParam() << ": -1 means ringvm did not stop within 20 s";
   EXPECT_EQ(console, "exists") << "the --console file was not created";
 }

@@ -146,7 +146,17 @@ if [[ ! -s $LAB_RESULTS/virtio-guest.cpio.gz ]] && ! build_initramfs "$LAB_RESUL
 fi
 # Images live in L1's tmpfs (fast, and gone with L1); logs on the shared results directory.
 work=$(mktemp -d /tmp/virtio-lab.XXXXXX)
-for run in virtio_main virtio_durable virtio_qcow2; do
+rm -f "$LAB_RESULTS"/virtio_*.skipped
+for run in virtio_main virtio_qcow2 virtio_durable; do
+  # The SIGKILL durability run is opt-in (RINGVM_LAB_DURABLE=1): in 1 of 3 suite runs, L1's own
+  # kernel (kvm_amd under QEMU TCG) panicked with "stack guard page was hit" in ringvm's process
+  # context right after the SIGKILL, which takes the whole lab session down. A defect to diagnose
+  # (docs/lab.md), kept out of the default suite until it is.
+  if [[ $run == virtio_durable && ${RINGVM_LAB_DURABLE:-0} != 1 ]]; then
+    echo "RINGVM_LAB_DURABLE is not 1: the SIGKILL run can panic L1's kernel (docs/lab.md)" \
+      >"$LAB_RESULTS/$run.skipped"
+    continue
+  fi
   # The run's own timeouts bound each VMM; this bound covers the host-side steps around it.
   lab_run "$run" "$((secs + 120))" "$here/virtio_lab.sh" --run "$run" "$work/$run" "$ringvm"
 done
