@@ -261,23 +261,31 @@ std::optional<DescriptorChain> VirtQueue::pop() {
 }
 
 void VirtQueue::add_used(uint16_t head, uint32_t len) {
-  if (mem_ == nullptr) return;
-  vring_used_elem elem{};
-  elem.id = htole32(head);
-  elem.len = htole32(len);
-  const uint64_t slot =
-      used_addr_ + kUsedRingOffset + sizeof(vring_used_elem) * uint64_t{static_cast<uint16_t>(next_used_ % size_)};
-  // Checked at activation: the used ring is inside guest memory, so these cannot fail unless the
-  // memory map changed underneath; then the queue stops rather than touch anything else.
-  if (!mem_->write_obj(slot, elem).ok()) {
-    mark_broken("used ring unwritable");
-    return;
+  const std::pair<uint16_t, uint32_t> one{head, len};
+  add_used_batch({&one, 1});
+}
+
+void VirtQueue::add_used_batch(std::span<const std::pair<uint16_t, uint32_t>> used) {
+  if (mem_ == nullptr || used.empty()) return;
+  for (const auto& [head, len] : used) {
+    vring_used_elem elem{};
+    elem.id = htole32(head);
+    elem.len = htole32(len);
+    const uint64_t slot = used_addr_ + kUsedRingOffset +
+                          sizeof(vring_used_elem) * uint64_t{static_cast<uint16_t>(next_used_ % size_)};
+    // Checked at activation: the used ring is inside guest memory, so this cannot fail unless the
+    // memory map changed underneath; then the queue stops rather than touch anything else.
+    if (!mem_->write_obj(slot, elem).ok()) {
+      mark_broken("used ring unwritable");
+      return;
+    }
+    ++next_used_;
   }
-  ++next_used_;
-  // The element must be visible before the index that publishes it.
+  // The elements must be visible before the index that publishes them.
   std::atomic_thread_fence(std::memory_order_release);
   if (!mem_->write_obj(used_addr_ + kUsedIdxOffset, htole16(next_used_)).ok()) mark_broken("used ring unwritable");
 }
+
 
 bool VirtQueue::needs_notification() {
   if (mem_ == nullptr) return false;

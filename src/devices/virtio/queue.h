@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -105,6 +106,9 @@ class VirtQueue {
   std::optional<DescriptorChain> pop();
   // Returns `head` to the driver with `len` bytes written into its writable buffers.
   void add_used(uint16_t head, uint32_t len);
+  // Returns several chains at once and publishes them with one used-idx update, so the driver
+  // never sees some of them without the rest (a mergeable receive frame spanning buffers).
+  void add_used_batch(std::span<const std::pair<uint16_t, uint32_t>> used);
   // Whether the driver wants an interrupt for what was added since the last call (EVENT_IDX's
   // used_event, else VRING_AVAIL_F_NO_INTERRUPT). Call after a batch of add_used().
   bool needs_notification();

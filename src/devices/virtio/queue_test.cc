@@ -123,6 +123,28 @@ TEST_F(VirtQueueTest, SingleAndMultiDescriptorChains) {
   EXPECT_EQ(q.stats().total_errors(), 0u);
 }
 
+TEST_F(VirtQueueTest, BatchPublishesAllChainsWithOneIndexUpdate) {
+  activate();
+  drv.add_chain(0, {}, {64});
+  drv.add_chain(1, {}, {64});
+  drv.add_chain(2, {}, {64});
+  auto a = q.pop();
+  auto b = q.pop();
+  auto c = q.pop();
+  ASSERT_TRUE(a && b && c);
+  q.add_used(c->head, 7);
+  EXPECT_EQ(drv.used_idx(), 1);
+  const std::pair<uint16_t, uint32_t> frame[] = {{a->head, 64}, {b->head, 10}};
+  q.add_used_batch(frame);
+  EXPECT_EQ(drv.used_idx(), 3);  // both elements at once, after the single one
+  EXPECT_EQ(drv.used(1).id, 0u);
+  EXPECT_EQ(drv.used(1).len, 64u);
+  EXPECT_EQ(drv.used(2).id, 1u);
+  EXPECT_EQ(drv.used(2).len, 10u);
+  q.add_used_batch({});
+  EXPECT_EQ(drv.used_idx(), 3);
+}
+
 TEST_F(VirtQueueTest, IndirectChainMixedWithDirect) {
   activate(kIndirect);
   // Direct descriptor 0 (readable) -> descriptor 1 (indirect: 1 readable + 2 writable).

@@ -452,7 +452,7 @@ bool VirtioNet::deliver(Pair& p) {
   p.rx_chains.erase(p.rx_chains.begin(), p.rx_chains.begin() + static_cast<ptrdiff_t>(count));
   // All of a frame's buffers become visible together: the driver reads num_buffers from the
   // first and expects the rest to be there already.
-  for (const auto& [head, len] : used) q->add_used(head, len);
+  q->add_used_batch(used);
   stats_.rx_frames.fetch_add(1, std::memory_order_relaxed);
   stats_.rx_bytes.fetch_add(need - kNetHdrSize, std::memory_order_relaxed);
   return true;
