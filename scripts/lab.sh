@@ -15,7 +15,8 @@
 # Inside L1 COMMAND sees: /dev/kvm (kvm_amd), /dev/net/tun, /dev/vhost-net, /dev/vhost-vsock, a
 # tmpfs on /tmp, /run, /var/tmp and /dev/shm, tracefs on /sys/kernel/tracing, and DIR (read-write,
 # at the same absolute path as on the host) for inputs and results. Everything else is read-only.
-# Environment given to COMMAND: RINGVM_LAB=1, RINGVM_LAB_SHARE=DIR, RINGVM_LAB_KVER=<L1 kernel>.
+# Environment given to COMMAND: RINGVM_LAB=1, RINGVM_LAB_SHARE=DIR, RINGVM_LAB_KVER=<L1 kernel>,
+# and every other RINGVM_LAB_* variable set on the host.
 #
 # Environment variables read here:
 #   RINGVM_LAB_KVER     kernel version for L1 (default: newest /boot/vmlinuz-* with /lib/modules)
@@ -169,10 +170,22 @@ mkdir -p "$ctl"
 cwd=$(pwd -P)
 printf 'LAB_SHARE=%q\nLAB_CWD=%q\n' "$share" "$cwd" >"$ctl/conf"
 printf '%s\n' "$command_line" >"$ctl/command"
+# The host's other RINGVM_LAB_* settings (e.g. the opt-in runs RINGVM_LAB_NET, RINGVM_LAB_DURABLE,
+# RINGVM_LAB_KVM_TESTS) reach COMMAND in L1 too.
+forward_lab_env() {
+  local v
+  for v in $(compgen -e); do
+    case $v in
+      RINGVM_LAB_SHARE | RINGVM_LAB_KVER) ;;
+      RINGVM_LAB_*) printf 'export %s=%q\n' "$v" "${!v}" ;;
+    esac
+  done
+}
 cat >"$ctl/run.sh" <<EOF
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/tmp TERM=dumb LANG=C.UTF-8 TMPDIR=/tmp
 export RINGVM_LAB=1 RINGVM_LAB_SHARE=$(printf '%q' "$share") RINGVM_LAB_KVER=$(printf '%q' "$kver")
+$(forward_lab_env)
 cd $(printf '%q' "$cwd") || { echo 125 >$(printf '%q' "$ctl")/rc; exit; }
 /bin/bash $(printf '%q' "$ctl")/command </dev/null >$(printf '%q' "$ctl")/stdout 2>$(printf '%q' "$ctl")/stderr
 echo \$? >$(printf '%q' "$ctl")/rc
