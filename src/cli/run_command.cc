@@ -94,11 +94,7 @@ int run_vm(const RunOptions& o) {
   // SIGTERM/SIGINT/SIGHUP are read from a signalfd by the VM's event loop. Block them before any
   // thread exists (device workers, vCPUs, the console inherit the mask), so one arriving while the
   // VM is still being built stays pending and stops the VM cleanly instead of killing ringvm.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGHUP);
+  const sigset_t stop_signals = stop_signal_set();
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   auto cfg = make_config(o);
   if (!cfg) {

@@ -23,6 +23,15 @@ const char* stop_reason_name(StopReason r) {
   return "unknown";
 }
 
+sigset_t stop_signal_set() {
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  return sigs;
+}
+
 Vm::~Vm() {
   for (auto& t : threads_) t->kick();
   for (auto& t : threads_) t->join();
@@ -93,11 +102,7 @@ void Vm::vcpu_loop(size_t index) {
 StopReason Vm::run() {
   // SIGTERM/SIGINT/SIGHUP arrive through a signalfd on the event loop; block them in every thread
   // (vCPU threads inherit the mask) so no thread is interrupted at random.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGHUP);
+  const sigset_t sigs = stop_signal_set();
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   UniqueFd sfd(::signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!sfd) {

@@ -3,6 +3,8 @@
 // asks it to stop. Vm::create (builder.cc) is the ONE place a VM is assembled.
 #pragma once
 
+#include <csignal>
+
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -34,6 +36,10 @@ enum class StopReason : int {
   kError,     // ringvm failed while running
 };
 const char* stop_reason_name(StopReason r);
+
+// SIGTERM, SIGINT, SIGHUP: the signals that stop a VM. Block them before the first thread exists;
+// Vm::run reads them from a signalfd.
+sigset_t stop_signal_set();
 
 class Vm {
  public:

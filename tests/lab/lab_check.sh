@@ -19,10 +19,7 @@ run=$2 aspect=$3
 log=$LAB_RESULTS/$run.log
 result=$LAB_RESULTS/$run.result
 source "$(dirname "$0")/lab_lib.sh"
-if [[ -f $LAB_RESULTS/$run.skipped ]]; then
-  echo "SKIPPED: $(cat "$LAB_RESULTS/$run.skipped")"
-  exit 77
-fi
+lab_exit_if_skipped "$run"
 
 echo "==== $run: log ($log)"
 cat "$log" 2>/dev/null || echo "(no log: the lab session never started this run)"

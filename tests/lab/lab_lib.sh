@@ -67,3 +67,12 @@ lab_trace_start() {
 lab_trace_total() {
   awk '/^ *Hits:/ { print $2; exit }' "$LAB_TRACING/events/kvm/$1/hist"
 }
+
+# In a checker: when the session skipped RUN on purpose (RUN.skipped holds why), report it to CTest
+# as Skipped (exit 77, SKIP_RETURN_CODE) instead of a failure.
+lab_exit_if_skipped() {
+  if [[ -f $LAB_RESULTS/$1.skipped ]]; then
+    echo "SKIPPED: $(cat "$LAB_RESULTS/$1.skipped")"
+    exit 77
+  fi
+}

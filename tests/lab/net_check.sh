@@ -18,10 +18,7 @@ set -uo pipefail
 export LAB_RESULTS=$1
 run=$2 aspect=$3
 source "$(dirname "$0")/lab_lib.sh"
-if [[ -f $LAB_RESULTS/$run.skipped ]]; then
-  echo "SKIPPED: $(cat "$LAB_RESULTS/$run.skipped")"
-  exit 77
-fi
+lab_exit_if_skipped "$run"
 
 echo "==== $run: log (host side, VMM output)"
 cat "$LAB_RESULTS/$run.log" 2>/dev/null || echo "(no log: the lab session never started this run)"
