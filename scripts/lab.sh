@@ -193,11 +193,11 @@ EOF
 
 console=$work/console.log
 # No terminal, no stdin: the serial port writes to a file (with stdin closed, `-serial stdio` fails).
-"$qemu" -M q35 -accel tcg -cpu EPYC,+svm,+npt -smp "$cpus" -m "$memory" \
+"$qemu" -M q35 -accel "${RINGVM_LAB_ACCEL:-tcg}" -cpu EPYC,+svm,+npt -smp "$cpus" -m "$memory" \
   -nodefaults -display none -no-user-config -no-reboot \
   -chardev file,id=con0,path="$console" -serial chardev:con0 \
   -kernel "$kernel" -initrd "$initramfs" \
-  -append "console=ttyS0 panic=-1 quiet" \
+  -append "console=ttyS0 panic=-1 quiet ${RINGVM_LAB_L1_APPEND:-}" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -virtfs local,path="$share",mount_tag=labshare,security_model=none,multidevs=remap \
   </dev/null >"$work/qemu.log" 2>&1 &

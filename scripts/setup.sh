@@ -16,17 +16,44 @@ PACKAGES=(
   acpica-tools
 )
 
+# QEMU comes from bookworm-backports (10.x) on Debian 12: the lab's L1 runs on QEMU's TCG
+# emulation of AMD-V, and under bookworm's QEMU 7.2 L1 took interrupts right after VMRUN with
+# the L2 guest's GS base still loaded (an L1 kernel panic) and L2 stalled; see docs/lab.md.
+BACKPORTED=(qemu-system-x86 qemu-utils)
+BACKPORTS_MIN_QEMU=1:10
+
+SUDO=""
+[[ $(id -u) -eq 0 ]] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+updated=0
+apt_update() {
+  ((updated)) || $SUDO apt-get update -q
+  updated=1
+}
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
-  SUDO=""
-  [[ $(id -u) -eq 0 ]] || SUDO=sudo
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -q
+  apt_update
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if grep -q '^VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null; then
+  have=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
+  if ! dpkg --compare-versions "${have:-0}" ge "$BACKPORTS_MIN_QEMU"; then
+    list=/etc/apt/sources.list.d/ringvm-bookworm-backports.list
+    if ! grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      echo "setup: enabling bookworm-backports for QEMU 10 ($list)"
+      echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee "$list" >/dev/null
+      updated=0
+    fi
+    echo "setup: installing ${BACKPORTED[*]} from bookworm-backports (have QEMU ${have:-none})"
+    apt_update
+    $SUDO apt-get install -y -q --no-install-recommends -t bookworm-backports "${BACKPORTED[@]}"
+  fi
 fi
 
 cmake --preset release >/dev/null

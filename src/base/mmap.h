@@ -31,6 +31,10 @@ class MappedRegion {
 
   // Anonymous private memory (guest RAM). `size` must be a multiple of the page size.
   static Result<MappedRegion> anonymous(size_t size, int extra_flags = MAP_NORESERVE);
+  // Like anonymous(), with the start aligned to `align` bytes (a power of two, at least a page),
+  // so that a 2 MiB-aligned guest address range maps onto 2 MiB-aligned host memory and both the
+  // host's transparent huge pages and KVM's large stage-2 mappings can back it.
+  static Result<MappedRegion> anonymous_aligned(size_t size, size_t align);
   // A shared mapping of `fd` (e.g. the kvm_run area of a vCPU).
   static Result<MappedRegion> shared(int fd, size_t size, off_t offset = 0);
 

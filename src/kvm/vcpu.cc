@@ -173,6 +173,12 @@ std::string KvmVcpu::dump_state() const {
     out += fmt::format("  cs={:04x} base={:x} limit={:x} l={} db={}  ss={:04x} ds={:04x}\n", s.cs.selector,
                        s.cs.base, s.cs.limit, s.cs.l, s.cs.db, s.ss.selector, s.ds.selector);
     out += fmt::format("  gdt={:x}/{:x} idt={:x}/{:x}\n", s.gdt.base, s.gdt.limit, s.idt.base, s.idt.limit);
+    // On AMD hosts KVM reinitialises the VMCB after a shutdown (triple fault) intercept, so what
+    // it reports is the reset vector, not the state that faulted. Say so rather than mislead.
+    if (regs && regs->rip == 0xfff0 && s.cs.selector == 0xf000 && s.cs.base == 0xffff0000 && s.cr0 == 0x10) {
+      out += "  (this is the reset state: KVM reinitialised the vCPU after the fault, as it does on AMD hosts;\n"
+             "   the registers at the fault are lost; the guest's own console usually shows its last words)\n";
+    }
   }
   return out;
 }

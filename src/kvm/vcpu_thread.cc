@@ -1,7 +1,11 @@
 #include "kvm/vcpu_thread.h"
 
+#include <fmt/format.h>
+#include <pthread.h>
+
 #include <csignal>
 #include <mutex>
+#include <string>
 
 namespace ringvm {
 
@@ -30,6 +34,11 @@ void VcpuThread::start(KvmVcpu* vcpu, std::function<void()> body) {
     sigemptyset(&set);
     sigaddset(&set, kKickSignal);
     pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+    // "vcpu<N>" in ps, top and kernel oopses (15 characters at most).
+    if (vcpu_ != nullptr) {
+      const std::string name = fmt::format("vcpu{}", vcpu_->id());
+      pthread_setname_np(pthread_self(), name.c_str());
+    }
     started_.store(true, std::memory_order_release);
     body();
   });

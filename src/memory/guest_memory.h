@@ -25,6 +25,9 @@ struct GuestRegion {
 
 class GuestMemory {
  public:
+  // Host mappings of guest RAM start on this boundary and are advised for transparent huge pages.
+  static constexpr uint64_t kHugePageSize = 2ULL << 20;
+
   GuestMemory() = default;
   GuestMemory(GuestMemory&&) = default;
   GuestMemory& operator=(GuestMemory&&) = default;
