@@ -27,6 +27,9 @@
 #   RINGVM_LAB_CACHE    cache directory for L1's initramfs
 #                       (default ${XDG_CACHE_HOME:-$HOME/.cache}/ringvm-lab)
 #   RINGVM_LAB_MODULES  extra kernel modules to load in L1, space separated (e.g. "vfio_pci nvme")
+#   RINGVM_LAB_ACCEL    QEMU -accel value for L1 (default tcg; e.g. tcg,thread=single to rule out
+#                       multi-threaded TCG when diagnosing)
+#   RINGVM_LAB_L1_APPEND  extra L1 kernel command-line words (e.g. ftrace_dump_on_oops)
 set -euo pipefail
 
 die() {
