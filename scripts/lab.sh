@@ -8,6 +8,7 @@
 #
 # COMMAND's stdout and stderr become this script's stdout and stderr, and its exit status becomes
 # this script's. Exit statuses of the harness itself:
+#   123  L1's kernel panicked before COMMAND reported an exit status (its oops is printed)
 #   124  the lab run exceeded --timeout (QEMU was killed)
 #   125  the lab failed: QEMU or L1 died before COMMAND reported an exit status
 #   126  usage error, or a missing prerequisite (kernel, modules, busybox, QEMU)
@@ -237,6 +238,16 @@ tail_pids=()
 if ((timed_out)); then
   echo "lab.sh: TIMEOUT after ${timeout_secs}s: killed QEMU (see L1's console above)" >&2
   exit 124
+fi
+if [[ ! -s $ctl/rc ]] && grep -q "Kernel panic - not syncing" "$console"; then
+  # L1's own kernel died (docs/lab.md: under QEMU's TCG emulation of AMD-V, L1 sometimes takes an
+  # interrupt right after VMRUN with the L2 guest's GS base loaded, whichever VMM runs L2). Print
+  # the oops once, without registers, repeated frames or timestamps.
+  echo "lab.sh: L1 CRASHED: L1's kernel panicked before the command finished; its oops:" >&2
+  sed -n '/BUG:\|Oops\|general protection\|Kernel panic/,$p' "$console" |
+    sed 's/^\[ *[0-9.]*\] //' | grep -v '^R\(AX\|BX\|CX\|DX\|SI\|DI\|BP\|SP\|08\|09\|1[0-5]\):\|^Code:\|^FS:\|^CS:' |
+    awk '!seen[$0]++' | head -n 40 | sed 's/^/L1| /' >&2
+  exit 123
 fi
 if [[ ! -s $ctl/rc ]]; then
   echo "lab.sh: LAB FAILURE: QEMU exited with status $qemu_status before the command reported its status" >&2

@@ -12,6 +12,8 @@ PACKAGES=(
   # tests and the lab: a stock kernel, busybox for initramfs, QEMU for L1, qemu-img for interop
   qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio e2fsprogs kmod iproute2
   jq fio iperf3 time
+  # vsock lab test: socat speaks AF_VSOCK in the guest and Unix sockets on the host
+  socat
   # iasl: the arch tests disassemble the generated DSDT with it
   acpica-tools
 )

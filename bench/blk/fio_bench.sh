@@ -2,8 +2,9 @@
 # virtio-blk benchmark (not part of the test suite): in ONE L1 boot of the lab (scripts/lab.sh),
 # Debian's stock kernel with fio (Debian's package, copied with its libraries into the initramfs)
 # runs 4 KiB random read and write at queue depth 1 and 32 and 1 MiB sequential read and write
-# (queue depth 8), O_DIRECT with libaio on /dev/vda, on ringvm (--disk path=DISK) and on QEMU
-# (virtio-blk-pci, cache=none, aio=io_uring), interleaved, RUNS times each. The disk both use is
+# (queue depth 8), O_DIRECT with libaio on /dev/vda, on ringvm (--disk path=DISK,cache=none; set
+# RINGVM_LAB_FIO_CACHE=writeback for the page-cache path) and on QEMU (virtio-blk-pci, cache=none,
+# aio=io_uring), interleaved, RUNS times each: both bypass L1's page cache by default. The disk both use is
 # the same 256 MiB brd RAM disk in L1 (/dev/ram0, filled with zeros first), so the host medium
 # costs nothing and the VMMs' own paths are what is measured.
 #
@@ -39,7 +40,7 @@ if [[ ${1:-} == --in-lab ]]; then
       case $vmm in
         ringvm)
           cmd=("$ringvm" run --kernel "$kernel" --initrd "$initrd" --cmdline "$cmdline" --cpus 2 --memory 1024M
-            --disk "path=$disk" --console "file:$console")
+            --disk "path=$disk,cache=${RINGVM_LAB_FIO_CACHE:-none}" --console "file:$console")
           ;;
         qemu)
           cmd=(qemu-system-x86_64 -enable-kvm -M "$machine" -cpu host -smp 2 -m 1024M -nodefaults

@@ -16,35 +16,14 @@ set -uo pipefail
 [[ $# -eq 3 ]] || { echo "usage: $0 RESULTS RUN ASPECT" >&2; exit 2; }
 export LAB_RESULTS=$1
 run=$2 aspect=$3
-log=$LAB_RESULTS/$run.log
 result=$LAB_RESULTS/$run.result
 source "$(dirname "$0")/lab_lib.sh"
-lab_exit_if_skipped "$run"
-
-echo "==== $run: log ($log)"
-cat "$log" 2>/dev/null || echo "(no log: the lab session never started this run)"
-[[ -e $LAB_RESULTS/$run.console ]] && { echo "==== $run: guest console"; cat "$LAB_RESULTS/$run.console"; }
-echo "==== $run: result"
-cat "$result" 2>/dev/null || { echo "FAIL: no result for $run: the lab session did not finish it"; exit 1; }
-echo "===="
+lab_check_begin "$run"
 
 field() { sed -n "s/^$1=//p" "$result"; }
-status=$(field status)
 # Markers come from the guest console: ringvm's stdout, or QEMU's console file.
 console=$(lab_console "$run")
 marker() { lab_marker "$run" "$1"; }
-
-failures=0
-expect() {
-  local what=$1
-  shift
-  if "$@"; then
-    echo "ok:   $what"
-  else
-    echo "FAIL: $what"
-    failures=$((failures + 1))
-  fi
-}
 init_ran_to() {
   grep -q 'RINGVM-LAB-MARKER ok' <<<"$console" && grep -q 'RINGVM-LAB-MARKER done' <<<"$console" &&
     [[ $(marker ACTION) == "$1" ]]
@@ -85,5 +64,4 @@ case $aspect in
     exit 2
     ;;
 esac
-((failures == 0)) || { echo "$run/$aspect: $failures check(s) FAILED"; exit 1; }
-echo "$run/$aspect: passed"
+lab_check_end "$run/$aspect"

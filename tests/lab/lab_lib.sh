@@ -4,7 +4,8 @@
 #
 #   lab_run NAME SECS CMD...      runs CMD with stdin closed, bounded by SECS (then killed; status
 #                                 124), output to $LAB_RESULTS/NAME.log, and writes
-#                                 $LAB_RESULTS/NAME.result (status=, start=, end=, wall=)
+#                                 $LAB_RESULTS/NAME.result (status=, start=, end=, wall=); with
+#                                 RINGVM_LAB_RESUME=1 a NAME that already has a result is not run again
 #   lab_console NAME              prints run NAME's log and guest console file, CRs removed
 #   lab_marker NAME KEY           prints the value of the guest's first "RINGVM-LAB-KEY value" line
 #   lab_qemu_cmd MACHINE CONSOLE  prints (one per line) a QEMU command booting $LAB_KERNEL and
@@ -20,8 +21,18 @@ lab_run() {
   local name=$1 secs=$2
   shift 2
   local log=$LAB_RESULTS/$name.log start end status=0
+  # A session resumed in a fresh L1 after L1's kernel panicked (lab_session.sh) keeps the runs
+  # that finished before the panic.
+  if [[ ${RINGVM_LAB_RESUME:-0} == 1 && -e $LAB_RESULTS/$name.result ]]; then
+    echo "lab: $name: finished in an earlier L1 (before L1 crashed), kept"
+    return 0
+  fi
   rm -f "$LAB_RESULTS/$name.result"
   { printf '+'; printf ' %q' "$@"; echo; } >"$log"
+  # Exercises lab_session.sh's recovery: crash L1's kernel as this run starts (first L1 only).
+  if [[ ${RINGVM_LAB_INJECT_L1_PANIC:-} == "$name" && ${RINGVM_LAB_RESUME:-0} != 1 ]]; then
+    echo 1 >/proc/sys/kernel/sysrq && echo c >/proc/sysrq-trigger
+  fi
   start=$(date +%s.%N)
   # -k: SIGKILL if SIGTERM did not end it; the VMM is killed by its pid, not by name.
   timeout -k 10 "$secs" "$@" </dev/null >>"$log" 2>&1 || status=$?
@@ -75,4 +86,61 @@ lab_exit_if_skipped() {
     echo "SKIPPED: $(cat "$LAB_RESULTS/$1.skipped")"
     exit 77
   fi
+  # Say so when this run's first attempt died with L1 (lab_session.sh restarted L1 and ran it
+  # again): the result below is the second attempt's.
+  if [[ -f $LAB_RESULTS/$1.l1-crash.log ]]; then
+    echo "NOTE: L1's kernel panicked during this run's first attempt (a flaw of the lab's emulator,"
+    echo "docs/lab.md); the session restarted L1 and this is the rerun's result. First attempt:"
+    tail -n 5 "$LAB_RESULTS/$1.l1-crash.log"
+  fi
+}
+
+# The start of every checker (lab_check.sh, virtio_check.sh, net_check.sh, vsock_check.sh): report
+# a skipped run as Skipped, print the run's log, guest console and result (so a failure shows what
+# the guest did), fail when there is no result, and set `status` to the run's exit status.
+lab_check_begin() {
+  local run=$1
+  lab_exit_if_skipped "$run"
+  echo "==== $run: log (host side, VMM output)"
+  cat "$LAB_RESULTS/$run.log" 2>/dev/null || echo "(no log: the lab session never started this run)"
+  if [[ -e $LAB_RESULTS/$run.console ]]; then
+    echo "==== $run: guest console"
+    cat "$LAB_RESULTS/$run.console"
+  fi
+  echo "==== $run: result"
+  cat "$LAB_RESULTS/$run.result" 2>/dev/null || { echo "FAIL: no result for $run: the lab session did not finish it"; exit 1; }
+  echo "===="
+  status=$(sed -n 's/^status=//p' "$LAB_RESULTS/$run.result")
+  lab_failures=0
+}
+
+# expect WHAT CMD...: runs CMD; prints "ok:" or "FAIL:" with WHAT and counts failures.
+expect() {
+  local what=$1
+  shift
+  if "$@"; then
+    echo "ok:   $what"
+  else
+    echo "FAIL: $what"
+    lab_failures=$((lab_failures + 1))
+  fi
+}
+
+# same A B: A is not empty and equals B.
+same() { [[ -n $1 && $1 == "$2" ]]; }
+
+# The end of every checker: exit 1 if an expectation failed.
+lab_check_end() {
+  ((lab_failures == 0)) || { echo "$1: $lab_failures check(s) FAILED"; exit 1; }
+  echo "$1: passed"
+}
+
+# lab_wait_marker CONSOLE LINE PID DEADLINE: waits until the console file has LINE, process PID
+# (the VMM) ended, or bash's SECONDS reached DEADLINE; true if the line is there.
+lab_wait_marker() {
+  while ((SECONDS < $4)) && kill -0 "$3" 2>/dev/null; do
+    tr -d '\r' <"$1" | grep -q "$2" && return 0
+    sleep 0.2
+  done
+  tr -d '\r' <"$1" | grep -q "$2"
 }

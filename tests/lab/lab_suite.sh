@@ -55,4 +55,7 @@ lab_run ringvm_reboot "$secs" "$ringvm" run --kernel "$LAB_KERNEL" --initrd "$LA
 # 5. virtio-net on a multiqueue tap in a network namespace: ping, TCP both ways, both queues: one boot.
 "$(dirname "$0")/net_lab.sh" "$LAB_RESULTS" "$ringvm"
 
+# 6. virtio-vsock: an echo both ways through `--vsock cid=3,socket=SOCK`: one boot.
+"$(dirname "$0")/vsock_lab.sh" "$LAB_RESULTS" "$ringvm"
+
 touch "$LAB_RESULTS/session.done"

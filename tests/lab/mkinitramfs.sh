@@ -14,6 +14,8 @@
 #                       while read -r m; do insmod /modules/$m; done </modules/order
 #                     Compressed modules (.ko.xz, .ko.zst) are decompressed: busybox insmod needs .ko.
 #   --file SRC=DEST   copies host file SRC to DEST inside the image; repeatable
+#   --binary PATH     copies a dynamically linked host program to PATH inside the image, with every
+#                     shared library `ldd` lists (at their host paths) and the dynamic loader; repeatable
 #
 #   tests/lab/mkinitramfs.sh --default-kver   prints the default kernel version and exits
 #
@@ -33,7 +35,7 @@ default_kver() {
   die "no /boot/vmlinuz-* with matching /lib/modules: install linux-image-amd64"
 }
 
-output="" init="" kver="" modules=() files=()
+output="" init="" kver="" modules=() files=() binaries=()
 while (($#)); do
   case "$1" in
     --default-kver) default_kver; exit 0 ;;
@@ -42,6 +44,7 @@ while (($#)); do
     --kver) kver=${2:?--kver needs a kernel version}; shift 2 ;;
     --module) modules+=("${2:?--module needs a name}"); shift 2 ;;
     --file) files+=("${2:?--file needs SRC=DEST}"); shift 2 ;;
+    --binary) binaries+=("${2:?--binary needs a path}"); shift 2 ;;
     *) die "unknown argument '$1' (see the header of $0)" ;;
   esac
 done
@@ -91,6 +94,15 @@ for f in "${files[@]}"; do
   [[ -r $src ]] || die "--file source '$src' is not readable"
   mkdir -p "$root$(dirname "$dest")"
   cp -L "$src" "$root$dest"
+done
+
+for b in "${binaries[@]}"; do
+  [[ $b == /* && -x $b ]] || die "--binary '$b' must be an absolute path to an executable"
+  libs=$(ldd "$b") || die "ldd '$b' failed (is it dynamically linked?)"
+  for f in "$b" $(awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\/.*ld-linux/ { print $1 }' <<<"$libs"); do
+    mkdir -p "$root$(dirname "$f")"
+    cp -L "$f" "$root$f"
+  done
 done
 
 mkdir -p "$(dirname "$output")"

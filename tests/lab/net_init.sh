@@ -5,10 +5,10 @@
 # command line names with `ringvm_net=MODE`, prints "RINGVM-LAB-<KEY> <value>" markers that
 # tests/lab/net_check.sh asserts, and powers off.
 #
-#   check  ping the host 3 times; send 2 x 50 MiB of random bytes to the host's listeners on
+#   check  ping the host 3 times; send 2 x CHUNK bytes (ringvm_net_chunk=) of random bytes to the host's listeners on
 #          10.0.2.1:5003 and :5004, one stream pinned to each vCPU (so each leaves on its own
 #          transmit queue, by XPS); listen on :5001 and :5002 (again one per vCPU) for the host's
-#          2 x 50 MiB, say NET-WAITING so the host pings this guest and sends; print every
+#          2 x CHUNK, say NET-WAITING so the host pings this guest and sends; print every
 #          stream's md5 and byte count and the virtio-net interrupts per queue before and after
 #   bench  start `iperf3 -s` and say NET-READY; power off when the host connects to :5999
 #
@@ -25,7 +25,7 @@ done </modules/order
 echo "RINGVM-LAB-MARKER ok"
 
 mode=none
-chunk=52428800 # bytes per stream: 2 streams each way = 100 MiB each way
+chunk=8388608 # bytes per stream (ringvm_net_chunk=): 2 streams each way
 for arg in $(cat /proc/cmdline); do
   case $arg in
     ringvm_net=*) mode=${arg#ringvm_net=} ;;

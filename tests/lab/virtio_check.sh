@@ -22,26 +22,10 @@ set -uo pipefail
 export LAB_RESULTS=$1
 run=$2 aspect=$3
 source "$(dirname "$0")/lab_lib.sh"
-lab_exit_if_skipped "$run"
-
-echo "==== $run: log (host side, VMM output)"
-cat "$LAB_RESULTS/$run.log" 2>/dev/null || echo "(no log: the lab session never started this run)"
-echo "==== $run: guest console"
-cat "$LAB_RESULTS/$run.console" 2>/dev/null || echo "(no console file)"
-echo "==== $run: result"
-cat "$LAB_RESULTS/$run.result" 2>/dev/null || { echo "FAIL: no result for $run: the lab session did not finish it"; exit 1; }
-echo "===="
+lab_check_begin "$run"
 
 m() { lab_marker "$run" "$1"; }
-failures=0
-expect() {
-  local what=$1
-  shift
-  if "$@"; then echo "ok:   $what"; else echo "FAIL: $what"; failures=$((failures + 1)); fi
-}
-same() { [[ -n $1 && $1 == "$2" ]]; }
 is_sha() { [[ $1 =~ ^[0-9a-f]{64}$ ]]; }
-status=$(sed -n 's/^status=//p' "$LAB_RESULTS/$run.result")
 expect "the run's host side completed (status 0); got $status" test "$status" = 0
 
 case $run:$aspect in
@@ -108,5 +92,4 @@ case $run:$aspect in
     exit 2
     ;;
 esac
-((failures == 0)) || { echo "$run/$aspect: $failures check(s) FAILED"; exit 1; }
-echo "$run/$aspect: passed"
+lab_check_end "$run/$aspect"
