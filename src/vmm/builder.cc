@@ -178,7 +178,10 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     o.id = fmt::format("blk{}", index++);
     o.read_only = d.read_only;
     o.serial = d.serial;
-    o.queues = d.queues;
+    // One queue per vCPU unless told otherwise (as QEMU does): each vCPU submits and completes on
+    // its own queue and interrupt vector, with no cross-CPU completion IPIs.
+    o.queues = d.queues != 0 ? d.queues
+                             : static_cast<uint16_t>(std::min<uint32_t>(vm.cfg_.cpus, VirtioBlock::kMaxQueues));
     o.cache = d.cache == CacheMode::kUnsafe ? VirtioBlockOptions::Cache::kUnsafe : VirtioBlockOptions::Cache::kWriteback;
     auto blk = VirtioBlock::create(std::move(*disk), o);
     if (!blk) return wrap(std::move(blk).error(), "--disk path={}", d.path);

@@ -80,8 +80,9 @@ Result<DiskSpec> parse_disk(std::string_view text) {
     } else if (key == "queues") {
       unsigned q = 0;
       auto [p, ec] = std::from_chars(val.data(), val.data() + val.size(), q);
-      if (ec != std::errc() || p != val.data() + val.size() || q == 0 || q > 64)
-        return make_error(ErrorCode::kInvalidArgument, "--disk queues={}: give a number from 1 to 64", val);
+      if (ec != std::errc() || p != val.data() + val.size() || q == 0 || q > kMaxDiskQueues)
+        return make_error(ErrorCode::kInvalidArgument, "--disk queues={}: give a number from 1 to {}", val,
+                          kMaxDiskQueues);
       d.queues = static_cast<uint16_t>(q);
     } else if (key == "cache") {
       if (val == "writeback") d.cache = CacheMode::kWriteback;

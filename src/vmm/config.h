@@ -29,12 +29,14 @@ enum class DiskFormat { kRaw, kQcow2 };
 // writeback: the host page cache, flush = fdatasync; none: O_DIRECT (no host cache; flush still
 // fdatasync); unsafe: the host page cache and flush is a no-op.
 enum class CacheMode { kWriteback, kNone, kUnsafe };
+// virtio-blk request queues per disk at most (VirtioBlock::kMaxQueues).
+inline constexpr unsigned kMaxDiskQueues = 16;
 struct DiskSpec {
   std::string path;
   DiskFormat format = DiskFormat::kRaw;
   bool read_only = false;
   std::string serial;
-  uint16_t queues = 1;
+  uint16_t queues = 0;  // 0: one per vCPU (as many as the device allows)
   CacheMode cache = CacheMode::kWriteback;
 };
 

@@ -35,6 +35,9 @@ TEST(Config, Disk) {
   auto plain = parse_disk("path=b.raw");
   ASSERT_TRUE(plain.ok());
   EXPECT_EQ(plain->format, DiskFormat::kRaw);  // never guessed from content
+  EXPECT_EQ(plain->queues, 0);                  // one per vCPU, decided when the VM is built
+  EXPECT_EQ(parse_disk("path=a,queues=16")->queues, 16);
+  EXPECT_FALSE(parse_disk("path=a,queues=17").ok());  // more than a virtio-blk device offers
   EXPECT_FALSE(parse_disk("readonly=on").ok());
   EXPECT_FALSE(parse_disk("path=a,queues=0").ok());
   EXPECT_FALSE(parse_disk("path=a,queues=x").ok());
