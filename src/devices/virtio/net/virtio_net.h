@@ -114,6 +114,10 @@ class VirtioNet final : public VirtioDevice {
   TxResult transmit(Pair& p, const DescriptorChain& chain);
   // Moves the held frame into guest buffers; false when the guest has too few.
   bool deliver(Pair& p);
+  // With mergeable buffers and room for the largest frame already posted: reads the next frame
+  // from the backend straight into the guest's buffers (no bounce copy) and publishes it.
+  enum class DirectRx { kDelivered, kEmpty, kRetry, kFallback };
+  DirectRx receive_direct(Pair& p);
   uint8_t handle_ctrl(const DescriptorChain& chain);
   static unsigned tun_offloads(uint64_t acked);
 
