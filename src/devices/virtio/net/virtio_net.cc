@@ -415,14 +415,13 @@ bool VirtioNet::process_rx(Pair& p) {
   return more;
 }
 
-VirtioNet::DirectRx VirtioNet::receive_direct(Pair& p) {
+bool VirtioNet::gather_rx_chains(Pair& p, uint64_t room) {
   VirtQueue* q = p.rx.queue;
-  constexpr uint64_t kRoom = kNetHdrSize + kMaxFrameBytes;
   uint64_t have = 0;
   for (const auto& c : p.rx_chains) have += c.writable_bytes();
-  while (have < kRoom) {
+  while (have < room) {
     auto c = q->pop();
-    if (!c) return DirectRx::kFallback;  // what was popped stays in rx_chains for the next frame
+    if (!c) return false;
     if (c->writable.empty()) {
       stats_.rx_errors.fetch_add(1, std::memory_order_relaxed);
       q->add_used(c->head, 0);
@@ -431,6 +430,14 @@ VirtioNet::DirectRx VirtioNet::receive_direct(Pair& p) {
     have += c->writable_bytes();
     p.rx_chains.push_back(std::move(*c));
   }
+  return true;
+}
+
+VirtioNet::DirectRx VirtioNet::receive_direct(Pair& p) {
+  VirtQueue* q = p.rx.queue;
+  constexpr uint64_t kRoom = kNetHdrSize + kMaxFrameBytes;
+  // What was popped stays in rx_chains for the next frame either way.
+  if (!gather_rx_chains(p, kRoom)) return DirectRx::kFallback;
   // Host views of the guest's buffers, the largest frame's worth. Every buffer was checked against
   // guest memory when its chain was popped.
   std::vector<iovec> iov;
@@ -496,19 +503,8 @@ bool VirtioNet::deliver(Pair& p) {
   // Gather chains until the frame fits: one (it must hold the whole frame) or, with mergeable
   // buffers, as many as it takes. Chains already popped for a frame we could not finish stay
   // in rx_chains, so nothing the guest gave us is lost while we wait for more.
-  uint64_t have = 0;
-  for (const auto& c : p.rx_chains) have += c.writable_bytes();
-  while (p.rx_chains.empty() || (mergeable_ && have < need)) {
-    auto c = q->pop();
-    if (!c) return false;
-    if (c->writable.empty()) {
-      stats_.rx_errors.fetch_add(1, std::memory_order_relaxed);
-      q->add_used(c->head, 0);
-      continue;
-    }
-    have += c->writable_bytes();
-    p.rx_chains.push_back(std::move(*c));
-  }
+  // Every held chain has at least one writable byte, so 1 byte of room means one chain.
+  if (!gather_rx_chains(p, mergeable_ ? need : 1)) return false;
   p.rx_pending = false;
   if (!mergeable_ && p.rx_chains.front().writable_bytes() < need) {
     // The guest posted buffers too small for this frame (it did not negotiate the offload that

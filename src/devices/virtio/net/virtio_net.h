@@ -117,6 +117,9 @@ class VirtioNet final : public VirtioDevice {
   // With mergeable buffers and room for the largest frame already posted: reads the next frame
   // from the backend straight into the guest's buffers (no bounce copy) and publishes it.
   enum class DirectRx { kDelivered, kEmpty, kRetry, kFallback };
+  // Pops receive chains into p.rx_chains until they hold `room` writable bytes; false when the
+  // queue ran dry first (what was popped stays held). Chains with no writable buffer go back.
+  bool gather_rx_chains(Pair& p, uint64_t room);
   DirectRx receive_direct(Pair& p);
   uint8_t handle_ctrl(const DescriptorChain& chain);
   static unsigned tun_offloads(uint64_t acked);
