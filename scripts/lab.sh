@@ -8,6 +8,7 @@
 #
 # COMMAND's stdout and stderr become this script's stdout and stderr, and its exit status becomes
 # this script's. Exit statuses of the harness itself:
+#   122  L1 stopped running (no heartbeat for RINGVM_LAB_HANG_SECS, default 300): QEMU killed
 #   123  L1's kernel panicked before COMMAND reported an exit status (its oops is printed)
 #   124  the lab run exceeded --timeout (QEMU was killed)
 #   125  the lab failed: QEMU or L1 died before COMMAND reported an exit status
@@ -31,6 +32,7 @@
 #   RINGVM_LAB_ACCEL    QEMU -accel value for L1 (default tcg; e.g. tcg,thread=single to rule out
 #                       multi-threaded TCG when diagnosing)
 #   RINGVM_LAB_L1_APPEND  extra L1 kernel command-line words (e.g. ftrace_dump_on_oops)
+#   RINGVM_LAB_HANG_SECS  how stale L1's heartbeat may get before L1 counts as hung (default 300)
 set -euo pipefail
 
 die() {
@@ -118,6 +120,9 @@ mkdir -p "/host$LAB_SHARE" 2>/dev/null
 mount --bind /share "/host$LAB_SHARE" || fail "bind the share at $LAB_SHARE"
 ip link set lo up 2>/dev/null
 hostname ringvm-lab
+# A heartbeat for the host (lab.sh): L1's uptime every 10 s. If it stops, L1 itself has stopped
+# (its own timers no longer fire) and lab.sh ends the run as hung instead of waiting it out.
+( while :; do cut -d' ' -f1 /proc/uptime >/share/.ringvm-lab/heartbeat; sleep 10; done ) &
 echo "lab-l1: ready ($(cut -d' ' -f1 /proc/uptime)s), running the command"
 chroot /host /bin/sh "$LAB_SHARE/.ringvm-lab/run.sh"
 echo "lab-l1: command finished ($(cut -d' ' -f1 /proc/uptime)s)"
@@ -220,21 +225,36 @@ fi
 tail_pids+=($!)
 
 deadline=$((SECONDS + timeout_secs))
+hang_secs=${RINGVM_LAB_HANG_SECS:-300}
 timed_out=0
+hung=0
 while kill -0 "$qemu_pid" 2>/dev/null; do
   if ((SECONDS >= deadline)); then
     timed_out=1
     kill -KILL "$qemu_pid" 2>/dev/null || true
     break
   fi
+  # L1 writes its heartbeat every 10 s once it is up; a stale one means L1 stopped running.
+  if [[ -e $ctl/heartbeat && ! -s $ctl/rc ]] &&
+    (($(date +%s) - $(stat -c %Y "$ctl/heartbeat") > hang_secs)); then
+    hung=1
+    kill -KILL "$qemu_pid" 2>/dev/null || true
+    break
+  fi
   sleep 1
 done
 qemu_status=0
-wait "$qemu_pid" || qemu_status=$?
+{ wait "$qemu_pid"; } 2>/dev/null || qemu_status=$?  # no "Killed" job message
 qemu_pid=""
 for p in "${tail_pids[@]}"; do wait "$p" 2>/dev/null || true; done
 tail_pids=()
 
+if ((hung)); then
+  echo "lab.sh: L1 HUNG: no heartbeat from L1 for over ${hang_secs}s (L1's uptime stopped at" \
+    "$(cat "$ctl/heartbeat")s): killed QEMU; L1's last console lines:" >&2
+  tail -n 15 "$console" | sed 's/^/L1| /' >&2
+  exit 122
+fi
 if ((timed_out)); then
   echo "lab.sh: TIMEOUT after ${timeout_secs}s: killed QEMU (see L1's console above)" >&2
   exit 124

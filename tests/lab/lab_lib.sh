@@ -89,8 +89,8 @@ lab_exit_if_skipped() {
   # Say so when this run's first attempt died with L1 (lab_session.sh restarted L1 and ran it
   # again): the result below is the second attempt's.
   if [[ -f $LAB_RESULTS/$1.l1-crash.log ]]; then
-    echo "NOTE: L1's kernel panicked during this run's first attempt (a flaw of the lab's emulator,"
-    echo "docs/lab.md); the session restarted L1 and this is the rerun's result. First attempt:"
+    echo "NOTE: L1 itself crashed or hung during this run's first attempt (a flaw of the lab's"
+    echo "emulator, docs/lab.md); the session restarted L1 and this is the rerun's result. First attempt:"
     tail -n 5 "$LAB_RESULTS/$1.l1-crash.log"
   fi
 }

@@ -37,15 +37,18 @@ while :; do
   status=0
   "$here/../../scripts/lab.sh" --timeout "$((deadline > SECONDS ? deadline - SECONDS : 1))" --share "$results" -- \
     "$here/lab_suite.sh" "$results" "$ringvm" "$integration" || status=$?
-  # 123: L1's own kernel panicked. That is the lab's emulator failing (docs/lab.md: it happens
-  # with QEMU as the L2 VMM too), not the run it interrupted: record it loudly, keep the runs that
-  # finished, and resume the suite in a fresh L1. Anything else ends the session.
-  ((status == 123 && attempt < max_attempts && SECONDS < deadline)) || break
+  # 123: L1's own kernel panicked; 122: L1 stopped running altogether (no heartbeat; the run's
+  # own timeouts inside L1 never fired). That is the lab's emulator failing (docs/lab.md: it
+  # happens with QEMU as the L2 VMM too), not the run it interrupted: record it loudly, keep the
+  # runs that finished, and resume the suite in a fresh L1. Anything else ends the session.
+  ((status == 122 || status == 123)) && ((attempt < max_attempts && SECONDS < deadline)) || break
+  what=CRASHED
+  ((status == 122)) && what=HUNG
   for log in "$results"/*.log; do
     [[ -e $log && ! -e ${log%.log}.result && $log != *.l1-crash.log ]] || continue
     run=$(basename "${log%.log}")
     mv "$log" "$results/$run.l1-crash.log"
-    echo "lab.session: L1 CRASHED during run $run (attempt $attempt); restarting L1 and resuming" |
+    echo "lab.session: L1 $what during run $run (attempt $attempt); restarting L1 and resuming" |
       tee -a "$results/l1-crashes.txt"
   done
   cp "$RINGVM_LAB_CONSOLE" "$results/l1-crash-$attempt.console" 2>/dev/null || true
