@@ -57,6 +57,7 @@ while :; do
 done
 echo "lab.session: L1 session took $((SECONDS - start))s in $attempt L1 boot(s), status $status"
 [[ -s $results/l1-crashes.txt ]] && cat "$results/l1-crashes.txt"
+[[ -s $results/l2-stalls.txt ]] && cat "$results/l2-stalls.txt"
 if [[ $status -ne 0 || ! -e $results/session.done ]]; then
   # Show the check that was running when the lab stopped, so the stall can be located.
   for log in "$results"/*.log; do
