@@ -5,13 +5,8 @@
 # its VM exit counters while the guest is quiet; then "RINGVM-FIO-RESULT name iops bw_bytes ios".
 # `fio_runtime=SECS` on the kernel command line sets each job's length (default 5).
 export PATH=/bin:/usr/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev 2>/dev/null
-mount -t tmpfs tmp /tmp
-while read -r m; do
-  insmod "/modules/$m" || echo "RINGVM-LAB-INSMOD-FAILED $m"
-done </modules/order
+. /lib/lab-guest.sh
+lab_load_modules
 runtime=5
 for arg in $(cat /proc/cmdline); do
   case $arg in fio_runtime=*) runtime=${arg#fio_runtime=} ;; esac

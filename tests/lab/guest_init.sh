@@ -4,13 +4,9 @@
 # else powers off. Modules listed in /modules/order (tests/lab/mkinitramfs.sh --module) are loaded
 # first. Every marker line starts with "RINGVM-LAB-" so tests can grep them out of a console log.
 export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev 2>/dev/null
+. /lib/lab-guest.sh
 echo "RINGVM-LAB-UPTIME $(cut -d' ' -f1 /proc/uptime)"
-while read -r m; do
-  insmod "/modules/$m" || echo "RINGVM-LAB-INSMOD-FAILED $m"
-done </modules/order
+lab_load_modules
 echo "RINGVM-LAB-MARKER ok"
 echo "RINGVM-LAB-NPROC $(nproc)"
 echo "RINGVM-LAB-CPUS-ONLINE $(cat /sys/devices/system/cpu/online)"

@@ -19,7 +19,8 @@
 #
 #   tests/lab/mkinitramfs.sh --default-kver   prints the default kernel version and exits
 #
-# The image holds /bin/busybox (must be static: busybox-static) with a symlink for every applet.
+# The image holds /bin/busybox (must be static: busybox-static) with a symlink for every applet,
+# and /lib/lab-guest.sh (tests/lab/lab_guest.sh), which test guests' inits source.
 set -euo pipefail
 
 die() {
@@ -67,6 +68,9 @@ for applet in $("$busybox" --list); do
   [[ $applet == busybox ]] || ln -s busybox "$root/bin/$applet"
 done
 install -m 755 "$init" "$root/init"
+# Every test guest's /init sources this (mounts, module loading).
+mkdir -p "$root/lib"
+install -m 644 "$(dirname "$0")/lab_guest.sh" "$root/lib/lab-guest.sh"
 : >"$root/modules/order"
 
 for m in "${modules[@]}"; do

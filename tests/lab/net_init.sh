@@ -14,14 +14,9 @@
 #
 # Every wait is bounded (busybox timeout); the host bounds the whole run.
 export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev 2>/dev/null
-mount -t tmpfs tmp /tmp
+. /lib/lab-guest.sh
 echo "RINGVM-LAB-UPTIME $(cut -d' ' -f1 /proc/uptime)"
-while read -r m; do
-  insmod "/modules/$m" || echo "RINGVM-LAB-INSMOD-FAILED $m"
-done </modules/order
+lab_load_modules
 echo "RINGVM-LAB-MARKER ok"
 
 mode=none

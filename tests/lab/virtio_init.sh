@@ -13,14 +13,9 @@
 #
 # The data patterns are `seq` output, so the host side computes the same bytes with GNU seq.
 export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev 2>/dev/null
-mount -t tmpfs tmp /tmp
+. /lib/lab-guest.sh
 echo "RINGVM-LAB-UPTIME $(cut -d' ' -f1 /proc/uptime)"
-while read -r m; do
-  insmod "/modules/$m" || echo "RINGVM-LAB-INSMOD-FAILED $m"
-done </modules/order
+lab_load_modules
 echo "RINGVM-LAB-MARKER ok"
 
 mode=none

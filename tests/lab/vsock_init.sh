@@ -8,13 +8,8 @@
 #     done, and powers off.
 # Markers are "RINGVM-LAB-VSOCK-<KEY> <value>" lines that tests/lab/vsock_check.sh asserts.
 export PATH=/bin:/usr/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev 2>/dev/null
-mount -t tmpfs tmp /tmp
-while read -r m; do
-  insmod "/modules/$m" || echo "RINGVM-LAB-VSOCK-INSMOD-FAILED $m"
-done </modules/order
+. /lib/lab-guest.sh
+lab_load_modules RINGVM-LAB-VSOCK
 if [ -e /dev/vsock ]; then echo "RINGVM-LAB-VSOCK-DEVICE ok"; else echo "RINGVM-LAB-VSOCK-DEVICE missing"; fi
 
 socat VSOCK-LISTEN:5000,reuseaddr,fork EXEC:cat >/tmp/echo.log 2>&1 &

@@ -52,17 +52,23 @@ size_t copy_to_buffers(const GuestMemory& mem, std::span<const DescriptorBuffer>
   }));
 }
 
-Result<std::vector<iovec>> buffers_iovecs(const GuestMemory& mem, std::span<const DescriptorBuffer> bufs,
-                                          uint64_t skip, uint64_t len) {
-  std::vector<iovec> iov;
+Result<void> append_buffers_iovecs(const GuestMemory& mem, std::span<const DescriptorBuffer> bufs, uint64_t skip,
+                                   uint64_t len, std::vector<iovec>& out) {
   const uint64_t got = for_each_piece(mem, bufs, skip, len, [&](std::span<uint8_t> s, uint64_t) {
     // SAFETY: a bounds-checked host view of guest RAM, which stays mapped while the VM exists.
-    iov.push_back(iovec{s.data(), s.size()});
+    out.push_back(iovec{s.data(), s.size()});
     return true;
   });
   if (got != len)
     return make_error(ErrorCode::kOutOfRange, "request data ({} bytes) does not fit its buffers ({} usable)", len,
                       got);
+  return Ok();
+}
+
+Result<std::vector<iovec>> buffers_iovecs(const GuestMemory& mem, std::span<const DescriptorBuffer> bufs,
+                                          uint64_t skip, uint64_t len) {
+  std::vector<iovec> iov;
+  RETURN_IF_ERROR(append_buffers_iovecs(mem, bufs, skip, len, iov));
   return iov;
 }
 

@@ -26,5 +26,8 @@ size_t copy_to_buffers(const GuestMemory& mem, std::span<const DescriptorBuffer>
 // stays mapped for the VM's life, so the pointers stay valid while the request is in flight.
 Result<std::vector<iovec>> buffers_iovecs(const GuestMemory& mem, std::span<const DescriptorBuffer> bufs,
                                           uint64_t skip, uint64_t len);
+// The same, appended to `out` (a hot path can keep one vector and reuse its capacity).
+Result<void> append_buffers_iovecs(const GuestMemory& mem, std::span<const DescriptorBuffer> bufs, uint64_t skip,
+                                   uint64_t len, std::vector<iovec>& out);
 
 }  // namespace ringvm

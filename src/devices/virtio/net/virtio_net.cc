@@ -440,14 +440,13 @@ VirtioNet::DirectRx VirtioNet::receive_direct(Pair& p) {
   if (!gather_rx_chains(p, kRoom)) return DirectRx::kFallback;
   // Host views of the guest's buffers, the largest frame's worth. Every buffer was checked against
   // guest memory when its chain was popped.
-  std::vector<iovec> iov;
+  std::vector<iovec>& iov = p.rx_iov;  // reused: no allocation per frame once it has grown
+  iov.clear();
   uint64_t room = kRoom;
   for (const auto& c : p.rx_chains) {
     if (room == 0) break;
     const uint64_t take = std::min(room, c.writable_bytes());
-    auto part = buffers_iovecs(*mem_, c.writable, 0, take);
-    if (!part.ok()) return DirectRx::kFallback;
-    iov.insert(iov.end(), part->begin(), part->end());
+    if (!append_buffers_iovecs(*mem_, c.writable, 0, take, iov).ok()) return DirectRx::kFallback;
     room -= take;
   }
   if (iov.size() > IOV_MAX) return DirectRx::kFallback;

@@ -11,6 +11,8 @@
 // Every guest frame is validated (net_header.h) and malformed ones are dropped and counted.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -99,6 +101,7 @@ class VirtioNet final : public VirtioDevice {
     bool rx_pending = false;
     // Receive chains popped but not yet used (mergeable buffers gathered for a frame).
     std::deque<DescriptorChain> rx_chains;
+    std::vector<iovec> rx_iov;  // receive_direct's view of the held chains, reused per frame
     // A transmit frame the backend refused with EAGAIN: its chain and our copy of the header.
     std::optional<DescriptorChain> tx_chain;
     virtio_net_hdr_v1 tx_hdr{};
