@@ -277,9 +277,11 @@ TEST(VirtioVsockTest, PacketsCrossTheQueues) {
   ASSERT_TRUE(
       dev.activate(drv.mem(), dev.device_features() & ~(1ULL << VIRTIO_RING_F_EVENT_IDX), std::move(aq))
           .ok());
+  // The receive buffer goes in before the host connects: there is no kick fd here, so a worker
+  // that met the CONNECT before the buffer was posted would wait for a kick that never comes.
+  const uint64_t rx = drv.add_in(0, 4096);
   UniqueFd c = unix_connect(path);
   ASSERT_EQ(::send(c.get(), "CONNECT 80\n", 11, 0), 11);
-  const uint64_t rx = drv.add_in(0, 4096);
   // The worker runs too; wait until it delivered the REQUEST.
   for (int i = 0; i < 400 && drv.used_idx(0) == 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
