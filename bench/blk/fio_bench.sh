@@ -15,6 +15,9 @@
 #   bench/blk/fio_bench.sh [--runs N] [--ringvm PATH] [--runtime SECS] [--qemu-machine M]
 #
 # Defaults: 1 run, build/ringvm, 5 s per job, QEMU `-M q35` (microvm needs `microvm,pcie=on`).
+# RINGVM_LAB_FIO_VARIANTS="poll_us=0 queues=1" adds ringvm runs with those extra --disk options
+# (space-separated, one run each per round, labelled ringvm:OPTIONS), to compare settings in one
+# L1 boot.
 # About 5-10 minutes per round. Raw logs stay in ${TMPDIR:-/tmp}/ringvm-fio-bench/ (or $RINGVM_BENCH_DIR).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,16 +34,27 @@ if [[ ${1:-} == --in-lab ]]; then
   modprobe brd rd_nr=1 rd_size=262144 || { echo "fio_bench: cannot load brd" >&2; exit 1; }
   disk=/dev/ram0
   dd if=/dev/zero of=$disk bs=1M count=256 status=none
+  # Let L1 settle (writeback, page reclaim) before the first VMM, which would otherwise pay for it.
+  sync
+  echo 3 >/proc/sys/vm/drop_caches
+  sleep 5
   table=$LAB_RESULTS/table
   : >"$table"
   for ((i = 1; i <= runs; i++)); do
-    for vmm in ringvm qemu; do
-      name=${vmm}_$i console=$LAB_RESULTS/${vmm}_$i.console
+    variants=()
+    for v in ${RINGVM_LAB_FIO_VARIANTS:-}; do variants+=("ringvm:$v"); done
+    # Alternate who goes first, so neither VMM always runs on the freshest (or most tired) L1.
+    order=(ringvm "${variants[@]}" qemu)
+    ((i % 2 == 0)) && order=(qemu ringvm "${variants[@]}")
+    for vmm in "${order[@]}"; do
+      name=$(tr ':=,' '-__' <<<"${vmm}")_$i
+      console=$LAB_RESULTS/$name.console
       : >"$console"
       case $vmm in
-        ringvm)
+        ringvm*)
+          extra=${vmm#ringvm}
           cmd=("$ringvm" run --kernel "$kernel" --initrd "$initrd" --cmdline "$cmdline" --cpus 2 --memory 1024M
-            --disk "path=$disk,cache=${RINGVM_LAB_FIO_CACHE:-none}" --console "file:$console")
+            --disk "path=$disk,cache=${RINGVM_LAB_FIO_CACHE:-none}${extra:+,${extra#:}}" --console "file:$console")
           ;;
         qemu)
           cmd=(qemu-system-x86_64 -enable-kvm -M "$machine" -cpu host -smp 2 -m 1024M -nodefaults
@@ -59,6 +73,8 @@ if [[ ${1:-} == --in-lab ]]; then
         while read -r marker; do
           [[ -n $marker && -z ${snap[$marker]:-} ]] || continue
           snap[$marker]="$(lab_trace_total kvm_exit) $(lab_trace_total kvm_userspace_exit)"
+          # Kept per marker for the breakdown of exits by SVM exit code.
+          cp "$LAB_TRACING/events/kvm/kvm_exit/hist" "$LAB_RESULTS/$name.$marker.hist"
         done < <(grep -ao 'RINGVM-FIO-\(BEGIN\|END\) [a-z0-9_]*' "$console" | tr ' ' '_')
         sleep 0.2
       done
@@ -69,7 +85,7 @@ if [[ ${1:-} == --in-lab ]]; then
         read -r iops bw ios < <(tr -d '\r' <"$console" | sed -n "s/^.*RINGVM-FIO-RESULT $job //p" | head -n1) || true
         read -r e0 u0 <<<"${snap[RINGVM-FIO-BEGIN_$job]:-- -}" || true
         read -r e1 u1 <<<"${snap[RINGVM-FIO-END_$job]:-- -}" || true
-        echo "$vmm $i $status $job ${iops:--} ${bw:--} ${ios:--} $e0 $e1 $u0 $u1" >>"$table"
+        echo "$vmm $i $status $job ${iops:--} ${bw:--} ${ios:--} $e0 $e1 $u0 $u1 $name" >>"$table"
       done
       unset snap
     done
@@ -125,17 +141,57 @@ awk -v jobs="$jobs" '
       if ($7 + 0 > 0 && $8 != "-" && $9 != "-") { ex[k] += ($9 - $8) / $7; ux[k] += ($11 - $10) / $7; ne[k]++ }
     }
   }
+  $1 != "qemu" && !($1 in seen) { seen[$1] = 1; labels[++nl] = $1 }
   END {
-    print ""
-    printf "%-17s %12s %12s %8s %10s %10s %12s %12s\n", "mean", "ringvm_iops", "qemu_iops", "ratio", "ringvm_MB/s",
-      "qemu_MB/s", "ringvm_ux/req", "qemu_ux/req"
     split(jobs, js, " ")
-    for (j = 1; j in js; j++) {
-      r = "ringvm" SUBSEP js[j]; q = "qemu" SUBSEP js[j]
-      if (!n[r] || !n[q]) { printf "%-17s %12s\n", js[j], "n/a (a run failed; see the logs)"; continue }
-      printf "%-17s %12.0f %12.0f %8.2f %10.1f %10.1f %12s %12s\n", js[j], iops[r] / n[r], iops[q] / n[q],
-        (iops[r] / n[r]) / (iops[q] / n[q]), bw[r] / n[r] / 1e6, bw[q] / n[q] / 1e6,
-        ne[r] ? sprintf("%.2f", ux[r] / ne[r]) : "-", ne[q] ? sprintf("%.2f", ux[q] / ne[q]) : "-"
+    for (l = 1; l <= nl; l++) {
+      v = labels[l]
+      print ""
+      printf "%-17s %12s %12s %8s %10s %10s %12s %12s\n", "mean: " v, "iops", "qemu_iops", "ratio", "MB/s",
+        "qemu_MB/s", "ux/req", "qemu_ux/req"
+      for (j = 1; j in js; j++) {
+        r = v SUBSEP js[j]; q = "qemu" SUBSEP js[j]
+        if (!n[r] || !n[q]) { printf "%-17s %12s\n", js[j], "n/a (a run failed; see the logs)"; continue }
+        printf "%-17s %12.0f %12.0f %8.2f %10.1f %10.1f %12s %12s\n", js[j], iops[r] / n[r], iops[q] / n[q],
+          (iops[r] / n[r]) / (iops[q] / n[q]), bw[r] / n[r] / 1e6, bw[q] / n[q] / 1e6,
+          ne[r] ? sprintf("%.2f", ux[r] / ne[r]) : "-", ne[q] ? sprintf("%.2f", ux[q] / ne[q]) : "-"
+      }
     }
   }' "$dir/table"
+# Exits per request by SVM exit code (END minus BEGIN of each job's hist), mean over the runs.
+echo
+echo "exits per request by SVM exit code (ringvm / qemu), mean over runs; codes in docs/virtio.md"
+for label in $(awk '$1 != "qemu" && !s[$1]++ { print $1 }' "$dir/table"); do
+  [[ $label == ringvm ]] || echo "$label:"
+  for job in $jobs; do
+    for vmm in "$label" qemu; do
+      for ((i = 1; i <= runs; i++)); do
+        name=$(awk -v v="$vmm" -v r="$i" -v j="$job" '$1 == v && $2 == r && $4 == j { print $12 }' "$dir/table")
+        b=$dir/$name.RINGVM-FIO-BEGIN_$job.hist e=$dir/$name.RINGVM-FIO-END_$job.hist
+        ios=$(awk -v v="$vmm" -v r="$i" -v j="$job" '$1 == v && $2 == r && $4 == j { print $7 }' "$dir/table")
+        [[ -f $b && -f $e && $ios =~ ^[0-9]+$ && $ios -gt 0 ]] || continue
+        awk -v vmm="$vmm" -v ios="$ios" '
+          match($0, /exit_reason: *[0-9]+/) {
+            code = substr($0, RSTART, RLENGTH); sub(/.*: */, "", code)
+            match($0, /hitcount: *[0-9]+/); n = substr($0, RSTART, RLENGTH); sub(/.*: */, "", n)
+            if (FILENAME == ARGV[1]) before[code] = n; else after[code] = n
+          }
+          END { for (c in after) if ((after[c] - before[c]) / ios >= 0.01) printf "%s %s %.3f\n", (vmm == "qemu") ? "qemu" : "ringvm", c, (after[c] - before[c]) / ios }
+        ' "$b" "$e"
+      done
+    done | awk -v job="$job" -v runs="$runs" '
+      BEGIN {
+        name[96] = "INTR"; name[97] = "NMI"; name[100] = "VINTR"; name[114] = "CPUID"; name[120] = "HLT"
+        name[123] = "IOIO"; name[124] = "MSR"; name[127] = "SHUTDOWN"; name[129] = "VMMCALL"; name[1024] = "NPF"
+        name[65] = "EXCP_DB"; name[78] = "EXCP_PF"; name[118] = "PAUSE"; name[137] = "WBINVD"
+      }
+      { sum[$2, $1] += $3; codes[$2] = 1 }
+      END {
+        line = sprintf("%-17s", job)
+        for (c in codes) line = line sprintf(" %s(%s) %.2f/%.2f", (c in name) ? name[c] : "code", c,
+          sum[c, "ringvm"] / runs, sum[c, "qemu"] / runs)
+        print line
+      }'
+  done
+done
 echo "Logs and consoles: $dir"

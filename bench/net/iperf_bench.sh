@@ -7,9 +7,12 @@
 # then iperf3 TCP host->guest and guest->host (-R) with 1 and 4 streams. Prints Gbit/s per test
 # and the ratios ringvm / QEMU (throughput: higher is better for ringvm; RTT: lower is).
 #
-#   bench/net/iperf_bench.sh [--ringvm PATH] [--seconds N]
+#   bench/net/iperf_bench.sh [--runs N] [--ringvm PATH] [--seconds N]
 #
-# Defaults: build/ringvm, 10 s per iperf3 test. About 6-10 minutes. Raw logs stay in
+# With --runs N the two VMMs alternate N times in the same L1 boot and the table gives each
+# run's numbers and the means the ratios are taken from. Each test also counts L1's VM exits
+# (tracefs) and prints them per MiB moved (per ping for the RTT).
+# Defaults: 1 run, build/ringvm, 10 s per iperf3 test. About 6-10 minutes a run. Raw logs stay in
 # ${TMPDIR:-/tmp}/ringvm-net-bench/ (or $RINGVM_BENCH_DIR). Compare only numbers from one L1 boot.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,7 +22,7 @@ guest=10.0.2.2 tap=rvbench0
 if [[ ${1:-} == --in-lab ]]; then
   # ---- inside L1 --------------------------------------------------------------------------
   export LAB_RESULTS=$2
-  ringvm=$3 seconds=$4
+  ringvm=$3 seconds=$4 runs=$5
   source "$repo/tests/lab/lab_lib.sh"
   kernel=/boot/vmlinuz-$RINGVM_LAB_KVER initrd=$LAB_RESULTS/net-bench.cpio.gz
   cmdline="console=ttyS0 panic=-1 ringvm_net=bench"
@@ -33,62 +36,76 @@ if [[ ${1:-} == --in-lab ]]; then
   nsx ip link set "$tap" up
   table=$LAB_RESULTS/table
   : >"$table"
-  for vmm in ringvm qemu; do
-    console=$LAB_RESULTS/$vmm.console log=$LAB_RESULTS/$vmm.log
-    : >"$console"
-    case $vmm in
-      ringvm)
-        cmd=("$ringvm" run --kernel "$kernel" --initrd "$initrd" --cmdline "$cmdline" --cpus 2
-          --memory 512M --console "file:$console" --net "tap=$tap,queues=2" --stats)
-        ;;
-      qemu)
-        cmd=(qemu-system-x86_64 -enable-kvm -M q35 -cpu host -smp 2 -m 512M -nodefaults -no-user-config
-          -display none -no-reboot -chardev "file,id=con0,path=$console" -serial chardev:con0
-          -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=off,queues=2"
-          -device virtio-net-pci,netdev=n0,mq=on,vectors=6
-          -kernel "$kernel" -initrd "$initrd" -append "$cmdline")
-        ;;
-    esac
-    { printf '+ ip netns exec %s' "$ns"; printf ' %q' "${cmd[@]}"; echo; } >"$log"
-    nsx timeout -k 10 900 "${cmd[@]}" </dev/null >>"$log" 2>&1 &
-    pid=$!
-    deadline=$((SECONDS + 480))
-    until tr -d '\r' <"$console" | grep -q RINGVM-LAB-NET-READY; do
-      if ((SECONDS > deadline)) || ! kill -0 "$pid" 2>/dev/null; then
-        echo "iperf_bench: $vmm: the guest never said NET-READY" >&2
-        break
-      fi
-      sleep 0.5
+  for ((run = 1; run <= runs; run++)); do
+    # Alternate who goes first, so neither VMM always runs on the freshest L1.
+    order=(ringvm qemu)
+    ((run % 2 == 0)) && order=(qemu ringvm)
+    for vmm in "${order[@]}"; do
+      console=$LAB_RESULTS/$vmm.$run.console log=$LAB_RESULTS/$vmm.$run.log
+      : >"$console"
+      case $vmm in
+        ringvm)
+          cmd=("$ringvm" run --kernel "$kernel" --initrd "$initrd" --cmdline "$cmdline" --cpus 2
+            --memory 512M --console "file:$console" --net "tap=$tap,queues=2" --stats)
+          ;;
+        qemu)
+          cmd=(qemu-system-x86_64 -enable-kvm -M q35 -cpu host -smp 2 -m 512M -nodefaults -no-user-config
+            -display none -no-reboot -chardev "file,id=con0,path=$console" -serial chardev:con0
+            -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=off,queues=2"
+            -device virtio-net-pci,netdev=n0,mq=on,vectors=6
+            -kernel "$kernel" -initrd "$initrd" -append "$cmdline")
+          ;;
+      esac
+      { printf '+ ip netns exec %s' "$ns"; printf ' %q' "${cmd[@]}"; echo; } >"$log"
+      nsx timeout -k 10 900 "${cmd[@]}" </dev/null >>"$log" 2>&1 &
+      pid=$!
+      deadline=$((SECONDS + 480))
+      until tr -d '\r' <"$console" | grep -q RINGVM-LAB-NET-READY; do
+        if ((SECONDS > deadline)) || ! kill -0 "$pid" 2>/dev/null; then
+          echo "iperf_bench: $vmm: the guest never said NET-READY" >&2
+          break
+        fi
+        sleep 0.5
+      done
+      lab_trace_start || true
+      e0=$(lab_trace_total kvm_exit 2>/dev/null || echo 0)
+      rtt=$(nsx busybox ping -c 20 -i 0.2 -W 5 "$guest" 2>&1 | tee -a "$log" |
+        sed -n 's|^round-trip min/avg/max = [0-9.]*/\([0-9.]*\)/.*|\1|p')
+      e1=$(lab_trace_total kvm_exit 2>/dev/null || echo 0)
+      echo "$vmm $run ping_rtt_ms ${rtt:--} $(((e1 - e0) / 20))" >>"$table"
+      for test in "to_guest 1" "to_guest 4" "from_guest 1" "from_guest 4"; do
+        read -r dir streams <<<"$test"
+        flags=(-P "$streams")
+        [[ $dir == from_guest ]] && flags+=(-R)
+        json=$LAB_RESULTS/$vmm-$run-$dir-$streams.json
+        e0=$(lab_trace_total kvm_exit 2>/dev/null || echo 0)
+        nsx timeout 120 iperf3 -c "$guest" -t "$seconds" -J "${flags[@]}" >"$json" 2>>"$log" || true
+        e1=$(lab_trace_total kvm_exit 2>/dev/null || echo 0)
+        gbps=$(jq -r '(.end.sum_received.bits_per_second // empty) / 1e6 | round / 1e3' "$json" 2>/dev/null || true)
+        mib=$(jq -r '(.end.sum_received.bytes // 0) / 1048576 | floor' "$json" 2>/dev/null || echo 0)
+        per=-
+        ((mib > 0)) && per=$(((e1 - e0) / mib))
+        echo "$vmm $run ${dir}_P$streams ${gbps:--} $per" >>"$table"
+      done
+      # The guest powers off when this connection comes.
+      nsx busybox nc -w 5 "$guest" 5999 </dev/null >/dev/null 2>&1 || true
+      status=0
+      wait "$pid" || status=$?
+      echo "$vmm $run status $status -" >>"$table"
+      echo "iperf_bench: $vmm run $run done (status $status)" >&2
     done
-    rtt=$(nsx busybox ping -c 20 -i 0.2 -W 5 "$guest" 2>&1 | tee -a "$log" |
-      sed -n 's|^round-trip min/avg/max = [0-9.]*/\([0-9.]*\)/.*|\1|p')
-    echo "$vmm ping_rtt_ms ${rtt:--}" >>"$table"
-    for test in "to_guest 1" "to_guest 4" "from_guest 1" "from_guest 4"; do
-      read -r dir streams <<<"$test"
-      flags=(-P "$streams")
-      [[ $dir == from_guest ]] && flags+=(-R)
-      json=$LAB_RESULTS/$vmm-$dir-$streams.json
-      nsx timeout 120 iperf3 -c "$guest" -t "$seconds" -J "${flags[@]}" >"$json" 2>>"$log" || true
-      gbps=$(jq -r '(.end.sum_received.bits_per_second // empty) / 1e6 | round / 1e3' "$json" 2>/dev/null || true)
-      echo "$vmm ${dir}_P$streams ${gbps:--}" >>"$table"
-    done
-    # The guest powers off when this connection comes.
-    nsx busybox nc -w 5 "$guest" 5999 </dev/null >/dev/null 2>&1 || true
-    status=0
-    wait "$pid" || status=$?
-    echo "$vmm status $status" >>"$table"
-    echo "iperf_bench: $vmm done (status $status)" >&2
   done
   exit 0
 fi
 
 # ---- on the host ----------------------------------------------------------------------------
-ringvm=$repo/build/ringvm seconds=10
+ringvm=$repo/build/ringvm seconds=10 runs=1
 while (($#)); do
   case $1 in
+    --runs) runs=$2; shift 2 ;;
     --ringvm) ringvm=$(realpath "$2"); shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
-    *) echo "usage: $0 [--ringvm PATH] [--seconds N]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--runs N] [--ringvm PATH] [--seconds N]" >&2; exit 2 ;;
   esac
 done
 [[ -x $ringvm ]] || { echo "iperf_bench: $ringvm is not built" >&2; exit 1; }
@@ -105,21 +122,35 @@ while read -r lib; do
 done < <(ldd "$iperf3" | grep -o '/[^ ]*' | sort -u)
 "$repo/tests/lab/mkinitramfs.sh" --output "$dir/net-bench.cpio.gz" --init "$repo/tests/lab/net_init.sh" \
   --module virtio_pci --module virtio_net "${files[@]}"
-"$repo/scripts/lab.sh" --timeout 2400 --share "$dir" -- \
-  "$here/iperf_bench.sh" --in-lab "$dir" "$ringvm" "$seconds" >&2 ||
+"$repo/scripts/lab.sh" --timeout $((runs * 2400)) --share "$dir" -- \
+  "$here/iperf_bench.sh" --in-lab "$dir" "$ringvm" "$seconds" "$runs" >&2 ||
   { echo "iperf_bench: the lab run failed (status $?); logs in $dir" >&2; exit 1; }
 
 echo "TCP over a tap: Debian's $(ls /boot/vmlinuz-* | sort -V | tail -n1 | sed 's|.*/||'), 2 vCPUs, 2 queue" \
-  "pairs, L2 in the lab's L1 (nested AMD-V under TCG), iperf3 ${seconds}s per test; QEMU q35 virtio-net-pci vhost=off"
+  "pairs, L2 in the lab's L1 (nested AMD-V under TCG), iperf3 ${seconds}s per test, $runs interleaved run(s);" \
+  "QEMU q35 virtio-net-pci vhost=off"
 awk '
-  { v[$1 " " $2] = $3; if (!seen[$2]++) order[++n] = $2 }
+  # vmm run test value exits-per-MiB (per ping for ping_rtt_ms)
+  {
+    if (!seen[$3]++) order[++n] = $3
+    runs[$1 " " $3] = runs[$1 " " $3] " " $4
+    if ($4 ~ /^[0-9.]+$/ && $3 != "status") { sum[$1 " " $3] += $4; cnt[$1 " " $3]++ }
+    if ($5 ~ /^[0-9]+$/) { ex[$1 " " $3] += $5; exn[$1 " " $3]++ }
+  }
+  function mean(k) { return cnt[k] ? sum[k] / cnt[k] : "-" }
+  function exits(k) { return exn[k] ? sprintf("%.0f", ex[k] / exn[k]) : "-" }
   END {
-    printf "%-16s %12s %12s %8s\n", "test", "ringvm", "qemu", "ratio"
+    printf "%-16s %10s %10s %8s %12s %12s   %s\n", "test", "ringvm", "qemu", "ratio", "ringvm_exits", "qemu_exits",
+      "per run (ringvm | qemu)"
     for (i = 1; i <= n; i++) {
-      t = order[i]; r = v["ringvm " t]; q = v["qemu " t]
-      unit = (t == "ping_rtt_ms" || t == "status") ? "" : " Gbit/s"
-      ratio = (r ~ /^[0-9.]+$/ && q ~ /^[0-9.]+$/ && q > 0 && t != "status") ? sprintf("%.2f", r / q) : "-"
-      printf "%-16s %12s %12s %8s%s\n", t, r, q, ratio, unit
+      t = order[i]; r = mean("ringvm " t); q = mean("qemu " t)
+      ratio = (r != "-" && q != "-" && q > 0 && t != "status") ? sprintf("%.2f", r / q) : "-"
+      if (t == "status") { r = "-"; q = "-" }
+      printf "%-16s %10s %10s %8s %12s %12s  %s |%s\n", t, (r == "-") ? r : sprintf("%.3f", r),
+        (q == "-") ? q : sprintf("%.3f", q), ratio, exits("ringvm " t), exits("qemu " t), runs["ringvm " t],
+        runs["qemu " t]
     }
   }' "$dir/table"
+echo "(throughput in Gbit/s, ratio = ringvm / QEMU, means over runs; ping_rtt_ms in ms, lower is better;"
+echo " exits = L1 VM exits per MiB received, per ping for ping_rtt_ms; logs in $dir)"
 echo "(ratio = ringvm / QEMU; for ping_rtt_ms lower is better; logs in $dir)"

@@ -73,6 +73,13 @@ Result<void> GuestMemory::write(uint64_t gpa, std::span<const uint8_t> in) const
   return Ok();
 }
 
+Result<std::span<uint8_t>> GuestMemory::aligned_span(uint64_t gpa, uint64_t len) const {
+  auto s = TRY(span(gpa, len));
+  if (reinterpret_cast<uintptr_t>(s.data()) % len != 0)
+    return make_error(ErrorCode::kInvalidArgument, "guest address {:#x} is not {}-byte aligned", gpa, len);
+  return s;
+}
+
 Result<void> GuestMemory::fill(uint64_t gpa, uint8_t value, uint64_t len) const {
   auto s = TRY(span(gpa, len));
   std::memset(s.data(), value, s.size());

@@ -67,8 +67,30 @@ class GuestMemory {
     return write(gpa, {reinterpret_cast<const uint8_t*>(&v), sizeof(T)});
   }
 
+  // One naturally aligned integer that the guest reads or writes concurrently (virtqueue
+  // indices, event fields): a single load or store, never torn. read_obj/write_obj go through
+  // memcpy, whose small-size paths may store the bytes of a 16-bit value separately (glibc
+  // writes the last byte, then the first two), so a reader can see half of an update.
+  // Relaxed: callers place the fences the protocol needs. An unaligned gpa is an error.
+  template <typename T>
+  Result<T> load_shared(uint64_t gpa) const {
+    static_assert(std::is_integral_v<T> && sizeof(T) <= 8);
+    auto s = TRY(aligned_span(gpa, sizeof(T)));
+    // SAFETY: s is sizeof(T) bytes of mapped guest memory aligned for T (checked above).
+    return __atomic_load_n(reinterpret_cast<const T*>(s.data()), __ATOMIC_RELAXED);
+  }
+  template <typename T>
+  Result<void> store_shared(uint64_t gpa, T v) const {
+    static_assert(std::is_integral_v<T> && sizeof(T) <= 8);
+    auto s = TRY(aligned_span(gpa, sizeof(T)));
+    // SAFETY: as in load_shared.
+    __atomic_store_n(reinterpret_cast<T*>(s.data()), v, __ATOMIC_RELAXED);
+    return Ok();
+  }
+
  private:
   const GuestRegion* find(uint64_t gpa) const;
+  Result<std::span<uint8_t>> aligned_span(uint64_t gpa, uint64_t len) const;
   std::vector<GuestRegion> regions_;  // sorted by gpa
 };
 

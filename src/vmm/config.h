@@ -29,6 +29,12 @@ enum class DiskFormat { kRaw, kQcow2 };
 // writeback: the host page cache, flush = fdatasync; none: O_DIRECT (no host cache; flush still
 // fdatasync); unsafe: the host page cache and flush is a no-op.
 enum class CacheMode { kWriteback, kNone, kUnsafe };
+// The default --disk poll_us (VirtioBlockOptions::poll_us).
+// Off: in the lab (2 host cores under TCG) a polling worker takes the CPU the guest's vCPUs need
+// and fio lost 10-30 % with poll_us=64 or 1000 (docs/virtio.md, "Polling").
+inline constexpr uint32_t kDefaultDiskPollUs = 0;
+// At most this many µs of polling can be asked for.
+inline constexpr uint32_t kMaxDiskPollUs = 10000;
 // virtio-blk request queues per disk at most (VirtioBlock::kMaxQueues).
 inline constexpr unsigned kMaxDiskQueues = 16;
 struct DiskSpec {
@@ -37,6 +43,9 @@ struct DiskSpec {
   bool read_only = false;
   std::string serial;
   uint16_t queues = 0;  // 0: one per vCPU (as many as the device allows)
+  // Longest a queue's worker polls its ring for more requests before it sleeps, in µs (adaptive
+  // below that; 0: never poll). See docs/virtio.md, "Polling".
+  uint32_t poll_us = kDefaultDiskPollUs;
   CacheMode cache = CacheMode::kWriteback;
 };
 

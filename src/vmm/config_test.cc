@@ -41,6 +41,12 @@ TEST(Config, Disk) {
   EXPECT_FALSE(parse_disk("readonly=on").ok());
   EXPECT_FALSE(parse_disk("path=a,queues=0").ok());
   EXPECT_FALSE(parse_disk("path=a,queues=x").ok());
+  EXPECT_EQ(plain->poll_us, 0u);  // no polling unless asked for
+  EXPECT_EQ(parse_disk("path=a,poll_us=64")->poll_us, 64u);
+  EXPECT_EQ(parse_disk("path=a,poll_us=0")->poll_us, 0u);
+  EXPECT_FALSE(parse_disk("path=a,poll_us=10001").ok());
+  EXPECT_FALSE(parse_disk("path=a,poll_us=-1").ok());
+  EXPECT_NE(parse_disk("path=a,poll_us=x").error().message().find("poll_us=x"), std::string::npos);
   EXPECT_FALSE(parse_disk("path=a,bogus=1").ok());
   EXPECT_FALSE(parse_disk("path=a,readonly=maybe").ok());
   EXPECT_FALSE(parse_disk("path=a,format=vmdk").ok());

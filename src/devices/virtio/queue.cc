@@ -115,7 +115,7 @@ void VirtQueue::reject(uint16_t head, ChainError e) {
 }
 
 Result<uint16_t> VirtQueue::read_avail_idx() const {
-  auto idx = TRY(mem_->read_obj<uint16_t>(avail_addr_ + kAvailIdxOffset));
+  auto idx = TRY(mem_->load_shared<uint16_t>(avail_addr_ + kAvailIdxOffset));
   // Pairs with the driver's write barrier before it publishes idx: ring entries below idx are
   // only read after idx itself.
   std::atomic_thread_fence(std::memory_order_acquire);
@@ -215,7 +215,13 @@ bool VirtQueue::walk_chain(uint16_t head, DescriptorChain& chain) {
   }
 }
 
-std::optional<DescriptorChain> VirtQueue::pop() {
+bool VirtQueue::has_available() const {
+  if (mem_ == nullptr || broken()) return false;
+  auto idx = read_avail_idx();
+  return idx.ok() && *idx != next_avail_;
+}
+
+std::optional<DescriptorChain> VirtQueue::pop(Arm arm) {
   if (mem_ == nullptr || broken()) return std::nullopt;
   for (;;) {
     auto avail_idx = read_avail_idx();
@@ -231,11 +237,11 @@ std::optional<DescriptorChain> VirtQueue::pop() {
       return std::nullopt;
     }
     if (pending == 0) {
-      if (!event_idx_) return std::nullopt;
+      if (!event_idx_ || arm == Arm::kNo) return std::nullopt;
       // Ask for a kick when the next buffer arrives, then look again: the driver may have added
       // one between our read of idx and its read of avail_event (spec 2.7.10).
       const uint16_t ev = htole16(next_avail_);
-      if (!mem_->write_obj(used_addr_ + used_ring_bytes(size_) - 2, ev).ok()) {
+      if (!mem_->store_shared(used_addr_ + used_ring_bytes(size_) - 2, ev).ok()) {
         mark_broken("used ring unwritable");
         return std::nullopt;
       }
@@ -245,7 +251,7 @@ std::optional<DescriptorChain> VirtQueue::pop() {
       continue;
     }
     const uint64_t slot = avail_addr_ + kAvailRingOffset + 2 * uint64_t{static_cast<uint16_t>(next_avail_ % size_)};
-    auto head = mem_->read_obj<uint16_t>(slot);
+    auto head = mem_->load_shared<uint16_t>(slot);
     if (!head.ok()) {
       mark_broken("avail ring unreadable");
       return std::nullopt;
@@ -283,7 +289,7 @@ void VirtQueue::add_used_batch(std::span<const std::pair<uint16_t, uint32_t>> us
   }
   // The elements must be visible before the index that publishes them.
   std::atomic_thread_fence(std::memory_order_release);
-  if (!mem_->write_obj(used_addr_ + kUsedIdxOffset, htole16(next_used_)).ok()) mark_broken("used ring unwritable");
+  if (!mem_->store_shared(used_addr_ + kUsedIdxOffset, htole16(next_used_)).ok()) mark_broken("used ring unwritable");
 }
 
 
@@ -297,10 +303,10 @@ bool VirtQueue::needs_notification() {
   bool notify = false;
   if (now != old) {
     if (event_idx_) {
-      auto used_event = mem_->read_obj<uint16_t>(avail_addr_ + avail_ring_bytes(size_) - 2);
+      auto used_event = mem_->load_shared<uint16_t>(avail_addr_ + avail_ring_bytes(size_) - 2);
       notify = !used_event.ok() || vring_need_event(le16toh(*used_event), now, old) != 0;
     } else {
-      auto flags = mem_->read_obj<uint16_t>(avail_addr_ + offsetof(vring_avail, flags));
+      auto flags = mem_->load_shared<uint16_t>(avail_addr_ + offsetof(vring_avail, flags));
       notify = !flags.ok() || (le16toh(*flags) & VRING_AVAIL_F_NO_INTERRUPT) == 0;
     }
   }

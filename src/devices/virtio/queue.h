@@ -103,7 +103,14 @@ class VirtQueue {
   // The next valid chain, or nullopt when the ring is empty (or the queue is broken or inactive).
   // Malformed chains met on the way are consumed (add_used(head, 0)) and counted. With EVENT_IDX,
   // an empty ring publishes avail_event so the driver kicks on its next buffer.
-  std::optional<DescriptorChain> pop();
+  //
+  // Arm::kNo leaves avail_event where it is (the driver does not kick for what it adds next):
+  // for a device that goes on polling the ring (has_available()) before it sleeps. It must end
+  // with a pop(Arm::kYes) that returns nullopt, or the driver may never kick again.
+  enum class Arm : uint8_t { kYes, kNo };
+  std::optional<DescriptorChain> pop(Arm arm = Arm::kYes);
+  // Whether the driver made buffers available that pop() has not taken; no side effects.
+  bool has_available() const;
   // Returns `head` to the driver with `len` bytes written into its writable buffers.
   void add_used(uint16_t head, uint32_t len);
   // Returns several chains at once and publishes them with one used-idx update, so the driver

@@ -326,6 +326,22 @@ TEST_F(VirtQueueTest, EventIdxNotificationDecisions) {
   EXPECT_EQ(q.stats().notifications.load(), 2u);
 }
 
+TEST_F(VirtQueueTest, PopWithoutArmingLeavesAvailEvent) {
+  activate(kEventIdx);
+  EXPECT_FALSE(q.has_available());
+  drv.add_chain(0, {4}, {});
+  EXPECT_TRUE(q.has_available());
+  ASSERT_TRUE(q.pop(VirtQueue::Arm::kNo));
+  EXPECT_FALSE(q.pop(VirtQueue::Arm::kNo));
+  EXPECT_FALSE(q.has_available());
+  EXPECT_EQ(drv.avail_event(), 0) << "a polling device asks for no kick";
+  drv.add_chain(1, {4}, {});
+  EXPECT_TRUE(q.has_available());
+  ASSERT_TRUE(q.pop(VirtQueue::Arm::kYes));
+  EXPECT_FALSE(q.pop(VirtQueue::Arm::kYes));
+  EXPECT_EQ(drv.avail_event(), 2);
+}
+
 TEST_F(VirtQueueTest, EventIdxPublishesAvailEvent) {
   activate(kEventIdx);
   drv.add_chain(0, {4}, {});

@@ -43,6 +43,8 @@ class UringQueue {
   void submit();
   // Runs the callbacks of every completed operation; never blocks.
   void reap();
+  // Whether reap() has anything to do (a look at the completion ring, no system call).
+  bool completions_ready() { return ::io_uring_cq_ready(&ring_) > 0; }
 
  private:
   struct Op {

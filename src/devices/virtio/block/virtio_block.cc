@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <ctime>
 
 #include "base/log.h"
 #include "devices/virtio/chain_io.h"
@@ -20,6 +21,14 @@ constexpr uint64_t kSector = 512;
 constexpr uint64_t bit(unsigned b) { return 1ULL << b; }
 // handle()'s "no status yet": the request went to io_uring and completes later.
 constexpr int kAsync = -1;
+// The poll window a closed one reopens at, and below which it closes.
+constexpr uint64_t kPollStartNs = 4000;
+
+uint64_t monotonic_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
 
 }  // namespace
 
@@ -94,6 +103,7 @@ Result<void> VirtioBlock::activate(const GuestMemory& mem, uint64_t acked_featur
   mem_ = &mem;
   rings_.clear();
   rings_.resize(queues_.size());
+  polls_.assign(queues_.size(), PollState{uint64_t{options_.poll_us} * 1000, 0});
   const auto fd = disk_->direct_fd();
   for (size_t i = 0; i < queues_.size(); ++i) {
     if (queues_[i].queue == nullptr) continue;
@@ -130,8 +140,43 @@ void VirtioBlock::reset() {
 
 void VirtioBlock::process_queue(size_t index) {
   if (index >= queues_.size() || queues_[index].queue == nullptr) return;
+  PollState& poll = polls_[index];
+  const uint64_t max_ns = uint64_t{options_.poll_us} * 1000;
+  // The window adapts to the gaps between the driver's requests, measured from the moment the
+  // ring was found empty to the kick that ended the sleep (QEMU's AioContext polling does the
+  // same): a gap longer than the longest window closes it by half (polling would not have
+  // caught it); a gap the window just missed widens it.
+  if (max_ns > 0 && poll.slept_at_ns != 0) {
+    const uint64_t gap = monotonic_ns() - poll.slept_at_ns;
+    if (gap > max_ns) poll.window_ns = poll.window_ns / 2 < kPollStartNs ? 0 : poll.window_ns / 2;
+    else if (gap > poll.window_ns) poll.window_ns = std::min(max_ns, std::max(poll.window_ns * 2, kPollStartNs));
+  }
+  for (;;) {
+    if (poll.window_ns == 0) {
+      serve(index, VirtQueue::Arm::kYes);
+      poll.slept_at_ns = max_ns > 0 ? monotonic_ns() : 0;
+      return;
+    }
+    serve(index, VirtQueue::Arm::kNo);
+    const uint64_t empty_at = monotonic_ns();
+    if (poll_ring(index, poll.window_ns)) {
+      stats_.poll_hits.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    stats_.poll_misses.fetch_add(1, std::memory_order_relaxed);
+    // Ask for a kick, and look once more: the driver may have added a request meanwhile.
+    if (!serve(index, VirtQueue::Arm::kYes)) {
+      poll.slept_at_ns = empty_at;
+      return;
+    }
+  }
+}
+
+bool VirtioBlock::serve(size_t index, VirtQueue::Arm arm) {
   auto& aq = queues_[index];
-  while (auto chain = aq.queue->pop()) {
+  bool any = false;
+  while (auto chain = aq.queue->pop(arm)) {
+    any = true;
     if (auto used = handle(index, *chain)) aq.queue->add_used(chain->head, *used);
   }
   if (index < rings_.size() && rings_[index]) {
@@ -141,6 +186,27 @@ void VirtioBlock::process_queue(size_t index) {
     // through the completion eventfd and epoll.
     rings_[index]->reap();
   }
+  notify_if_needed(index);
+  return any;
+}
+
+bool VirtioBlock::poll_ring(size_t index, uint64_t ns) {
+  VirtQueue& q = *queues_[index].queue;
+  UringQueue* ring = index < rings_.size() ? rings_[index].get() : nullptr;
+  const uint64_t deadline = monotonic_ns() + ns;
+  for (;;) {
+    if (q.has_available()) return true;
+    if (ring != nullptr && ring->completions_ready()) {
+      ring->reap();
+      notify_if_needed(index);
+    }
+    if (q.broken() || monotonic_ns() >= deadline) return false;
+    __builtin_ia32_pause();
+  }
+}
+
+void VirtioBlock::notify_if_needed(size_t index) {
+  auto& aq = queues_[index];
   if (aq.queue->needs_notification() && aq.notify) aq.notify();
 }
 
@@ -151,8 +217,7 @@ size_t VirtioBlock::uring_queues() const {
 void VirtioBlock::reap(size_t index) {
   if (index >= rings_.size() || !rings_[index]) return;
   rings_[index]->reap();
-  auto& aq = queues_[index];
-  if (aq.queue->needs_notification() && aq.notify) aq.notify();
+  notify_if_needed(index);
 }
 
 void VirtioBlock::complete(size_t queue, uint16_t head, uint64_t status_addr, uint32_t used_ok, int32_t res,

@@ -41,6 +41,12 @@ struct VirtioBlockOptions {
     kSync,  // Disk calls on the queue's worker thread, one request at a time
   };
   Engine engine = Engine::kAuto;
+  // After serving its ring a queue's worker keeps looking at it (and at io_uring completions) for
+  // up to this long before it asks the driver for a kick and sleeps: a driver that submits again
+  // within the window needs no kick (no VM exit). Adaptive, as QEMU's iothread poll-max-ns: the
+  // window halves when a poll finds nothing and doubles when a kick comes soon after the worker
+  // went to sleep, so a queue that idles stops polling. 0: never poll.
+  uint32_t poll_us = 0;
 };
 
 // Counters for --stats; readable from any thread.
@@ -51,6 +57,8 @@ struct BlockStats {
   std::atomic<uint64_t> io_errors{0};     // the host Disk failed: IOERR
   std::atomic<uint64_t> bad_requests{0};  // well-formed chain, invalid request: IOERR
   std::atomic<uint64_t> no_status{0};     // no writable status byte: returned with length 0
+  std::atomic<uint64_t> poll_hits{0};     // polls that found a new request (a kick saved)
+  std::atomic<uint64_t> poll_misses{0};   // polls that ran out (the window then halves)
 };
 
 class VirtioBlock final : public VirtioDevice {
@@ -97,6 +105,13 @@ class VirtioBlock final : public VirtioDevice {
   void complete(size_t queue, uint16_t head, uint64_t status_addr, uint32_t used_ok, int32_t res, uint64_t expected,
                 int kind);
   void reap(size_t queue);
+  // Pops and runs every available request (pop(arm)), submits and reaps io_uring, raises the
+  // interrupt if wanted; true if it found any request.
+  bool serve(size_t index, VirtQueue::Arm arm);
+  // Spins for up to `ns` while nothing new is available, reaping completions meanwhile; true if
+  // the driver made a request available.
+  bool poll_ring(size_t index, uint64_t ns);
+  void notify_if_needed(size_t index);
   uint8_t do_discard_or_zero(uint32_t type, const DescriptorChain& chain, uint64_t data_len);
   uint8_t io_error(const Error& e);
   bool range_ok(uint64_t sector, uint64_t bytes) const;
@@ -113,6 +128,13 @@ class VirtioBlock final : public VirtioDevice {
   std::vector<ActivatedQueue> queues_;
   std::vector<std::unique_ptr<UringQueue>> rings_;  // per queue; null = synchronous
   std::vector<std::unique_ptr<VirtioWorker>> workers_;
+  // Per queue, touched only by its worker: the adaptive poll window and when the worker last
+  // went to sleep (steady-clock ns, 0: not yet).
+  struct PollState {
+    uint64_t window_ns = 0;
+    uint64_t slept_at_ns = 0;
+  };
+  std::vector<PollState> polls_;
   BlockStats stats_;
 };
 

@@ -312,10 +312,11 @@ TEST_F(VirtioBlockTest, UnsafeCacheSkipsFlush) {
 class VirtioBlockWorkerTest : public VirtioBlockTest,
                               public ::testing::WithParamInterface<VirtioBlockOptions::Engine> {
  protected:
-  void start_worker() {
+  void start_worker(uint32_t poll_us = 0, uint64_t features = kFeatures) {
     auto disk = std::shared_ptr<Disk>(std::move(*RawDisk::open(path_, false)));
     VirtioBlockOptions opts;
     opts.engine = GetParam();
+    opts.poll_us = poll_us;
     auto b = VirtioBlock::create(disk, opts);
     ASSERT_TRUE(b.ok());
     blk_ = std::move(*b);
@@ -327,7 +328,7 @@ class VirtioBlockWorkerTest : public VirtioBlockTest,
                                                     const uint64_t one = 1;
                                                     [[maybe_unused]] auto n = ::write(irq_fd, &one, 8);
                                                   }}};
-    ASSERT_TRUE(blk_->activate(drv_.mem(), kFeatures, std::move(qs)).ok());
+    ASSERT_TRUE(blk_->activate(drv_.mem(), features, std::move(qs)).ok());
   }
   void kick() {
     const uint64_t one = 1;
@@ -380,6 +381,36 @@ TEST_P(VirtioBlockWorkerTest, ServesKicksAndStopsOnReset) {
   kick();
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(status(r2), 0xff);
+}
+
+TEST_P(VirtioBlockWorkerTest, PollingServesRequestsWithoutKicksThenSleeps) {
+  // A 2 s window (far longer than the test needs) so scheduling delays cannot make it miss.
+  start_worker(2'000'000, kFeatures | (1ULL << VIRTIO_RING_F_EVENT_IDX));
+  auto misses = [&](uint64_t n) {
+    for (int i = 0; i < 1000 && blk_->stats().poll_misses.load() < n; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return blk_->stats().poll_misses.load() == n;
+  };
+  // The worker serves its ring once at start, polls it for the window, finds nothing, asks for a
+  // kick at the next request and sleeps: a request now is not served until it is kicked.
+  ASSERT_TRUE(misses(1));
+  EXPECT_EQ(drv_.avail_event(), 0);
+  auto r1 = submit(VIRTIO_BLK_T_IN, 0, {}, 512);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(status(r1), 0xff) << "served without a kick while the worker slept";
+  kick();
+  ASSERT_TRUE(wait_used(1));
+  EXPECT_EQ(status(r1), VIRTIO_BLK_S_OK);
+  // Now it polls again (the 2 s gap before the kick halved the window to 1 s): the next request
+  // is served with no kick, and the driver is not asked for one.
+  auto r2 = submit(VIRTIO_BLK_T_IN, 0, {}, 512);
+  ASSERT_TRUE(wait_used(2)) << "a request made available during the poll window was not served";
+  EXPECT_EQ(status(r2), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(blk_->stats().poll_hits.load(), 1u);
+  EXPECT_EQ(drv_.avail_event(), 0) << "a kick was asked for while polling";
+  // When the window runs out it asks for a kick at the next request.
+  ASSERT_TRUE(misses(2));
+  EXPECT_EQ(drv_.avail_event(), 2);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, VirtioBlockWorkerTest,

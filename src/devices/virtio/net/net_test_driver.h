@@ -60,9 +60,9 @@ class NetTestDriver {
       (void)mem_.write_obj(desc(q) + uint64_t{i} * sizeof(vring_desc), d);
     }
     st.next_desc = static_cast<uint16_t>((head + n) % size_);
-    (void)mem_.write_obj<uint16_t>(avail(q) + 4 + 2 * (st.avail_idx % size_), htole16(head));
+    (void)mem_.store_shared<uint16_t>(avail(q) + 4 + 2 * (st.avail_idx % size_), htole16(head));
     ++st.avail_idx;
-    (void)mem_.write_obj<uint16_t>(avail(q) + 2, htole16(st.avail_idx));
+    (void)mem_.store_shared<uint16_t>(avail(q) + 2, htole16(st.avail_idx));
     return head;
   }
   // A readable chain carrying `bytes`, split into pieces of at most `piece` bytes.
@@ -84,7 +84,12 @@ class NetTestDriver {
     return a;
   }
 
-  uint16_t used_idx(size_t q) const { return le16toh(*mem_.read_obj<uint16_t>(used_ring(q) + 2)); }
+  uint16_t used_idx(size_t q) const { return le16toh(*mem_.load_shared<uint16_t>(used_ring(q) + 2)); }
+  uint16_t avail_idx(size_t q) const { return queues_[q].avail_idx; }
+  // The device's EVENT_IDX request: kick when the avail idx moves past this.
+  uint16_t avail_event(size_t q) const {
+    return le16toh(*mem_.load_shared<uint16_t>(used_ring(q) + 4 + 8 * uint64_t{size_}));
+  }
   vring_used_elem used(size_t q, uint16_t i) const {
     auto e =
         *mem_.read_obj<vring_used_elem>(used_ring(q) + 4 + 8 * uint64_t{static_cast<uint16_t>(i % size_)});

@@ -379,6 +379,16 @@ bool VirtioNet::process_rx(Pair& p) {
       more = true;
       break;
     }
+    if (!p.rx_pending && mergeable_) {
+      const DirectRx d = receive_direct(p);
+      if (d == DirectRx::kEmpty) break;
+      if (d == DirectRx::kRetry) continue;
+      if (d == DirectRx::kDelivered) {
+        used = true;
+        continue;
+      }
+      // kFallback: the guest has not posted room for a whole frame yet; read into our buffer.
+    }
     if (!p.rx_pending) {
       const ssize_t r = ::read(p.fd, p.rx_frame.data(), p.rx_frame.size());
       if (r < 0) {
@@ -405,15 +415,11 @@ bool VirtioNet::process_rx(Pair& p) {
   return more;
 }
 
-bool VirtioNet::deliver(Pair& p) {
+bool VirtioNet::gather_rx_chains(Pair& p, uint64_t room) {
   VirtQueue* q = p.rx.queue;
-  const uint64_t need = p.rx_len;
-  // Gather chains until the frame fits: one (it must hold the whole frame) or, with mergeable
-  // buffers, as many as it takes. Chains already popped for a frame we could not finish stay
-  // in rx_chains, so nothing the guest gave us is lost while we wait for more.
   uint64_t have = 0;
   for (const auto& c : p.rx_chains) have += c.writable_bytes();
-  while (p.rx_chains.empty() || (mergeable_ && have < need)) {
+  while (have < room) {
     auto c = q->pop();
     if (!c) return false;
     if (c->writable.empty()) {
@@ -424,6 +430,80 @@ bool VirtioNet::deliver(Pair& p) {
     have += c->writable_bytes();
     p.rx_chains.push_back(std::move(*c));
   }
+  return true;
+}
+
+VirtioNet::DirectRx VirtioNet::receive_direct(Pair& p) {
+  VirtQueue* q = p.rx.queue;
+  constexpr uint64_t kRoom = kNetHdrSize + kMaxFrameBytes;
+  // What was popped stays in rx_chains for the next frame either way.
+  if (!gather_rx_chains(p, kRoom)) return DirectRx::kFallback;
+  // Host views of the guest's buffers, the largest frame's worth. Every buffer was checked against
+  // guest memory when its chain was popped.
+  std::vector<iovec>& iov = p.rx_iov;  // reused: no allocation per frame once it has grown
+  iov.clear();
+  uint64_t room = kRoom;
+  for (const auto& c : p.rx_chains) {
+    if (room == 0) break;
+    const uint64_t take = std::min(room, c.writable_bytes());
+    if (!append_buffers_iovecs(*mem_, c.writable, 0, take, iov).ok()) return DirectRx::kFallback;
+    room -= take;
+  }
+  if (iov.size() > IOV_MAX) return DirectRx::kFallback;
+  ssize_t r;
+  do {
+    r = ::readv(p.fd, iov.data(), static_cast<int>(iov.size()));
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      stats_.rx_errors.fetch_add(1, std::memory_order_relaxed);
+      RINGVM_LOG_RATELIMITED(warn, "virtio-net {}: reading {}: {}", options_.id, backend_->name(),
+                             std::strerror(errno));
+    }
+    return DirectRx::kEmpty;
+  }
+  if (r == 0) return DirectRx::kEmpty;  // a closed datagram peer (tests); a tap never returns 0
+  const auto len = static_cast<uint64_t>(r);
+  if (len < kNetHdrSize + kMinFrameBytes) {
+    // The buffers stay ours (nothing is published): the next frame overwrites them.
+    stats_.rx_errors.fetch_add(1, std::memory_order_relaxed);
+    return DirectRx::kRetry;
+  }
+  size_t count = 0;
+  for (uint64_t covered = 0; covered < len; ++count) covered += p.rx_chains[count].writable_bytes();
+  // The backend wrote the header's first 10 bytes; num_buffers is ours to fill, and without
+  // GUEST_CSUM the checksum flags must be clear (5.1.6.3.1).
+  const uint16_t num_buffers = htole16(static_cast<uint16_t>(count));
+  const auto& first = p.rx_chains.front().writable;
+  copy_to_buffers(*mem_, first, offsetof(virtio_net_hdr_v1, num_buffers),
+                  {reinterpret_cast<const uint8_t*>(&num_buffers), sizeof num_buffers});
+  if (!(acked_ & bit(VIRTIO_NET_F_GUEST_CSUM))) {
+    const uint8_t no_flags = 0;
+    copy_to_buffers(*mem_, first, offsetof(virtio_net_hdr_v1, flags), {&no_flags, 1});
+  }
+  std::vector<std::pair<uint16_t, uint32_t>> used;
+  used.reserve(count);
+  uint64_t at = 0;
+  for (size_t i = 0; i < count; ++i) {
+    const uint64_t n = std::min<uint64_t>(p.rx_chains[i].writable_bytes(), len - at);
+    used.emplace_back(p.rx_chains[i].head, static_cast<uint32_t>(n));
+    at += n;
+  }
+  p.rx_chains.erase(p.rx_chains.begin(), p.rx_chains.begin() + static_cast<ptrdiff_t>(count));
+  q->add_used_batch(used);
+  stats_.rx_frames.fetch_add(1, std::memory_order_relaxed);
+  stats_.rx_bytes.fetch_add(len - kNetHdrSize, std::memory_order_relaxed);
+  return DirectRx::kDelivered;
+}
+
+bool VirtioNet::deliver(Pair& p) {
+  VirtQueue* q = p.rx.queue;
+  const uint64_t need = p.rx_len;
+  // Gather chains until the frame fits: one (it must hold the whole frame) or, with mergeable
+  // buffers, as many as it takes. Chains already popped for a frame we could not finish stay
+  // in rx_chains, so nothing the guest gave us is lost while we wait for more.
+  // Every held chain has at least one writable byte, so 1 byte of room means one chain.
+  if (!gather_rx_chains(p, mergeable_ ? need : 1)) return false;
   p.rx_pending = false;
   if (!mergeable_ && p.rx_chains.front().writable_bytes() < need) {
     // The guest posted buffers too small for this frame (it did not negotiate the offload that

@@ -11,6 +11,8 @@
 // Every guest frame is validated (net_header.h) and malformed ones are dropped and counted.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -99,6 +101,7 @@ class VirtioNet final : public VirtioDevice {
     bool rx_pending = false;
     // Receive chains popped but not yet used (mergeable buffers gathered for a frame).
     std::deque<DescriptorChain> rx_chains;
+    std::vector<iovec> rx_iov;  // receive_direct's view of the held chains, reused per frame
     // A transmit frame the backend refused with EAGAIN: its chain and our copy of the header.
     std::optional<DescriptorChain> tx_chain;
     virtio_net_hdr_v1 tx_hdr{};
@@ -114,6 +117,13 @@ class VirtioNet final : public VirtioDevice {
   TxResult transmit(Pair& p, const DescriptorChain& chain);
   // Moves the held frame into guest buffers; false when the guest has too few.
   bool deliver(Pair& p);
+  // With mergeable buffers and room for the largest frame already posted: reads the next frame
+  // from the backend straight into the guest's buffers (no bounce copy) and publishes it.
+  enum class DirectRx { kDelivered, kEmpty, kRetry, kFallback };
+  // Pops receive chains into p.rx_chains until they hold `room` writable bytes; false when the
+  // queue ran dry first (what was popped stays held). Chains with no writable buffer go back.
+  bool gather_rx_chains(Pair& p, uint64_t room);
+  DirectRx receive_direct(Pair& p);
   uint8_t handle_ctrl(const DescriptorChain& chain);
   static unsigned tun_offloads(uint64_t acked);
 

@@ -48,19 +48,19 @@ class FakeDriver {
 
   // Publishes `head` in the avail ring and bumps avail idx.
   void publish(uint16_t head) {
-    (void)mem_.write_obj<uint16_t>(kAvailAddr + 4 + 2 * (avail_idx_ % size_), htole16(head));
+    (void)mem_.store_shared<uint16_t>(kAvailAddr + 4 + 2 * (avail_idx_ % size_), htole16(head));
     ++avail_idx_;
     set_avail_idx(avail_idx_);
   }
   void set_avail_idx(uint16_t idx) {
     avail_idx_ = idx;
-    (void)mem_.write_obj<uint16_t>(kAvailAddr + 2, htole16(idx));
+    (void)mem_.store_shared<uint16_t>(kAvailAddr + 2, htole16(idx));
   }
-  void set_avail_flags(uint16_t flags) { (void)mem_.write_obj<uint16_t>(kAvailAddr, htole16(flags)); }
-  void set_used_event(uint16_t v) { (void)mem_.write_obj<uint16_t>(kAvailAddr + 4 + 2 * size_, htole16(v)); }
-  uint16_t avail_event() const { return le16toh(*mem_.read_obj<uint16_t>(kUsedAddr + 4 + 8 * size_)); }
+  void set_avail_flags(uint16_t flags) { (void)mem_.store_shared<uint16_t>(kAvailAddr, htole16(flags)); }
+  void set_used_event(uint16_t v) { (void)mem_.store_shared<uint16_t>(kAvailAddr + 4 + 2 * size_, htole16(v)); }
+  uint16_t avail_event() const { return le16toh(*mem_.load_shared<uint16_t>(kUsedAddr + 4 + 8 * size_)); }
 
-  uint16_t used_idx() const { return le16toh(*mem_.read_obj<uint16_t>(kUsedAddr + 2)); }
+  uint16_t used_idx() const { return le16toh(*mem_.load_shared<uint16_t>(kUsedAddr + 2)); }
   vring_used_elem used(uint16_t i) const {
     auto e = *mem_.read_obj<vring_used_elem>(kUsedAddr + 4 + 8 * uint64_t{static_cast<uint16_t>(i % size_)});
     return {le32toh(e.id), le32toh(e.len)};
