@@ -159,9 +159,10 @@ void add_run_command(CLI::App& app, int* status) {
       ->capture_default_str();
   cmd->add_option("--disk", opts->disks,
                   "virtio-blk disk: path=FILE[,format=raw|qcow2][,readonly=on][,serial=ID][,queues=N]"
-                  "[,cache=writeback|none|unsafe][,poll_us=N]; repeatable; the format is never guessed; queues "
-                  "default to one per vCPU; poll_us=N lets a queue poll for requests up to N µs "
-                  "before it sleeps (default 0: off; docs/virtio.md)");
+                  "[,cache=writeback|none|unsafe][,poll_us=N][,batch_us=N]; repeatable; the format is never "
+                  "guessed; queues default to one per vCPU; poll_us=N lets a queue poll for requests up to N "
+                  "µs before it sleeps; batch_us=N lets a busy queue gather requests for up to N µs instead "
+                  "of taking a kick for each (both default 0: off; docs/virtio.md)");
   cmd->add_option("--net", opts->nets,
                   "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N] or fd=N (an inherited tap fd); "
                   "repeatable; queues default to one pair per vCPU (docs/networking.md)");

@@ -20,6 +20,21 @@ TEST(GuestMemory, ReadWriteInsideRegion) {
   EXPECT_EQ(*mem.read_obj<uint32_t>(0x2ffc), 0xdeadbeefu);
 }
 
+TEST(GuestMemory, SharedIndicesAreAlignedSingleAccesses) {
+  GuestMemory mem;
+  ASSERT_TRUE(mem.add_region(0x1000, 0x1000).ok());
+  ASSERT_TRUE(mem.store_shared<uint16_t>(0x1002, 0x0f00).ok());
+  EXPECT_EQ(*mem.load_shared<uint16_t>(0x1002), 0x0f00);
+  EXPECT_EQ(*mem.read_obj<uint16_t>(0x1002), 0x0f00);  // the same bytes either way
+  ASSERT_TRUE(mem.store_shared<uint32_t>(0x1ffc, 7u).ok());
+  EXPECT_EQ(*mem.load_shared<uint32_t>(0x1ffc), 7u);
+  // A torn-free access needs natural alignment; a misaligned or outside address is an error.
+  EXPECT_FALSE(mem.load_shared<uint16_t>(0x1003).ok());
+  EXPECT_FALSE(mem.store_shared<uint32_t>(0x1002, 1u).ok());
+  EXPECT_FALSE(mem.load_shared<uint16_t>(0x2000).ok());
+  EXPECT_FALSE(mem.store_shared<uint16_t>(0xffe, 1).ok());
+}
+
 TEST(GuestMemory, HostMappingsAreHugePageAligned) {
   // KVM maps guest RAM with 2 MiB stage-2 entries only where guest and host addresses agree
   // modulo 2 MiB; every region's host mapping starts on a 2 MiB boundary for that.

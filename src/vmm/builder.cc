@@ -184,6 +184,7 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
                              : static_cast<uint16_t>(std::min<uint32_t>(vm.cfg_.cpus, VirtioBlock::kMaxQueues));
     o.cache = d.cache == CacheMode::kUnsafe ? VirtioBlockOptions::Cache::kUnsafe : VirtioBlockOptions::Cache::kWriteback;
     o.poll_us = d.poll_us;
+    o.batch_us = d.batch_us;
     auto blk = VirtioBlock::create(std::move(*disk), o);
     if (!blk) return wrap(std::move(blk).error(), "--disk path={}", d.path);
     std::shared_ptr<VirtioBlock> dev = std::move(*blk);
@@ -192,11 +193,11 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
       const BlockStats& s = dev->stats();
       return fmt::format("  {} ({}): reads {} ({} bytes), writes {} ({} bytes), flushes {}, discards {}, "
                          "write-zeroes {}, I/O errors {}, bad requests {}, unsupported {}, polls that found "
-                         "requests {} (that did not {})\n",
+                         "requests {} (that did not {}), batched serves {}\n",
                          dev->name(), path, s.reads.load(), s.bytes_read.load(), s.writes.load(),
                          s.bytes_written.load(), s.flushes.load(), s.discards.load(), s.write_zeroes.load(),
                          s.io_errors.load(), s.bad_requests.load(), s.unsupported.load(), s.poll_hits.load(),
-                         s.poll_misses.load());
+                         s.poll_misses.load(), s.batches.load());
     });
   }
   for (const NetSpec& n : vm.cfg_.nets) {

@@ -84,13 +84,13 @@ Result<DiskSpec> parse_disk(std::string_view text) {
         return make_error(ErrorCode::kInvalidArgument, "--disk queues={}: give a number from 1 to {}", val,
                           kMaxDiskQueues);
       d.queues = static_cast<uint16_t>(q);
-    } else if (key == "poll_us") {
+    } else if (key == "poll_us" || key == "batch_us") {
       unsigned us = 0;
       auto [p, ec] = std::from_chars(val.data(), val.data() + val.size(), us);
       if (ec != std::errc() || p != val.data() + val.size() || us > kMaxDiskPollUs)
-        return make_error(ErrorCode::kInvalidArgument,
-                          "--disk poll_us={}: give microseconds from 0 (never poll) to {}", val, kMaxDiskPollUs);
-      d.poll_us = us;
+        return make_error(ErrorCode::kInvalidArgument, "--disk {}={}: give microseconds from 0 (off) to {}", key,
+                          val, kMaxDiskPollUs);
+      (key == "poll_us" ? d.poll_us : d.batch_us) = us;
     } else if (key == "cache") {
       if (val == "writeback") d.cache = CacheMode::kWriteback;
       else if (val == "none") d.cache = CacheMode::kNone;
@@ -98,7 +98,7 @@ Result<DiskSpec> parse_disk(std::string_view text) {
       else return make_error(ErrorCode::kInvalidArgument, "--disk cache={}: use writeback, none or unsafe", val);
     } else {
       return make_error(ErrorCode::kInvalidArgument,
-                        "--disk: unknown key '{}' (known: path, format, readonly, serial, queues, cache, poll_us)", key);
+                        "--disk: unknown key '{}' (known: path, format, readonly, serial, queues, cache, poll_us, batch_us)", key);
     }
   }
   if (!have_path) return make_error(ErrorCode::kInvalidArgument, "--disk needs path=FILE");

@@ -33,7 +33,9 @@ enum class CacheMode { kWriteback, kNone, kUnsafe };
 // Off: in the lab (2 host cores under TCG) a polling worker takes the CPU the guest's vCPUs need
 // and fio lost 10-30 % with poll_us=64 or 1000 (docs/virtio.md, "Polling").
 inline constexpr uint32_t kDefaultDiskPollUs = 0;
-// At most this many µs of polling can be asked for.
+// The default --disk batch_us (VirtioBlockOptions::batch_us).
+inline constexpr uint32_t kDefaultDiskBatchUs = 0;
+// At most this many µs of polling (or batching) can be asked for.
 inline constexpr uint32_t kMaxDiskPollUs = 10000;
 // virtio-blk request queues per disk at most (VirtioBlock::kMaxQueues).
 inline constexpr unsigned kMaxDiskQueues = 16;
@@ -46,6 +48,9 @@ struct DiskSpec {
   // Longest a queue's worker polls its ring for more requests before it sleeps, in µs (adaptive
   // below that; 0: never poll). See docs/virtio.md, "Polling".
   uint32_t poll_us = kDefaultDiskPollUs;
+  // Longest a busy queue gathers requests before serving them, in µs (0: never); see
+  // VirtioBlockOptions::batch_us and docs/virtio.md, "Batching".
+  uint32_t batch_us = kDefaultDiskBatchUs;
   CacheMode cache = CacheMode::kWriteback;
 };
 

@@ -45,6 +45,9 @@ TEST(Config, Disk) {
   EXPECT_EQ(parse_disk("path=a,poll_us=64")->poll_us, 64u);
   EXPECT_EQ(parse_disk("path=a,poll_us=0")->poll_us, 0u);
   EXPECT_FALSE(parse_disk("path=a,poll_us=10001").ok());
+  EXPECT_EQ(plain->batch_us, 0u);
+  EXPECT_EQ(parse_disk("path=a,batch_us=2000")->batch_us, 2000u);
+  EXPECT_FALSE(parse_disk("path=a,batch_us=z").ok());
   EXPECT_FALSE(parse_disk("path=a,poll_us=-1").ok());
   EXPECT_NE(parse_disk("path=a,poll_us=x").error().message().find("poll_us=x"), std::string::npos);
   EXPECT_FALSE(parse_disk("path=a,bogus=1").ok());

@@ -312,11 +312,12 @@ TEST_F(VirtioBlockTest, UnsafeCacheSkipsFlush) {
 class VirtioBlockWorkerTest : public VirtioBlockTest,
                               public ::testing::WithParamInterface<VirtioBlockOptions::Engine> {
  protected:
-  void start_worker(uint32_t poll_us = 0, uint64_t features = kFeatures) {
+  void start_worker(uint32_t poll_us = 0, uint64_t features = kFeatures, uint32_t batch_us = 0) {
     auto disk = std::shared_ptr<Disk>(std::move(*RawDisk::open(path_, false)));
     VirtioBlockOptions opts;
     opts.engine = GetParam();
     opts.poll_us = poll_us;
+    opts.batch_us = batch_us;
     auto b = VirtioBlock::create(disk, opts);
     ASSERT_TRUE(b.ok());
     blk_ = std::move(*b);
@@ -411,6 +412,36 @@ TEST_P(VirtioBlockWorkerTest, PollingServesRequestsWithoutKicksThenSleeps) {
   // When the window runs out it asks for a kick at the next request.
   ASSERT_TRUE(misses(2));
   EXPECT_EQ(drv_.avail_event(), 2);
+}
+
+TEST_P(VirtioBlockWorkerTest, BusyQueueBatchesWithoutKicksThenAsksForThemAgain) {
+  // Two requests waiting when the worker starts: its first pass finds both, so the queue counts as
+  // busy and asks for no kick for the next ones.
+  auto r1 = submit(VIRTIO_BLK_T_IN, 0, {}, 512);
+  auto r2 = submit(VIRTIO_BLK_T_IN, 8, {}, 512);
+  start_worker(0, kFeatures | (1ULL << VIRTIO_RING_F_EVENT_IDX), 200'000);
+  ASSERT_TRUE(wait_used(2));
+  // The count goes up after the pass published its requests.
+  for (int i = 0; i < 100 && blk_->stats().batches.load() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(blk_->stats().batches.load(), 1u);
+  EXPECT_EQ(drv_.avail_event(), 0) << "a busy queue asked for a kick";
+  // The next request is served by the worker's timer (within batch_us), without a kick.
+  auto r3 = submit(VIRTIO_BLK_T_IN, 16, {}, 512);
+  ASSERT_TRUE(wait_used(3)) << "a request added while batching was not served without a kick";
+  EXPECT_EQ(status(r1), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(status(r2), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(status(r3), VIRTIO_BLK_S_OK);
+  // That pass found one request: light load again, so it asked for a kick and sleeps.
+  for (int i = 0; i < 100 && drv_.avail_event() != 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(drv_.avail_event(), 3);
+  auto r4 = submit(VIRTIO_BLK_T_IN, 24, {}, 512);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // longer than any batch window
+  EXPECT_EQ(status(r4), 0xff) << "served without a kick after the queue went idle";
+  kick();
+  ASSERT_TRUE(wait_used(4));
+  EXPECT_EQ(status(r4), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(blk_->stats().batches.load(), 1u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, VirtioBlockWorkerTest,
