@@ -153,4 +153,3 @@ awk '
   }' "$dir/table"
 echo "(throughput in Gbit/s, ratio = ringvm / QEMU, means over runs; ping_rtt_ms in ms, lower is better;"
 echo " exits = L1 VM exits per MiB received, per ping for ping_rtt_ms; logs in $dir)"
-echo "(ratio = ringvm / QEMU; for ping_rtt_ms lower is better; logs in $dir)"
