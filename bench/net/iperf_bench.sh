@@ -12,6 +12,8 @@
 # With --runs N the two VMMs alternate N times in the same L1 boot and the table gives each
 # run's numbers and the means the ratios are taken from. Each test also counts L1's VM exits
 # (tracefs) and prints them per MiB moved (per ping for the RTT).
+# RINGVM_LAB_NET_VARIANTS="batch_us=2000" adds ringvm runs with those extra --net options
+# (space-separated, labelled ringvm:OPTIONS) to every round.
 # Defaults: 1 run, build/ringvm, 10 s per iperf3 test. About 6-10 minutes a run. Raw logs stay in
 # ${TMPDIR:-/tmp}/ringvm-net-bench/ (or $RINGVM_BENCH_DIR). Compare only numbers from one L1 boot.
 set -euo pipefail
@@ -38,15 +40,19 @@ if [[ ${1:-} == --in-lab ]]; then
   : >"$table"
   for ((run = 1; run <= runs; run++)); do
     # Alternate who goes first, so neither VMM always runs on the freshest L1.
-    order=(ringvm qemu)
-    ((run % 2 == 0)) && order=(qemu ringvm)
+    variants=()
+    for v in ${RINGVM_LAB_NET_VARIANTS:-}; do variants+=("ringvm:$v"); done
+    order=(ringvm "${variants[@]}" qemu)
+    ((run % 2 == 0)) && order=(qemu ringvm "${variants[@]}")
     for vmm in "${order[@]}"; do
-      console=$LAB_RESULTS/$vmm.$run.console log=$LAB_RESULTS/$vmm.$run.log
+      name=$(tr ':=,' '-__' <<<"$vmm")
+      console=$LAB_RESULTS/$name.$run.console log=$LAB_RESULTS/$name.$run.log
       : >"$console"
       case $vmm in
-        ringvm)
+        ringvm*)
+          extra=${vmm#ringvm}
           cmd=("$ringvm" run --kernel "$kernel" --initrd "$initrd" --cmdline "$cmdline" --cpus 2
-            --memory 512M --console "file:$console" --net "tap=$tap,queues=2" --stats)
+            --memory 512M --console "file:$console" --net "tap=$tap,queues=2${extra:+,${extra#:}}" --stats)
           ;;
         qemu)
           cmd=(qemu-system-x86_64 -enable-kvm -M q35 -cpu host -smp 2 -m 512M -nodefaults -no-user-config
@@ -77,7 +83,7 @@ if [[ ${1:-} == --in-lab ]]; then
         read -r dir streams <<<"$test"
         flags=(-P "$streams")
         [[ $dir == from_guest ]] && flags+=(-R)
-        json=$LAB_RESULTS/$vmm-$run-$dir-$streams.json
+        json=$LAB_RESULTS/$name-$run-$dir-$streams.json
         e0=$(lab_trace_total kvm_exit 2>/dev/null || echo 0)
         nsx timeout 120 iperf3 -c "$guest" -t "$seconds" -J "${flags[@]}" >"$json" 2>>"$log" || true
         e1=$(lab_trace_total kvm_exit 2>/dev/null || echo 0)
@@ -137,18 +143,23 @@ awk '
     if ($4 ~ /^[0-9.]+$/ && $3 != "status") { sum[$1 " " $3] += $4; cnt[$1 " " $3]++ }
     if ($5 ~ /^[0-9]+$/) { ex[$1 " " $3] += $5; exn[$1 " " $3]++ }
   }
+  $1 != "qemu" && !($1 in isv) { isv[$1] = 1; labels[++nl] = $1 }
   function mean(k) { return cnt[k] ? sum[k] / cnt[k] : "-" }
   function exits(k) { return exn[k] ? sprintf("%.0f", ex[k] / exn[k]) : "-" }
   END {
-    printf "%-16s %10s %10s %8s %12s %12s   %s\n", "test", "ringvm", "qemu", "ratio", "ringvm_exits", "qemu_exits",
-      "per run (ringvm | qemu)"
-    for (i = 1; i <= n; i++) {
-      t = order[i]; r = mean("ringvm " t); q = mean("qemu " t)
-      ratio = (r != "-" && q != "-" && q > 0 && t != "status") ? sprintf("%.2f", r / q) : "-"
-      if (t == "status") { r = "-"; q = "-" }
-      printf "%-16s %10s %10s %8s %12s %12s  %s |%s\n", t, (r == "-") ? r : sprintf("%.3f", r),
-        (q == "-") ? q : sprintf("%.3f", q), ratio, exits("ringvm " t), exits("qemu " t), runs["ringvm " t],
-        runs["qemu " t]
+    for (l = 1; l <= nl; l++) {
+      v = labels[l]
+      if (l > 1) print ""
+      printf "%-16s %10s %10s %8s %12s %12s   %s\n", "test", v, "qemu", "ratio", "exits", "qemu_exits",
+        "per run (" v " | qemu)"
+      for (i = 1; i <= n; i++) {
+        t = order[i]; r = mean(v " " t); q = mean("qemu " t)
+        ratio = (r != "-" && q != "-" && q > 0 && t != "status") ? sprintf("%.2f", r / q) : "-"
+        if (t == "status") { r = "-"; q = "-" }
+        printf "%-16s %10s %10s %8s %12s %12s  %s |%s\n", t, (r == "-") ? r : sprintf("%.3f", r),
+          (q == "-") ? q : sprintf("%.3f", q), ratio, exits(v " " t), exits("qemu " t), runs[v " " t],
+          runs["qemu " t]
+      }
     }
   }' "$dir/table"
 echo "(throughput in Gbit/s, ratio = ringvm / QEMU, means over runs; ping_rtt_ms in ms, lower is better;"

@@ -164,8 +164,9 @@ void add_run_command(CLI::App& app, int* status) {
                   "µs before it sleeps; batch_us=N lets a busy queue gather requests for up to N µs instead "
                   "of taking a kick for each (both default 0: off; docs/virtio.md)");
   cmd->add_option("--net", opts->nets,
-                  "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N] or fd=N (an inherited tap fd); "
-                  "repeatable; queues default to one pair per vCPU (docs/networking.md)");
+                  "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N][,batch_us=N] or fd=N (an "
+                  "inherited tap fd); repeatable; queues default to one pair per vCPU; batch_us coalesces "
+                  "transmit kicks under load (default 0: off) (docs/networking.md)");
   cmd->add_option("--vsock", opts->vsock,
                   "virtio-vsock: cid=N,socket=PATH; the host connects to PATH and writes \"CONNECT <port>\\n\"; "
                   "guest connections to host port P arrive at PATH_P (docs/networking.md)");

@@ -3,8 +3,11 @@
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 
+#include <algorithm>
 #include <array>
+#include <ctime>
 
 #include "base/log.h"
 #include "devices/virtio/queue.h"
@@ -26,6 +29,42 @@ void signal_eventfd(int fd) {
   const uint64_t one = 1;
   // An eventfd write only fails if the counter would overflow, i.e. it is already signalled.
   [[maybe_unused]] auto n = ::write(fd, &one, sizeof one);
+}
+
+uint64_t monotonic_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+Result<QueueBatcher> QueueBatcher::create(std::string_view what, uint32_t max_us) {
+  QueueBatcher b;
+  if (max_us == 0) return b;
+  b.timer_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+  if (!b.timer_) return sys_error(fmt::format("timerfd for {}", what));
+  b.max_ns_ = uint64_t{max_us} * 1000;
+  return b;
+}
+
+void QueueBatcher::note_request() {
+  const uint64_t now = monotonic_ns();
+  const uint64_t gap = std::min(now - last_ns_, max_ns_ / 4);
+  gap_ns_ = gap_ns_ - gap_ns_ / 8 + gap / 8;
+  last_ns_ = now;
+}
+
+bool QueueBatcher::arm() {
+  if (!timer_) return false;
+  const uint64_t ns = std::clamp<uint64_t>(4 * gap_ns_, 1000, max_ns_);
+  itimerspec t{};
+  t.it_value.tv_sec = static_cast<time_t>(ns / 1000000000);
+  t.it_value.tv_nsec = static_cast<long>(ns % 1000000000);
+  return ::timerfd_settime(timer_.get(), 0, &t, nullptr) == 0;
+}
+
+bool QueueBatcher::pending() const {
+  itimerspec t{};
+  return timer_ && ::timerfd_gettime(timer_.get(), &t) == 0 && (t.it_value.tv_sec != 0 || t.it_value.tv_nsec != 0);
 }
 
 Result<std::unique_ptr<VirtioWorker>> VirtioWorker::start(std::string name, std::vector<int> fds, Handler handler) {

@@ -3,11 +3,9 @@
 #include <endian.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_ids.h>
-#include <sys/timerfd.h>
 
 #include <algorithm>
 #include <cstring>
-#include <ctime>
 
 #include "base/log.h"
 #include "devices/virtio/chain_io.h"
@@ -24,12 +22,6 @@ constexpr uint64_t bit(unsigned b) { return 1ULL << b; }
 constexpr int kAsync = -1;
 // The poll window a closed one reopens at, and below which it closes.
 constexpr uint64_t kPollStartNs = 4000;
-
-uint64_t monotonic_ns() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 }  // namespace
 
@@ -118,16 +110,16 @@ Result<void> VirtioBlock::activate(const GuestMemory& mem, uint64_t acked_featur
     }
     const int done_fd = rings_[i] ? rings_[i]->event_fd() : -1;
     if (batching) {
-      polls_[i].timer.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
-      if (!polls_[i].timer) RINGVM_LOG_RATELIMITED(warn, "virtio-blk {}: timerfd: {}; no batching", options_.id,
-                                                  std::strerror(errno));
+      auto b = QueueBatcher::create(fmt::format("virtio-blk {} queue {}", options_.id, i), options_.batch_us);
+      if (b.ok()) polls_[i].batch = std::move(*b);
+      else RINGVM_LOG_RATELIMITED(warn, "virtio-blk {}: {}; no batching", options_.id, b.error().message());
     }
     auto w = VirtioWorker::start(fmt::format("blk-{}-q{}", options_.id, i),
-                                 {queues_[i].kick_fd, done_fd, polls_[i].timer.get()}, [this, i](size_t source) {
+                                 {queues_[i].kick_fd, done_fd, polls_[i].batch.fd()}, [this, i](size_t source) {
                                    if (source == 1) return reap(i);
                                    // The batch timer; the worker's first round calls every source
                                    // once, and a timer still running has not fired.
-                                   if (source == 2 && batch_timer_pending(i)) return;
+                                   if (source == 2 && polls_[i].batch.pending()) return;
                                    process_queue(i);
                                  });
     if (!w.ok()) {
@@ -152,7 +144,7 @@ void VirtioBlock::reset() {
 
 void VirtioBlock::process_queue(size_t index) {
   if (index >= queues_.size() || queues_[index].queue == nullptr) return;
-  if (index < polls_.size() && polls_[index].timer) return serve_batched(index);
+  if (index < polls_.size() && polls_[index].batch.enabled()) return serve_batched(index);
   PollState& poll = polls_[index];
   const uint64_t max_ns = uint64_t{options_.poll_us} * 1000;
   // The window adapts to the gaps between the driver's requests, measured from the moment the
@@ -185,24 +177,14 @@ void VirtioBlock::process_queue(size_t index) {
   }
 }
 
-bool VirtioBlock::batch_timer_pending(size_t index) const {
-  itimerspec t{};
-  return ::timerfd_gettime(polls_[index].timer.get(), &t) == 0 && (t.it_value.tv_sec != 0 || t.it_value.tv_nsec != 0);
-}
-
 void VirtioBlock::serve_batched(size_t index) {
-  PollState& st = polls_[index];
   for (;;) {
     const size_t n = serve(index, VirtQueue::Arm::kNo);
     if (n >= 2) {
-      // The guest keeps this queue busy: no kick for what it adds next; come back in about four
-      // of its recent inter-request gaps (so about four requests per pass), at most batch_us.
+      // The guest keeps this queue busy: no kick for what it adds next; the timer brings the
+      // worker back (worker.h, QueueBatcher).
       stats_.batches.fetch_add(1, std::memory_order_relaxed);
-      const uint64_t ns = std::clamp<uint64_t>(4 * st.gap_ns, 1000, uint64_t{options_.batch_us} * 1000);
-      itimerspec t{};
-      t.it_value.tv_sec = static_cast<time_t>(ns / 1000000000);
-      t.it_value.tv_nsec = static_cast<long>(ns % 1000000000);
-      if (::timerfd_settime(st.timer.get(), 0, &t, nullptr) == 0) return;
+      if (polls_[index].batch.arm()) return;
     }
     // Light load (or no timer): ask for a kick, and look once more.
     if (serve(index, VirtQueue::Arm::kYes) == 0) return;
@@ -212,18 +194,10 @@ void VirtioBlock::serve_batched(size_t index) {
 size_t VirtioBlock::serve(size_t index, VirtQueue::Arm arm) {
   auto& aq = queues_[index];
   size_t found = 0;
-  PollState* st = index < polls_.size() && polls_[index].timer ? &polls_[index] : nullptr;
-  const uint64_t gap_cap = uint64_t{options_.batch_us} * 1000 / 4;
+  QueueBatcher* batch = index < polls_.size() && polls_[index].batch.enabled() ? &polls_[index].batch : nullptr;
   while (auto chain = aq.queue->pop(arm)) {
     ++found;
-    if (st != nullptr) {
-      // A running mean (1/8 weight) of the gaps between requests; an idle spell counts as at most
-      // a quarter of batch_us, so it cannot stretch the window past batch_us.
-      const uint64_t now = monotonic_ns();
-      const uint64_t gap = std::min(now - st->last_pop_ns, gap_cap);
-      st->gap_ns = st->gap_ns - st->gap_ns / 8 + gap / 8;
-      st->last_pop_ns = now;
-    }
+    if (batch != nullptr) batch->note_request();
     if (auto used = handle(index, *chain)) aq.queue->add_used(chain->head, *used);
   }
   if (index < rings_.size() && rings_[index]) {

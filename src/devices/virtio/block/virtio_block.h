@@ -118,7 +118,6 @@ class VirtioBlock final : public VirtioDevice {
   size_t serve(size_t index, VirtQueue::Arm arm);
   // batch_us: one pass; with 2+ requests found, sets the queue's timer instead of asking for a kick.
   void serve_batched(size_t index);
-  bool batch_timer_pending(size_t index) const;
   // Spins for up to `ns` while nothing new is available, reaping completions meanwhile; true if
   // the driver made a request available.
   bool poll_ring(size_t index, uint64_t ns);
@@ -144,10 +143,7 @@ class VirtioBlock final : public VirtioDevice {
   struct PollState {
     uint64_t window_ns = 0;
     uint64_t slept_at_ns = 0;
-    // batch_us: the timer that brings the worker back, and the mean gap between popped requests.
-    UniqueFd timer;
-    uint64_t gap_ns = 0;
-    uint64_t last_pop_ns = 0;
+    QueueBatcher batch;  // batch_us
   };
   std::vector<PollState> polls_;
   BlockStats stats_;

@@ -1,4 +1,4 @@
-// The command-line face of virtio-net: `--net tap=NAME[,mac=..][,queues=N]` or
+// The command-line face of virtio-net: `--net tap=NAME[,mac=..][,queues=N][,batch_us=N]` or
 // `--net fd=N[,mac=..]`, parsed into a NetSpec, and the factory the VM builder calls with it.
 #pragma once
 
@@ -22,6 +22,7 @@ struct NetSpec {
   std::optional<MacAddress> mac;  // default: a random locally administered address
   uint16_t queues = 0;            // queue pairs; 0 = one per vCPU (tap=), 1 with fd=
   uint16_t queue_size = 256;
+  uint32_t batch_us = 0;          // VirtioNetOptions::batch_us
 };
 
 // Errors name the option and the fix ("mac=zz: expected six hex pairs like 52:54:00:12:34:56").

@@ -61,6 +61,9 @@ TEST(NetSpecTest, ClearErrors) {
   EXPECT_NE(parse_error("tap=a,queues=0").find("queues=0 must be a number between 1 and 64"),
             std::string::npos);
   EXPECT_NE(parse_error("fd=3,queues=2").find("use tap=NAME for multiqueue"), std::string::npos);
+  EXPECT_NE(parse_error("tap=a,batch_us=10001").find("batch_us=10001"), std::string::npos);
+  EXPECT_EQ(parse_net_spec("tap=a")->batch_us, 0u);  // off unless asked for
+  EXPECT_EQ(parse_net_spec("tap=a,batch_us=2000")->batch_us, 2000u);
   EXPECT_NE(parse_error("").find("empty"), std::string::npos);
   EXPECT_NE(parse_error("tap").find("not key=value"), std::string::npos);
 }

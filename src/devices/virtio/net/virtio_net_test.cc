@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include <chrono>
+#include <functional>
 #include <thread>
 
 #include "devices/virtio/net/net_test_driver.h"
@@ -35,12 +36,16 @@ std::vector<uint8_t> frame(size_t len, uint8_t seed, virtio_net_hdr_v1 hdr = {})
 
 class VirtioNetTest : public ::testing::Test {
  protected:
-  void start(size_t pairs = 1, uint64_t features = kMrg, bool workers = false, bool ufo = false) {
+  // `before` runs once the driver exists and before the device is activated (to have buffers
+  // waiting when a worker starts).
+  void start(size_t pairs = 1, uint64_t features = kMrg, bool workers = false, bool ufo = false,
+             uint32_t batch_us = 0, const std::function<void()>& before = {}) {
     auto backend = std::make_unique<SocketBackend>(pairs, ufo);
     be_ = backend.get();
     VirtioNetOptions o;
     o.mac = {0x52, 0x54, 0, 0x12, 0x34, 0x56};
     o.run_workers = workers;
+    o.batch_us = batch_us;
     auto d = VirtioNet::create(std::move(backend), o);
     ASSERT_TRUE(d.ok()) << d.error().message();
     net_ = std::move(*d);
@@ -57,6 +62,7 @@ class VirtioNetTest : public ::testing::Test {
       aq.push_back(ActivatedQueue{queues_[i].get(), kick.get(), [this, i] { ++irqs_[i]; }});
       kicks_.push_back(std::move(kick));
     }
+    if (before) before();
     ASSERT_TRUE(net_->activate(drv_->mem(), features, std::move(aq)).ok());
   }
   void TearDown() override {
@@ -285,6 +291,34 @@ TEST_F(VirtioNetTest, ReceivesStraightIntoBuffersWhenTheLargestFrameFits) {
   EXPECT_EQ(net_->stats().rx_frames.load(), 2u);
   EXPECT_EQ(net_->stats().rx_bytes.load(), 6100u);
   EXPECT_EQ(irqs_[0].load(), 1);  // both frames, one interrupt
+}
+
+TEST_F(VirtioNetTest, BusyTransmitQueueBatchesWithoutKicksThenAsksForThemAgain) {
+  // Two frames waiting when the worker starts: its first pass sends both, so the queue counts as
+  // busy and asks for no kick for the next frames.
+  start(1, kMrg | bit(VIRTIO_RING_F_EVENT_IDX), /*workers=*/true, false, /*batch_us=*/200'000, [this] {
+    drv_->add_out(1, frame(100, 1));
+    drv_->add_out(1, frame(100, 2));
+  });
+  auto wait_for = [](auto done) {
+    for (int i = 0; i < 500 && !done(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return done();
+  };
+  ASSERT_TRUE(wait_for([&] { return drv_->used_idx(1) == 2 && net_->stats().tx_batches.load() == 1; }));
+  EXPECT_EQ(drv_->avail_event(1), 0) << "a busy transmit queue asked for a kick";
+  // The next frame goes out on the worker's timer, with no kick.
+  drv_->add_out(1, frame(100, 3));
+  ASSERT_TRUE(wait_for([&] { return drv_->used_idx(1) == 3; })) << "not sent without a kick while batching";
+  for (int seed = 1; seed <= 3; ++seed) EXPECT_EQ(host_recv(), frame(100, static_cast<uint8_t>(seed)));
+  // That pass sent one frame: light load again, so it asked for a kick and sleeps.
+  ASSERT_TRUE(wait_for([&] { return drv_->avail_event(1) == 3; }));
+  drv_->add_out(1, frame(100, 4));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // longer than any batch window
+  EXPECT_EQ(drv_->used_idx(1), 3) << "sent without a kick after the queue went idle";
+  kick(1);
+  ASSERT_TRUE(wait_for([&] { return drv_->used_idx(1) == 4; }));
+  EXPECT_EQ(host_recv(), frame(100, 4));
+  EXPECT_EQ(net_->stats().tx_batches.load(), 1u);
 }
 
 // The receive path under its real worker thread against a driver thread that behaves like
