@@ -136,11 +136,11 @@ TEST(NetHeaderTest, ValidatesEveryField) {
 TEST_F(VirtioNetTest, FeaturesAndConfig) {
   start(4);
   const uint64_t f = net_->device_features();
-  for (unsigned b : {VIRTIO_F_VERSION_1, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_HOST_TSO4,
+  for (int b : {VIRTIO_F_VERSION_1, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_HOST_TSO4,
                      VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
                      VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_F_CTRL_VQ,
                      VIRTIO_NET_F_MQ, VIRTIO_RING_F_EVENT_IDX})
-    EXPECT_TRUE(f & bit(b)) << "feature bit " << b;
+    EXPECT_TRUE(f & bit(static_cast<unsigned>(b))) << "feature bit " << b;
   EXPECT_FALSE(f & bit(VIRTIO_NET_F_HOST_UFO));  // the backend does not take UFO
   EXPECT_EQ(net_->queue_max_sizes().size(), 9u);
   virtio_net_config cfg{};
