@@ -65,6 +65,15 @@ done
 [[ $cpus =~ ^[0-9]+$ && $cpus -gt 0 ]] || die "--cpus must be a positive integer, got '$cpus'"
 command_line="$*"
 
+# One lab at a time: two L1s on a 2-core machine starve each other (benchmarks measure nothing,
+# guests time out). A second lab.sh waits for the first; the lock goes with the process.
+lock=${RINGVM_LAB_LOCK:-${TMPDIR:-/tmp}/ringvm-lab.lock}
+exec 9>>"$lock" || die "cannot open the lab lock $lock"
+if ! flock -n 9; then
+  echo "lab.sh: another lab is running (lock $lock); waiting for it to finish" >&2
+  flock 9
+fi
+
 qemu=${RINGVM_LAB_QEMU:-qemu-system-x86_64}
 command -v "$qemu" >/dev/null || die "$qemu not found: install qemu-system-x86 (scripts/setup.sh)"
 busybox=$(command -v busybox) || die "busybox not found: install busybox-static"
