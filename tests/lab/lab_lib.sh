@@ -66,8 +66,15 @@ lab_l2_stalled() {
   local text
   [[ ! -e $LAB_RESULTS/$1.l2-stall.log ]] || return 1
   text=$(lab_console "$1")
-  { grep -q '^status=124' "$LAB_RESULTS/$1.result" || grep -q 'RINGVM-LAB-HOST-VMM-STATUS 124' <<<"$text"; } &&
-    grep -q 'rcu: INFO: rcu_preempt detected stalls' <<<"$text" &&
+  { grep -q '^status=124' "$LAB_RESULTS/$1.result" || grep -q 'RINGVM-LAB-HOST-VMM-STATUS 124' <<<"$text"; } ||
+    return 1
+  # QEMU's reference runs only prove that the lab works; when QEMU's own guest freezes (seen
+  # mid-boot with no message at all: every vCPU stuck, so nothing reports a stall) that is the
+  # lab's failure, and the reference is run once more. ringvm's runs need the full signature.
+  if head -n1 "$LAB_RESULTS/$1.log" 2>/dev/null | grep -q '^+ qemu-system'; then
+    return 0
+  fi
+  grep -q 'rcu: INFO: rcu_preempt detected stalls' <<<"$text" &&
     grep -q 'Sending NMI from CPU' <<<"$text" && ! grep -q 'NMI backtrace for cpu' <<<"$text" &&
     grep -q 'stopped by a signal\|terminating on signal' <<<"$text"
 }
@@ -118,9 +125,10 @@ lab_exit_if_skipped() {
   # Say so when this run's first attempt died with L1 (lab_session.sh restarted L1 and ran it
   # again): the result below is the second attempt's.
   if [[ -f $LAB_RESULTS/$1.l2-stall.log ]]; then
-    echo "NOTE: the guest stalled in this run's first attempt with a vCPU that L1's KVM never woke"
-    echo "(no timer interrupt, no NMI, while the VMM answered SIGTERM at once: the lab emulator's"
-    echo "lost-interrupt flaw, docs/lab.md); this is the rerun's result. First attempt's last lines:"
+    echo "NOTE: the guest stalled in this run's first attempt (a vCPU that L1's KVM never woke: no"
+    echo "timer interrupt, no NMI, while the VMM answered SIGTERM at once; or QEMU's own reference"
+    echo "guest frozen): the lab emulator's lost-interrupt flaw, docs/lab.md; this is the rerun's"
+    echo "result. First attempt's last lines:"
     tail -n 5 "$LAB_RESULTS/$1.l2-stall.log"
   fi
   if [[ -f $LAB_RESULTS/$1.l1-crash.log ]]; then
