@@ -8,7 +8,7 @@
 #
 #   RINGVM_LAB_SESSION_TIMEOUT  bound on the whole L1 session in seconds (default 2100)
 #   RINGVM_LAB_RUN_TIMEOUT      bound on each VMM run inside L1 in seconds (default 480)
-#   RINGVM_LAB_L1_RESTARTS      fresh L1 boots allowed after L1's kernel panics (default 3); the
+#   RINGVM_LAB_L1_RESTARTS      fresh L1 boots allowed after L1's kernel panics (default 5); the
 #                               run it interrupted is rerun and its checker says so
 #   and scripts/lab.sh's RINGVM_LAB_* variables.
 set -euo pipefail
@@ -32,7 +32,7 @@ export RINGVM_LAB_CONSOLE=${RINGVM_LAB_CONSOLE:-$results/l1.console}
 start=$SECONDS
 deadline=$((SECONDS + ${RINGVM_LAB_SESSION_TIMEOUT:-2100}))
 attempt=1
-max_attempts=$((1 + ${RINGVM_LAB_L1_RESTARTS:-3}))
+max_attempts=$((1 + ${RINGVM_LAB_L1_RESTARTS:-5}))
 while :; do
   status=0
   "$here/../../scripts/lab.sh" --timeout "$((deadline > SECONDS ? deadline - SECONDS : 1))" --share "$results" -- \
