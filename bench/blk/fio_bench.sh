@@ -41,11 +41,8 @@ if [[ ${1:-} == --in-lab ]]; then
   table=$LAB_RESULTS/table
   : >"$table"
   for ((i = 1; i <= runs; i++)); do
-    variants=()
-    for v in ${RINGVM_LAB_FIO_VARIANTS:-}; do variants+=("ringvm:$v"); done
-    # Alternate who goes first, so neither VMM always runs on the freshest (or most tired) L1.
-    order=(ringvm "${variants[@]}" qemu)
-    ((i % 2 == 0)) && order=(qemu ringvm "${variants[@]}")
+    # shellcheck disable=SC2086 # one variant per word
+    mapfile -t order < <(lab_bench_order "$i" ${RINGVM_LAB_FIO_VARIANTS:-})
     for vmm in "${order[@]}"; do
       name=$(tr ':=,' '-__' <<<"${vmm}")_$i
       console=$LAB_RESULTS/$name.console

@@ -39,11 +39,8 @@ if [[ ${1:-} == --in-lab ]]; then
   table=$LAB_RESULTS/table
   : >"$table"
   for ((run = 1; run <= runs; run++)); do
-    # Alternate who goes first, so neither VMM always runs on the freshest L1.
-    variants=()
-    for v in ${RINGVM_LAB_NET_VARIANTS:-}; do variants+=("ringvm:$v"); done
-    order=(ringvm "${variants[@]}" qemu)
-    ((run % 2 == 0)) && order=(qemu ringvm "${variants[@]}")
+    # shellcheck disable=SC2086 # one variant per word
+    mapfile -t order < <(lab_bench_order "$run" ${RINGVM_LAB_NET_VARIANTS:-})
     for vmm in "${order[@]}"; do
       name=$(tr ':=,' '-__' <<<"$vmm")
       console=$LAB_RESULTS/$name.$run.console log=$LAB_RESULTS/$name.$run.log

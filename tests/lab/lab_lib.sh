@@ -79,6 +79,21 @@ lab_l2_stalled() {
     grep -q 'stopped by a signal\|terminating on signal' <<<"$text"
 }
 
+# The VMMs of one benchmark round (bench/), one per line: ringvm, a "ringvm:OPTIONS" variant per
+# further argument, qemu. Even rounds start with qemu, so neither VMM always runs on the freshest
+# (or most tired) L1.
+#   lab_bench_order ROUND [OPTIONS...]
+lab_bench_order() {
+  local round=$1 v variants=()
+  shift
+  for v in "$@"; do variants+=("ringvm:$v"); done
+  if ((round % 2 == 0)); then
+    printf '%s\n' qemu ringvm "${variants[@]}"
+  else
+    printf '%s\n' ringvm "${variants[@]}" qemu
+  fi
+}
+
 lab_console() {
   cat "$LAB_RESULTS/$1.log" "$LAB_RESULTS/$1.console" 2>/dev/null | tr -d '\r'
   return 0
