@@ -159,14 +159,16 @@ void add_run_command(CLI::App& app, int* status) {
       ->capture_default_str();
   cmd->add_option("--disk", opts->disks,
                   "virtio-blk disk: path=FILE[,format=raw|qcow2][,readonly=on][,serial=ID][,queues=N]"
-                  "[,cache=writeback|none|unsafe][,poll_us=N][,batch_us=N]; repeatable; the format is never "
+                  "[,cache=writeback|none|unsafe][,poll_us=N][,batch_us=N|auto]; repeatable; the format is never "
                   "guessed; queues default to one per vCPU; poll_us=N lets a queue poll for requests up to N "
-                  "µs before it sleeps; batch_us=N lets a busy queue gather requests for up to N µs instead "
-                  "of taking a kick for each (both default 0: off; docs/virtio.md)");
+                  "µs before it sleeps (default 0: off); batch_us=N lets a busy queue gather requests for up "
+                  "to N µs instead of taking a kick for each (0: off; default auto: off where a VM exit is "
+                  "cheap, as on hardware, on where it is slow, as when nested; --stats shows the choice; "
+                  "docs/virtio.md)");
   cmd->add_option("--net", opts->nets,
-                  "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N][,batch_us=N] or fd=N (an "
+                  "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N][,batch_us=N|auto] or fd=N (an "
                   "inherited tap fd); repeatable; queues default to one pair per vCPU; batch_us coalesces "
-                  "transmit kicks under load (default 0: off) (docs/networking.md)");
+                  "transmit kicks under load (default auto, as for --disk) (docs/networking.md)");
   cmd->add_option("--vsock", opts->vsock,
                   "virtio-vsock: cid=N,socket=PATH; the host connects to PATH and writes \"CONNECT <port>\\n\"; "
                   "guest connections to host port P arrive at PATH_P (docs/networking.md)");

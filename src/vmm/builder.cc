@@ -25,6 +25,7 @@
 #include "devices/virtio/console/virtio_console.h"
 #include "devices/virtio/rng/virtio_rng.h"
 #include "devices/virtio/virtio_pci.h"
+#include "vmm/exit_probe.h"
 #include "vmm/vm.h"
 
 namespace ringvm {
@@ -167,6 +168,28 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     vm.shutdown_hooks_.push_back([dev] { dev->reset(); });
     return Ok();
   };
+  // batch_us=auto (the default): measured once, when the first device asks.
+  std::optional<uint32_t> auto_us;
+  auto resolve_batch = [&](const std::optional<uint32_t>& asked) -> uint32_t {
+    if (asked) return *asked;
+    if (!auto_us) {
+      auto cost = measure_exit_cost(vm.vm_->system());
+      if (cost.ok()) {
+        auto_us = auto_batch_us(cost->round_trip_ns);
+        spdlog::debug("a VM exit costs {} ns here (probe of {} exits): batch_us=auto is {}", cost->round_trip_ns,
+                   cost->exits, *auto_us);
+        vm.device_stats_.push_back([ns = cost->round_trip_ns, us = *auto_us] {
+          return fmt::format("  exit-cost probe: {:.1f} µs per exit to userspace, so batch_us=auto is {}\n",
+                             static_cast<double>(ns) / 1000.0, us);
+        });
+      } else {
+        auto_us = 0;
+        spdlog::warn("measuring the cost of a VM exit failed ({}); batch_us=auto is 0 (off)",
+                   cost.error().message());
+      }
+    }
+    return *auto_us;
+  };
   int index = 0;
   for (const DiskSpec& d : vm.cfg_.disks) {
     DiskOpenOptions open_opts;
@@ -184,7 +207,7 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
                              : static_cast<uint16_t>(std::min<uint32_t>(vm.cfg_.cpus, VirtioBlock::kMaxQueues));
     o.cache = d.cache == CacheMode::kUnsafe ? VirtioBlockOptions::Cache::kUnsafe : VirtioBlockOptions::Cache::kWriteback;
     o.poll_us = d.poll_us;
-    o.batch_us = d.batch_us;
+    o.batch_us = resolve_batch(d.batch_us);
     auto blk = VirtioBlock::create(std::move(*disk), o);
     if (!blk) return wrap(std::move(blk).error(), "--disk path={}", d.path);
     std::shared_ptr<VirtioBlock> dev = std::move(*blk);
@@ -200,7 +223,8 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
                          s.poll_misses.load(), s.batches.load());
     });
   }
-  for (const NetSpec& n : vm.cfg_.nets) {
+  for (NetSpec n : vm.cfg_.nets) {
+    n.batch_us = resolve_batch(n.batch_us);
     std::shared_ptr<VirtioNet> dev = TRY(make_virtio_net(n, vm.cfg_.cpus));  // its errors name the tap
     RETURN_IF_ERROR(attach(dev));
     vm.device_stats_.push_back([dev] {

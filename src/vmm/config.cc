@@ -84,13 +84,16 @@ Result<DiskSpec> parse_disk(std::string_view text) {
         return make_error(ErrorCode::kInvalidArgument, "--disk queues={}: give a number from 1 to {}", val,
                           kMaxDiskQueues);
       d.queues = static_cast<uint16_t>(q);
+    } else if (key == "batch_us" && val == "auto") {
+      d.batch_us.reset();
     } else if (key == "poll_us" || key == "batch_us") {
       unsigned us = 0;
       auto [p, ec] = std::from_chars(val.data(), val.data() + val.size(), us);
       if (ec != std::errc() || p != val.data() + val.size() || us > kMaxDiskPollUs)
-        return make_error(ErrorCode::kInvalidArgument, "--disk {}={}: give microseconds from 0 (off) to {}", key,
-                          val, kMaxDiskPollUs);
-      (key == "poll_us" ? d.poll_us : d.batch_us) = us;
+        return make_error(ErrorCode::kInvalidArgument, "--disk {}={}: give microseconds from 0 (off) to {}{}", key,
+                          val, kMaxDiskPollUs, key == "batch_us" ? ", or auto" : "");
+      if (key == "poll_us") d.poll_us = us;
+      else d.batch_us = us;
     } else if (key == "cache") {
       if (val == "writeback") d.cache = CacheMode::kWriteback;
       else if (val == "none") d.cache = CacheMode::kNone;

@@ -33,8 +33,6 @@ enum class CacheMode { kWriteback, kNone, kUnsafe };
 // Off: in the lab (2 host cores under TCG) a polling worker takes the CPU the guest's vCPUs need
 // and fio lost 10-30 % with poll_us=64 or 1000 (docs/virtio.md, "Polling").
 inline constexpr uint32_t kDefaultDiskPollUs = 0;
-// The default --disk batch_us (VirtioBlockOptions::batch_us).
-inline constexpr uint32_t kDefaultDiskBatchUs = 0;
 // At most this many µs of polling (or batching) can be asked for.
 inline constexpr uint32_t kMaxDiskPollUs = 10000;
 // virtio-blk request queues per disk at most (VirtioBlock::kMaxQueues).
@@ -49,8 +47,9 @@ struct DiskSpec {
   // below that; 0: never poll). See docs/virtio.md, "Polling".
   uint32_t poll_us = kDefaultDiskPollUs;
   // Longest a busy queue gathers requests before serving them, in µs (0: never); see
-  // VirtioBlockOptions::batch_us and docs/virtio.md, "Batching".
-  uint32_t batch_us = kDefaultDiskBatchUs;
+  // VirtioBlockOptions::batch_us and docs/virtio.md, "Batching". Unset (the default, `auto`):
+  // chosen from the measured cost of a VM exit (vmm/exit_probe.h), 0 on hardware-speed exits.
+  std::optional<uint32_t> batch_us;
   CacheMode cache = CacheMode::kWriteback;
 };
 

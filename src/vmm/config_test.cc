@@ -45,9 +45,12 @@ TEST(Config, Disk) {
   EXPECT_EQ(parse_disk("path=a,poll_us=64")->poll_us, 64u);
   EXPECT_EQ(parse_disk("path=a,poll_us=0")->poll_us, 0u);
   EXPECT_FALSE(parse_disk("path=a,poll_us=10001").ok());
-  EXPECT_EQ(plain->batch_us, 0u);
+  EXPECT_FALSE(plain->batch_us.has_value());  // auto: chosen from the measured exit cost
+  EXPECT_FALSE(parse_disk("path=a,batch_us=auto")->batch_us.has_value());
   EXPECT_EQ(parse_disk("path=a,batch_us=2000")->batch_us, 2000u);
+  EXPECT_EQ(parse_disk("path=a,batch_us=0")->batch_us, 0u);
   EXPECT_FALSE(parse_disk("path=a,batch_us=z").ok());
+  EXPECT_NE(parse_disk("path=a,batch_us=z").error().message().find("or auto"), std::string::npos);
   EXPECT_FALSE(parse_disk("path=a,poll_us=-1").ok());
   EXPECT_NE(parse_disk("path=a,poll_us=x").error().message().find("poll_us=x"), std::string::npos);
   EXPECT_FALSE(parse_disk("path=a,bogus=1").ok());

@@ -66,7 +66,8 @@ Result<NetSpec> parse_net_spec(std::string_view text) {
       spec.queues =
           static_cast<uint16_t>(TRY(parse_option_uint(kWhat, key, value, 1, VirtioNet::kMaxQueuePairs)));
     } else if (key == "batch_us") {
-      spec.batch_us = static_cast<uint32_t>(TRY(parse_option_uint(kWhat, key, value, 0, 10000)));
+      if (value == "auto") spec.batch_us.reset();
+      else spec.batch_us = static_cast<uint32_t>(TRY(parse_option_uint(kWhat, key, value, 0, 10000)));
     } else if (key == "queue_size") {
       spec.queue_size = static_cast<uint16_t>(TRY(parse_option_uint(kWhat, key, value, 4, 512)));
     } else if (key == "id") {
@@ -104,7 +105,7 @@ Result<std::shared_ptr<VirtioNet>> make_virtio_net(const NetSpec& spec, uint32_t
   o.id = spec.id;
   o.mac = spec.mac ? *spec.mac : random_mac();
   o.queue_size = spec.queue_size;
-  o.batch_us = spec.batch_us;
+  o.batch_us = spec.batch_us.value_or(0);
   auto dev = VirtioNet::create(std::move(tap), std::move(o));
   if (!dev.ok()) return std::move(dev).error();
   return std::shared_ptr<VirtioNet>(std::move(*dev));

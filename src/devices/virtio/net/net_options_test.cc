@@ -62,8 +62,11 @@ TEST(NetSpecTest, ClearErrors) {
             std::string::npos);
   EXPECT_NE(parse_error("fd=3,queues=2").find("use tap=NAME for multiqueue"), std::string::npos);
   EXPECT_NE(parse_error("tap=a,batch_us=10001").find("batch_us=10001"), std::string::npos);
-  EXPECT_EQ(parse_net_spec("tap=a")->batch_us, 0u);  // off unless asked for
+  EXPECT_FALSE(parse_net_spec("tap=a")->batch_us.has_value());  // auto: the VMM decides
+  EXPECT_FALSE(parse_net_spec("tap=a,batch_us=auto")->batch_us.has_value());
   EXPECT_EQ(parse_net_spec("tap=a,batch_us=2000")->batch_us, 2000u);
+  EXPECT_EQ(parse_net_spec("tap=a,batch_us=0")->batch_us, 0u);
+  EXPECT_NE(parse_error("tap=a,batch_us=soon").find("batch_us"), std::string::npos);
   EXPECT_NE(parse_error("").find("empty"), std::string::npos);
   EXPECT_NE(parse_error("tap").find("not key=value"), std::string::npos);
 }

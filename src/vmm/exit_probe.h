@@ -1,0 +1,34 @@
+// What one VM exit costs on this host, measured: a throw-away VM whose single vCPU does a few
+// dozen port writes (each a round trip guest -> KVM -> this process -> guest) and halts.
+//
+// The answer spans three orders of magnitude: ~2-5 µs on hardware-assisted KVM, tens of µs for
+// nested virtualization on hardware (a cloud VM running ringvm), hundreds of µs in the lab's
+// emulated AMD-V. Devices use it to decide whether coalescing notifications is worth the latency
+// it adds (the "auto" batch_us of virtio-blk and virtio-net, docs/virtio.md "Batching").
+#pragma once
+
+#include <cstdint>
+
+#include "base/result.h"
+
+namespace ringvm {
+
+class KvmSystem;
+
+struct ExitCost {
+  uint64_t round_trip_ns = 0;  // mean over `exits`, after a warm-up run
+  uint32_t exits = 0;
+};
+
+// Creates and destroys its own VM; `exits` port writes (at least 1). Fails only where a VM
+// cannot be created or run (the caller then treats the cost as unknown).
+Result<ExitCost> measure_exit_cost(const KvmSystem& kvm, uint32_t exits = 24);
+
+// The coalescing window an "auto" batch_us picks for an exit that costs `round_trip_ns`: 0 (no
+// coalescing) below kBatchAutoMinExitNs, where a timer wake-up costs as much as the exit it
+// saves; otherwise four exits' worth, at most kBatchAutoMaxUs.
+inline constexpr uint64_t kBatchAutoMinExitNs = 20'000;
+inline constexpr uint32_t kBatchAutoMaxUs = 4000;
+uint32_t auto_batch_us(uint64_t round_trip_ns);
+
+}  // namespace ringvm
