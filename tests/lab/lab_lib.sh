@@ -35,7 +35,24 @@ lab_run() {
     echo "lab: $name: the guest stalled with a vCPU L1 never woke (docs/lab.md); running it again" |
       tee -a "$LAB_RESULTS/l2-stalls.txt"
     lab_run_once "$@"
+  elif lab_l2_died_under_load "$name"; then
+    lab_console "$name" >"$LAB_RESULTS/$name.l2-died.log"
+    rm -f "$LAB_RESULTS/$name.console"
+    echo "lab: $name: the guest triple-faulted mid-transfer (docs/lab.md, failure 2, seen with QEMU too); running it again" |
+      tee -a "$LAB_RESULTS/l2-stalls.txt"
+    lab_run_once "$@"
   fi
+}
+
+# True when the network run NAME's guest died with a triple fault after its network came up (it
+# printed RINGVM-LAB-NET-CARRIER): the lab's failure 2 (docs/lab.md), which QEMU's userspace
+# virtio-net showed on the same load. A triple fault before that, in any other run, or a second
+# time is not excused.
+lab_l2_died_under_load() {
+  local text
+  [[ $1 == net_main && ! -e $LAB_RESULTS/$1.l2-died.log ]] || return 1
+  text=$(lab_console "$1")
+  grep -q 'ringvm: guest crashed: triple fault' <<<"$text" && grep -q 'RINGVM-LAB-NET-CARRIER 1' <<<"$text"
 }
 
 lab_run_once() {
@@ -145,6 +162,12 @@ lab_exit_if_skipped() {
     echo "guest frozen): the lab emulator's lost-interrupt flaw, docs/lab.md; this is the rerun's"
     echo "result. First attempt's last lines:"
     tail -n 5 "$LAB_RESULTS/$1.l2-stall.log"
+  fi
+  if [[ -f $LAB_RESULTS/$1.l2-died.log ]]; then
+    echo "NOTE: the guest triple-faulted mid-transfer in this run's first attempt (the lab's failure"
+    echo "2 under network load, docs/lab.md, seen with QEMU's virtio-net too); this is the rerun's"
+    echo "result. First attempt's last lines:"
+    tail -n 5 "$LAB_RESULTS/$1.l2-died.log"
   fi
   if [[ -f $LAB_RESULTS/$1.l1-crash.log ]]; then
     echo "NOTE: L1 itself crashed or hung during this run's first attempt (a flaw of the lab's"

@@ -45,7 +45,9 @@ while :; do
   what=CRASHED
   ((status == 122)) && what=HUNG
   for log in "$results"/*.log; do
-    [[ -e $log && ! -e ${log%.log}.result && $log != *.l1-crash.log ]] || continue
+    # Only a run's own log (NAME.log); the kept first attempts (NAME.l1-crash.log,
+    # NAME.l2-stall.log, NAME.l2-died.log) stay as they are.
+    [[ -e $log && ! -e ${log%.log}.result && $(basename "$log") != *.*.log ]] || continue
     run=$(basename "${log%.log}")
     mv "$log" "$results/$run.l1-crash.log"
     echo "lab.session: L1 $what during run $run (attempt $attempt); restarting L1 and resuming" |
