@@ -1,5 +1,7 @@
 #include "vmm/host_check.h"
 
+#include "vmm/exit_probe.h"
+
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -502,6 +504,7 @@ ProbeResult run_probe_guest(const std::string& path) {
     return p;
   }
   p.ok = true;
+  if (auto cost = measure_exit_cost(*sys); cost.ok()) p.exit_round_trip_ns = cost->round_trip_ns;
   return p;
 }
 
@@ -566,6 +569,12 @@ std::string format_text(const HostReport& r) {
         "Probe      {}: {} in {} us{}\n", kProbeGuestDescription,
         p.exits.empty() ? std::string("no exits") : fmt::format("{}", fmt::join(p.exits, ", then ")),
         p.microseconds, p.ok ? "" : " (FAILED: " + p.error + ")");
+    if (p.exit_round_trip_ns) {
+      const uint32_t us = auto_batch_us(*p.exit_round_trip_ns);
+      out += fmt::format("Exit cost  {:.1f} us per VM exit to userspace; virtio batch_us=auto: {}\n",
+                         static_cast<double>(*p.exit_round_trip_ns) / 1000.0,
+                         us == 0 ? std::string("off (exits are cheap)") : fmt::format("{} us (exits are slow)", us));
+    }
   } else {
     out += "Probe      not run (/dev/kvm unusable)\n";
   }
@@ -619,6 +628,8 @@ nlohmann::json to_json(const HostReport& r) {
                   {"ok", p.ok},
                   {"exits", p.exits},
                   {"microseconds", p.microseconds},
+                  {"exit_round_trip_ns", p.exit_round_trip_ns ? json(*p.exit_round_trip_ns) : json(nullptr)},
+                  {"auto_batch_us", p.exit_round_trip_ns ? json(auto_batch_us(*p.exit_round_trip_ns)) : json(nullptr)},
                   {"error", p.error.empty() ? json(nullptr) : json(p.error)}};
   } else {
     j["probe"] = nullptr;

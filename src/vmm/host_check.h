@@ -83,6 +83,9 @@ struct ProbeResult {
   std::vector<std::string> exits;  // what happened, in order ("io out port 0x80 value 0x5a", "hlt")
   uint64_t microseconds = 0;       // wall time of the run
   std::string error;               // why it did not run or did not do what it should
+  // After a good run: what one exit to userspace costs here (vmm/exit_probe.h), which decides
+  // what batch_us=auto means for virtio devices.
+  std::optional<uint64_t> exit_round_trip_ns;
 };
 
 enum class Verdict {
