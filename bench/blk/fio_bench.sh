@@ -51,7 +51,7 @@ if [[ ${1:-} == --in-lab ]]; then
         ringvm*)
           extra=${vmm#ringvm}
           cmd=("$ringvm" run --kernel "$kernel" --initrd "$initrd" --cmdline "$cmdline" --cpus 2 --memory 1024M
-            --disk "path=$disk,cache=${RINGVM_LAB_FIO_CACHE:-none}${extra:+,${extra#:}}" --console "file:$console")
+            --disk "path=$disk,cache=${RINGVM_LAB_FIO_CACHE:-none}${extra:+,${extra#:}}" --console "file:$console" --stats)
           ;;
         qemu)
           cmd=(qemu-system-x86_64 -enable-kvm -M "$machine" -cpu host -smp 2 -m 1024M -nodefaults
