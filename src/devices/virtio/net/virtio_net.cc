@@ -48,7 +48,6 @@ class VirtioNet::PairWorker {
     RETURN_IF_ERROR(w->add(p.tx.kick_fd, kTxKick, EPOLLIN));
     if (index == 0) RETURN_IF_ERROR(w->add(dev.ctrl_.kick_fd, kCtrlKick, EPOLLIN));
     RETURN_IF_ERROR(w->add(p.tx_batch.fd(), kTxTimer, EPOLLIN));
-    RETURN_IF_ERROR(w->add(p.rx_batch.fd(), kRxTimer, EPOLLIN));
     w->thread_ = std::thread([p = w.get()] { p->run(); });
     return w;
   }
@@ -59,7 +58,7 @@ class VirtioNet::PairWorker {
   }
 
  private:
-  enum Token : uint64_t { kStop, kRxKick, kTxKick, kCtrlKick, kBackend, kTxTimer, kRxTimer };
+  enum Token : uint64_t { kStop, kRxKick, kTxKick, kCtrlKick, kBackend, kTxTimer };
   PairWorker(VirtioNet& dev, size_t index) : dev_(dev), index_(index) {}
 
   Result<void> add(int fd, Token token, uint32_t events) {
@@ -120,13 +119,6 @@ class VirtioNet::PairWorker {
           case kRxKick: drain(dev_.pairs_[index_].rx.kick_fd); break;
           case kTxKick: drain(dev_.pairs_[index_].tx.kick_fd); break;
           case kTxTimer: drain(dev_.pairs_[index_].tx_batch.fd()); break;
-          case kRxTimer: {
-            Pair& p = dev_.pairs_[index_];
-            drain(p.rx_batch.fd());
-            p.rx_timer_armed = false;
-            p.rx_timer_fired = true;
-            break;
-          }
           case kCtrlKick:
             drain(dev_.ctrl_.kick_fd);
             ctrl = true;
@@ -258,12 +250,9 @@ Result<void> VirtioNet::activate(const GuestMemory& mem, uint64_t acked_features
   mem_ = &mem;
   if (!options_.run_workers) return Ok();
   for (size_t i = 0; i < pairs; ++i) {
-    auto b = QueueBatcher::create(fmt::format("virtio-net {} pair {} transmit", options_.id, i), options_.batch_us);
+    auto b = QueueBatcher::create(fmt::format("virtio-net {} pair {}", options_.id, i), options_.batch_us);
     if (b.ok()) pairs_[i].tx_batch = std::move(*b);
     else RINGVM_LOG_RATELIMITED(warn, "virtio-net {}: {}; no transmit batching", options_.id, b.error().message());
-    b = QueueBatcher::create(fmt::format("virtio-net {} pair {} receive", options_.id, i), options_.batch_us);
-    if (b.ok()) pairs_[i].rx_batch = std::move(*b);
-    else RINGVM_LOG_RATELIMITED(warn, "virtio-net {}: {}; no receive batching", options_.id, b.error().message());
   }
   for (size_t i = 0; i < pairs; ++i) {
     if (pairs_[i].rx.queue == nullptr && pairs_[i].tx.queue == nullptr && (i != 0 || ctrl_.queue == nullptr))
@@ -414,7 +403,6 @@ bool VirtioNet::process_rx(Pair& p) {
   if (q == nullptr) return false;
   bool used = false;
   bool more = false;
-  size_t delivered = 0;
   for (int n = 0;; ++n) {
     if (n == kBudget) {
       more = true;
@@ -426,7 +414,6 @@ bool VirtioNet::process_rx(Pair& p) {
       if (d == DirectRx::kRetry) continue;
       if (d == DirectRx::kDelivered) {
         used = true;
-        ++delivered;
         continue;
       }
       // kFallback: the guest has not posted room for a whole frame yet; read into our buffer.
@@ -452,22 +439,10 @@ bool VirtioNet::process_rx(Pair& p) {
     }
     if (!deliver(p)) break;  // held until the guest adds buffers
     used = true;
-    ++delivered;
   }
-  if (p.rx_batch.enabled())
-    for (size_t i = 0; i < delivered; ++i) p.rx_batch.note_request();
-  if (used) p.rx_unsignalled = true;
-  // With batch_us, a pass that delivered two or more frames (the tap keeps delivering) holds the
-  // interrupt for about four recent inter-frame gaps, so the guest's NAPI poll finds a batch; the
-  // timer's own pass raises it. A lone frame (a ping, a request) is signalled at once.
-  const bool timer_pass = std::exchange(p.rx_timer_fired, false);
-  if (p.rx_unsignalled && !timer_pass && p.rx_batch.enabled() && !p.rx_timer_armed && delivered >= 2)
-    p.rx_timer_armed = p.rx_batch.arm();
-  const bool hold = p.rx_timer_armed && !timer_pass;
-  if (p.rx_unsignalled && !hold) {
-    p.rx_unsignalled = false;
-    if (q->needs_notification() && p.rx.notify) p.rx.notify();
-  }
+  // No receive-side hold: holding the interrupt while the tap keeps delivering (NAPI-style,
+  // tried on 2026-11-22) cut 4-stream host-to-guest TCP in the lab to a third; docs/networking.md.
+  if (used && q->needs_notification() && p.rx.notify) p.rx.notify();
   return more;
 }
 

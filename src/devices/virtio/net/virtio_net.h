@@ -113,12 +113,6 @@ class VirtioNet final : public VirtioDevice {
     std::optional<DescriptorChain> tx_chain;
     virtio_net_hdr_v1 tx_hdr{};
     QueueBatcher tx_batch;  // batch_us, transmit queue
-    // batch_us, receive side: while frames keep arriving, the interrupt for what was delivered
-    // waits for this timer (NAPI-style moderation; process_rx).
-    QueueBatcher rx_batch;
-    bool rx_timer_armed = false;  // rx_batch is set and has not fired
-    bool rx_timer_fired = false;  // the worker saw it fire: this pass raises the held interrupt
-    bool rx_unsignalled = false;  // frames were used since the last interrupt decision
   };
 
   VirtioNet(std::unique_ptr<NetBackend> backend, VirtioNetOptions options);

@@ -321,30 +321,6 @@ TEST_F(VirtioNetTest, BusyTransmitQueueBatchesWithoutKicksThenAsksForThemAgain) 
   EXPECT_EQ(net_->stats().tx_batches.load(), 1u);
 }
 
-TEST_F(VirtioNetTest, BusyReceiveQueueHoldsItsInterruptForTheBatchTimer) {
-  // Three frames waiting when the worker starts: its first pass delivers them all, so the tap
-  // counts as busy and the interrupt waits for the batch timer (about four recent gaps: here
-  // ~190 ms, the first gap counting as an idle spell of batch_us / 4).
-  start(1, kMrg, /*workers=*/true, false, /*batch_us=*/2'000'000, [this] {
-    for (int i = 0; i < 40; ++i) drv_->add_in(0, 4096);
-    for (int seed = 1; seed <= 3; ++seed) host_send(frame(200, static_cast<uint8_t>(seed)));
-  });
-  auto wait_for = [](auto done, int ms = 5000) {
-    for (int i = 0; i < ms / 5 && !done(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    return done();
-  };
-  const auto t0 = std::chrono::steady_clock::now();
-  ASSERT_TRUE(wait_for([&] { return drv_->used_idx(0) == 3; }));
-  EXPECT_EQ(irqs_[0].load(), 0) << "a pass that delivered three frames raised its interrupt at once";
-  ASSERT_TRUE(wait_for([&] { return irqs_[0].load() == 1; })) << "the held interrupt was never raised";
-  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(50));
-  // A lone frame afterwards (a ping) is signalled at once: no pass found two.
-  host_send(frame(200, 4));
-  ASSERT_TRUE(wait_for([&] { return irqs_[0].load() == 2; }, 100)) << "a lone frame waited for a batch timer";
-  EXPECT_EQ(drv_->used_idx(0), 4);
-  EXPECT_EQ(net_->stats().rx_frames.load(), 4u);
-}
-
 // The receive path under its real worker thread against a driver thread that behaves like
 // Linux's (mergeable buffers of mixed sizes, reposted as frames are consumed, EVENT_IDX kicks,
 // pauses that run the device out of buffers): thousands of frames of every size arrive intact,
