@@ -2,7 +2,9 @@
 
 #include <endian.h>
 #include <linux/virtio_config.h>
+#include <limits.h>
 #include <linux/virtio_ids.h>
+#include <sys/uio.h>
 
 #include <algorithm>
 #include <cstring>
@@ -98,6 +100,8 @@ Result<void> VirtioBlock::activate(const GuestMemory& mem, uint64_t acked_featur
   rings_.resize(queues_.size());
   polls_.clear();
   polls_.resize(queues_.size());
+  pending_.clear();
+  pending_.resize(queues_.size());
   for (auto& p : polls_) p.window_ns = uint64_t{options_.poll_us} * 1000;
   const bool batching = options_.batch_us > 0 && options_.poll_us == 0;
   const auto fd = disk_->direct_fd();
@@ -201,6 +205,7 @@ size_t VirtioBlock::serve(size_t index, VirtQueue::Arm arm) {
     if (auto used = handle(index, *chain)) aq.queue->add_used(chain->head, *used);
   }
   if (index < rings_.size() && rings_[index]) {
+    flush_rw(index);
     rings_[index]->submit();
     // A fast medium (a RAM disk, the page cache, a cached NVMe read) often completes during the
     // submit itself: publish those now, with the same interrupt, instead of after one more trip
@@ -326,6 +331,7 @@ int VirtioBlock::do_flush(size_t queue, const DescriptorChain& chain, uint64_t s
   // Durable before the guest sees the status: that is the whole point of FLUSH. The guest only
   // flushes after the writes it covers completed, so the flush need not wait for other I/O.
   if (queue < rings_.size() && rings_[queue]) {
+    flush_rw(queue);  // keep submission order
     rings_[queue]->fdatasync(*disk_->direct_fd(), [this, queue, head = chain.head, status_addr](int32_t res) {
       complete(queue, head, status_addr, 1, res, 0, VIRTIO_BLK_T_FLUSH);
     });
@@ -352,13 +358,7 @@ int VirtioBlock::do_rw(size_t queue, uint32_t type, uint64_t sector, const Descr
                      : buffers_iovecs(*mem_, chain.readable, sizeof(virtio_blk_outhdr), data_len);
   if (!iov.ok()) return io_error(iov.error());
   if (queue < rings_.size() && rings_[queue]) {
-    auto done = [this, queue, head = chain.head, status_addr, data_len, type](int32_t res) {
-      complete(queue, head, status_addr, static_cast<uint32_t>(type == VIRTIO_BLK_T_IN ? data_len + 1 : 1), res,
-               data_len, static_cast<int>(type));
-    };
-    const int fd = *disk_->direct_fd();
-    if (is_read) rings_[queue]->readv(fd, sector * kSector, std::move(*iov), std::move(done));
-    else rings_[queue]->writev(fd, sector * kSector, std::move(*iov), std::move(done));
+    queue_rw(queue, type, sector, std::move(*iov), chain.head, status_addr, data_len);
     return kAsync;
   }
   auto r = is_read ? disk_->readv(sector * kSector, *iov) : disk_->writev(sector * kSector, *iov);
@@ -366,6 +366,53 @@ int VirtioBlock::do_rw(size_t queue, uint32_t type, uint64_t sector, const Descr
   (is_read ? stats_.reads : stats_.writes).fetch_add(1, std::memory_order_relaxed);
   (is_read ? stats_.bytes_read : stats_.bytes_written).fetch_add(data_len, std::memory_order_relaxed);
   return VIRTIO_BLK_S_OK;
+}
+
+void VirtioBlock::queue_rw(size_t queue, uint32_t type, uint64_t sector, std::vector<iovec> iov, uint16_t head,
+                           uint64_t status_addr, uint64_t bytes) {
+  PendingRw& p = pending_[queue];
+  if (!p.parts.empty()) {
+    const bool continues = p.type == type && p.sector + p.bytes / kSector == sector &&
+                           p.bytes + bytes <= kMaxMergedBytes && p.iov.size() + iov.size() <= IOV_MAX;
+    if (!continues) flush_rw(queue);
+  }
+  if (p.parts.empty()) {
+    p.type = type;
+    p.sector = sector;
+    p.bytes = 0;
+    p.iov.clear();
+  } else {
+    stats_.merged.fetch_add(1, std::memory_order_relaxed);
+  }
+  p.iov.insert(p.iov.end(), iov.begin(), iov.end());
+  p.parts.push_back({head, status_addr, bytes});
+  p.bytes += bytes;
+}
+
+void VirtioBlock::flush_rw(size_t queue) {
+  PendingRw& p = pending_[queue];
+  if (p.parts.empty()) return;
+  const uint32_t type = p.type;
+  auto done = [this, queue, type, parts = std::move(p.parts)](int32_t res) {
+    // Each request gets its share of the result: all of it when the whole transfer succeeded,
+    // the error when it failed, and on a short transfer what was actually covered (the rest fail).
+    int64_t left = res;
+    for (const auto& part : parts) {
+      int32_t mine = res;
+      if (res >= 0) {
+        mine = static_cast<int32_t>(std::clamp<int64_t>(left, 0, static_cast<int64_t>(part.bytes)));
+        left -= mine;
+      }
+      complete(queue, part.head, part.status_addr,
+               static_cast<uint32_t>(type == VIRTIO_BLK_T_IN ? part.bytes + 1 : 1), mine, part.bytes,
+               static_cast<int>(type));
+    }
+  };
+  p.parts.clear();
+  const int fd = *disk_->direct_fd();
+  if (type == VIRTIO_BLK_T_IN) rings_[queue]->readv(fd, p.sector * kSector, std::move(p.iov), std::move(done));
+  else rings_[queue]->writev(fd, p.sector * kSector, std::move(p.iov), std::move(done));
+  p.iov = {};
 }
 
 uint8_t VirtioBlock::do_discard_or_zero(uint32_t type, const DescriptorChain& chain, uint64_t data_len) {

@@ -67,6 +67,7 @@ struct BlockStats {
   std::atomic<uint64_t> poll_hits{0};     // polls that found a new request (a kick saved)
   std::atomic<uint64_t> poll_misses{0};   // polls that ran out (the window then halves)
   std::atomic<uint64_t> batches{0};       // passes that found 2+ requests and deferred the next
+  std::atomic<uint64_t> merged{0};        // reads/writes joined to the previous one (one host I/O)
 };
 
 class VirtioBlock final : public VirtioDevice {
@@ -74,6 +75,9 @@ class VirtioBlock final : public VirtioDevice {
   static constexpr uint32_t kMaxQueues = 16;
   static constexpr uint32_t kMaxDiscardSegments = 32;
   static constexpr uint32_t kMaxDiscardSectors = 1u << 22;  // 2 GiB per segment
+  // Request merging (io_uring path): adjacent reads or writes found in one pass become one host
+  // I/O of at most this many bytes and IOV_MAX buffers.
+  static constexpr uint64_t kMaxMergedBytes = 4u << 20;
 
   // Checks the options (serial length, queue count and size); the Disk is shared with whoever
   // else needs it (snapshot, stats).
@@ -113,6 +117,13 @@ class VirtioBlock final : public VirtioDevice {
   void complete(size_t queue, uint16_t head, uint64_t status_addr, uint32_t used_ok, int32_t res, uint64_t expected,
                 int kind);
   void reap(size_t queue);
+  // Queues a read or write for the io_uring, joined to the pending one when it continues it
+  // (same direction, next sector, within the limits); the pending one is handed to the ring first
+  // otherwise.
+  void queue_rw(size_t queue, uint32_t type, uint64_t sector, std::vector<iovec> iov, uint16_t head,
+                uint64_t status_addr, uint64_t bytes);
+  // Hands the pending (possibly merged) read or write to the queue's io_uring.
+  void flush_rw(size_t queue);
   // Pops and runs every available request (pop(arm)), submits and reaps io_uring, raises the
   // interrupt if wanted; returns how many requests it found.
   size_t serve(size_t index, VirtQueue::Arm arm);
@@ -146,6 +157,20 @@ class VirtioBlock final : public VirtioDevice {
     QueueBatcher batch;  // batch_us
   };
   std::vector<PollState> polls_;
+  // Per queue, touched only by its worker: the read or write being merged (queue_rw).
+  struct PendingRw {
+    struct Part {
+      uint16_t head;
+      uint64_t status_addr;
+      uint64_t bytes;
+    };
+    uint32_t type = 0;  // VIRTIO_BLK_T_IN or _OUT; parts empty: nothing pending
+    uint64_t sector = 0;
+    uint64_t bytes = 0;
+    std::vector<iovec> iov;
+    std::vector<Part> parts;
+  };
+  std::vector<PendingRw> pending_;
   BlockStats stats_;
 };
 
