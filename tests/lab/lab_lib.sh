@@ -63,6 +63,7 @@ lab_run_once() {
   if [[ ${RINGVM_LAB_INJECT_L1_PANIC:-} == "$name" && ${RINGVM_LAB_RESUME:-0} != 1 ]]; then
     echo 1 >/proc/sys/kernel/sysrq && echo c >/proc/sysrq-trigger
   fi
+  lab_prepare_memory >>"$log"
   start=$(date +%s.%N)
   # -k: SIGKILL if SIGTERM did not end it; the VMM is killed by its pid, not by name.
   timeout -k 10 "$secs" "$@" </dev/null >>"$log" 2>&1 || status=$?
@@ -71,6 +72,20 @@ lab_run_once() {
     "$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }')" >"$LAB_RESULTS/$name.result"
   ((status == 124)) && echo "TIMEOUT: killed after ${secs}s" >>"$log"
   echo "lab: $name: status $status, $(sed -n 's/^wall=//p' "$LAB_RESULTS/$name.result")s wall"
+}
+
+# Inside L1, before each L2 run: gives back L1's page cache and compacts its memory, so the VMM's
+# 2 MiB-aligned, THP-advised guest RAM gets huge pages even late in a session. An L2 guest on 4 KiB
+# host pages was what made the lab's boot-time triple faults frequent (docs/lab.md, failure 3);
+# late-session runs met triple faults again while fresh-L1 runs of the same test passed. Best
+# effort (outside the lab, or without root, it does nothing) and logged, with L1's free memory
+# and huge-page state, so a failing run's log shows what L2 had to work with.
+lab_prepare_memory() {
+  [[ ${RINGVM_LAB:-} == 1 ]] || return 0
+  sync
+  echo 3 >/proc/sys/vm/drop_caches 2>/dev/null
+  echo 1 >/proc/sys/vm/compact_memory 2>/dev/null
+  echo "lab: L1 memory before the run: $(awk '/^(MemFree|AnonHugePages):/ { printf "%s %s kB; ", $1, $2 }' /proc/meminfo)huge pages free (2 MiB order+): $(awk '{ s = 0; for (i = 14; i <= NF; i++) s += $i * 2 ^ (i - 14); t += s } END { print t }' /proc/buddyinfo 2>/dev/null)"
 }
 
 # True when run NAME timed out (itself, or the VMM inside it) with the signature of a vCPU that

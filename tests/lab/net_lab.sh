@@ -131,6 +131,7 @@ if [[ ${1:-} == --run ]]; then
   [[ $# -eq 3 ]] || { echo "usage: $0 --run WORK RINGVM" >&2; exit 2; }
   work=$2 ringvm=$3
   results=$LAB_RESULTS initrd=$LAB_RESULTS/net-guest.cpio.gz secs=$(net_secs)
+  rm -rf "$work"  # a rerun starts clean (FIFOs, pid files)
   mkdir -p "$work" && cd "$work" || exit 2
   run
   echo "net_lab: finished"

@@ -127,6 +127,7 @@ if [[ ${1:-} == --run ]]; then
   [[ $# -eq 4 ]] || { echo "usage: $0 --run RUN WORK RINGVM" >&2; exit 2; }
   run=$2 work=$3 ringvm=$4
   results=$LAB_RESULTS initrd=$results/virtio-guest.cpio.gz secs=${RINGVM_LAB_RUN_TIMEOUT:-480}
+  rm -rf "$work"  # a rerun starts clean (FIFOs, pid files)
   mkdir -p "$work" && cd "$work" || exit 2
   "run_${run#virtio_}"
   echo "virtio_lab: $run finished"
