@@ -167,8 +167,9 @@ void add_run_command(CLI::App& app, int* status) {
                   "docs/virtio.md)");
   cmd->add_option("--net", opts->nets,
                   "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N][,batch_us=N|auto] or fd=N (an "
-                  "inherited tap fd); repeatable; queues default to one pair per vCPU; batch_us coalesces "
-                  "transmit kicks under load (default auto, as for --disk) (docs/networking.md)");
+                  "inherited tap fd); repeatable; queues default to one pair per vCPU; batch_us=N coalesces "
+                  "transmit kicks under load for up to N µs (default auto, which for now means 0: off) "
+                  "(docs/networking.md)");
   cmd->add_option("--vsock", opts->vsock,
                   "virtio-vsock: cid=N,socket=PATH; the host connects to PATH and writes \"CONNECT <port>\\n\"; "
                   "guest connections to host port P arrive at PATH_P (docs/networking.md)");
