@@ -225,7 +225,7 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
   }
   for (NetSpec n : vm.cfg_.nets) {
     // virtio-net's auto is off for now, whatever exits cost: in the lab, net_main's guest died
-    // (triple fault, guest-to-host phase) in 4 of 6 runs with transmit coalescing on and 1 of 6
+    // (triple fault, guest-to-host phase) in 3 of 5 runs with transmit coalescing on and 1 of 6
     // with it off (docs/networking.md, "Transmit batching"). An explicit batch_us=N still works.
     n.batch_us = n.batch_us.value_or(0);
     std::shared_ptr<VirtioNet> dev = TRY(make_virtio_net(n, vm.cfg_.cpus));  // its errors name the tap
