@@ -64,6 +64,18 @@ Result<void> KvmVcpu::set_lapic(const kvm_lapic_state& l) const { return set(fd(
 Result<kvm_mp_state> KvmVcpu::get_mp_state() const {
   return get<kvm_mp_state>(fd(), KVM_GET_MP_STATE, "KVM_GET_MP_STATE");
 }
+Result<void> KvmVcpu::enter_real_mode(uint64_t rip, uint64_t rax) const {
+  kvm_sregs s = TRY(get_sregs());
+  s.cs.base = 0;
+  s.cs.selector = 0;
+  TRY(set_sregs(s));
+  kvm_regs r{};
+  r.rip = rip;
+  r.rax = rax;
+  r.rflags = 0x2;  // bit 1 is reserved and must be set
+  return set_regs(r);
+}
+
 Result<void> KvmVcpu::set_mp_state(const kvm_mp_state& s) const {
   return set(fd(), KVM_SET_MP_STATE, s, "KVM_SET_MP_STATE");
 }

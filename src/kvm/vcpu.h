@@ -69,6 +69,10 @@ class KvmVcpu {
   Result<void> set_lapic(const kvm_lapic_state& l) const;
   Result<kvm_mp_state> get_mp_state() const;
   Result<void> set_mp_state(const kvm_mp_state& s) const;
+  // Points the vCPU at real-mode code: CS base and selector 0, RIP = `rip` (below 64 KiB), RAX =
+  // `rax`, every other general register 0, RFLAGS with only its reserved bit. For tiny guests
+  // (ringvm check's probe, the exit-cost probe, tests).
+  Result<void> enter_real_mode(uint64_t rip, uint64_t rax = 0) const;
 
   // Enters the guest until an exit that is not port I/O or MMIO (those are dispatched to `pio`
   // and `mmio` and the loop continues). `counters` may be null.

@@ -28,14 +28,7 @@ std::array<uint8_t, 10> probe_code(uint16_t n) {
 Result<uint64_t> run_once(KvmVcpu& vcpu, GuestMemory& mem, uint16_t n) {
   const auto code = probe_code(n);
   TRY(mem.write(kCodeAddr, code));
-  kvm_sregs s = TRY(vcpu.get_sregs());
-  s.cs.base = 0;
-  s.cs.selector = 0;
-  TRY(vcpu.set_sregs(s));
-  kvm_regs r{};
-  r.rip = kCodeAddr;
-  r.rflags = 0x2;
-  TRY(vcpu.set_regs(r));
+  TRY(vcpu.enter_real_mode(kCodeAddr));
   static const Bus kNoPorts("exit-probe ports"), kNoMmio("exit-probe mmio");
   const auto t0 = std::chrono::steady_clock::now();
   const VcpuExit e = TRY(vcpu.run(kNoPorts, kNoMmio, nullptr));

@@ -1,7 +1,5 @@
 #include "vmm/host_check.h"
 
-#include "vmm/exit_probe.h"
-
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -30,6 +28,7 @@
 #include "kvm/vcpu_thread.h"
 #include "kvm/vm.h"
 #include "memory/guest_memory.h"
+#include "vmm/exit_probe.h"
 
 namespace ringvm {
 
@@ -459,16 +458,7 @@ ProbeResult run_probe_guest(const std::string& path) {
   if (auto r = vm->map_memory(mem); !r) return fail("map guest memory", r.error());
   auto vcpu = vm->create_vcpu(0);
   if (!vcpu) return fail("create a vCPU", vcpu.error());
-  auto sregs = vcpu->get_sregs();
-  if (!sregs) return fail("read segment registers", sregs.error());
-  sregs->cs.base = 0;
-  sregs->cs.selector = 0;
-  if (auto r = vcpu->set_sregs(*sregs); !r) return fail("set segment registers", r.error());
-  kvm_regs regs{};
-  regs.rip = 0x1000;
-  regs.rax = kProbeValue;
-  regs.rflags = 0x2;  // bit 1 is reserved and must be set
-  if (auto r = vcpu->set_regs(regs); !r) return fail("set registers", r.error());
+  if (auto r = vcpu->enter_real_mode(0x1000, kProbeValue); !r) return fail("set up real mode", r.error());
 
   Bus pio("check-pio"), mmio("check-mmio");
   auto port = std::make_shared<ProbePort>();

@@ -121,16 +121,8 @@ class GuestRunTest : public ::testing::Test {
   }
 
   void enter_real_mode() {
-    auto sregs = vcpu_->get_sregs();
-    ASSERT_TRUE(sregs.ok()) << sregs.error().message();
-    kvm_sregs s = *sregs;
-    s.cs.base = 0;
-    s.cs.selector = 0;
-    ASSERT_TRUE(vcpu_->set_sregs(s).ok());
-    kvm_regs r{};
-    r.rip = kLoadAddr;
-    r.rflags = 0x2;  // bit 1 is reserved and must be set
-    ASSERT_TRUE(vcpu_->set_regs(r).ok());
+    auto r = vcpu_->enter_real_mode(kLoadAddr);
+    ASSERT_TRUE(r.ok()) << r.error().message();
   }
 
   // Identity-maps the first 1 GiB with 2 MiB pages, installs a GDT with a 64-bit code segment and

@@ -1,8 +1,8 @@
 #include "devices/virtio/block/virtio_block.h"
 
 #include <endian.h>
-#include <linux/virtio_config.h>
 #include <limits.h>
+#include <linux/virtio_config.h>
 #include <linux/virtio_ids.h>
 #include <sys/uio.h>
 
@@ -380,11 +380,11 @@ void VirtioBlock::queue_rw(size_t queue, uint32_t type, uint64_t sector, std::ve
     p.type = type;
     p.sector = sector;
     p.bytes = 0;
-    p.iov.clear();
+    p.iov = std::move(iov);  // the common case, one request per host I/O: no copy
   } else {
     stats_.merged.fetch_add(1, std::memory_order_relaxed);
+    p.iov.insert(p.iov.end(), iov.begin(), iov.end());
   }
-  p.iov.insert(p.iov.end(), iov.begin(), iov.end());
   p.parts.push_back({head, status_addr, bytes});
   p.bytes += bytes;
 }
@@ -412,7 +412,6 @@ void VirtioBlock::flush_rw(size_t queue) {
   const int fd = *disk_->direct_fd();
   if (type == VIRTIO_BLK_T_IN) rings_[queue]->readv(fd, p.sector * kSector, std::move(p.iov), std::move(done));
   else rings_[queue]->writev(fd, p.sector * kSector, std::move(p.iov), std::move(done));
-  p.iov = {};
 }
 
 uint8_t VirtioBlock::do_discard_or_zero(uint32_t type, const DescriptorChain& chain, uint64_t data_len) {

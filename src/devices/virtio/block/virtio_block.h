@@ -164,7 +164,7 @@ class VirtioBlock final : public VirtioDevice {
       uint64_t status_addr;
       uint64_t bytes;
     };
-    uint32_t type = 0;  // VIRTIO_BLK_T_IN or _OUT; parts empty: nothing pending
+    uint32_t type = 0;  // VIRTIO_BLK_T_IN or _OUT (meaningful while parts is not empty)
     uint64_t sector = 0;
     uint64_t bytes = 0;
     std::vector<iovec> iov;

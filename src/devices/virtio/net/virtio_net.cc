@@ -349,7 +349,6 @@ bool VirtioNet::process_tx(Pair& p) {
   return more;
 }
 
-
 VirtioNet::TxResult VirtioNet::transmit(Pair& p, const DescriptorChain& chain) {
   VirtQueue* q = p.tx.queue;
   const uint64_t total = chain.readable_bytes();
