@@ -156,6 +156,7 @@ awk -v jobs="$jobs" '
     }
   }' "$dir/table"
 # Exits per request by SVM exit code (END minus BEGIN of each job's hist), mean over the runs.
+source "$repo/bench/lib/exit_hist.sh"
 echo
 echo "exits per request by SVM exit code (ringvm / qemu), mean over runs; codes in docs/virtio.md"
 for label in $(awk '$1 != "qemu" && !s[$1]++ { print $1 }' "$dir/table"); do
@@ -167,28 +168,9 @@ for label in $(awk '$1 != "qemu" && !s[$1]++ { print $1 }' "$dir/table"); do
         b=$dir/$name.RINGVM-FIO-BEGIN_$job.hist e=$dir/$name.RINGVM-FIO-END_$job.hist
         ios=$(awk -v v="$vmm" -v r="$i" -v j="$job" '$1 == v && $2 == r && $4 == j { print $7 }' "$dir/table")
         [[ -f $b && -f $e && $ios =~ ^[0-9]+$ && $ios -gt 0 ]] || continue
-        awk -v vmm="$vmm" -v ios="$ios" '
-          match($0, /exit_reason: *[0-9]+/) {
-            code = substr($0, RSTART, RLENGTH); sub(/.*: */, "", code)
-            match($0, /hitcount: *[0-9]+/); n = substr($0, RSTART, RLENGTH); sub(/.*: */, "", n)
-            if (FILENAME == ARGV[1]) before[code] = n; else after[code] = n
-          }
-          END { for (c in after) if ((after[c] - before[c]) / ios >= 0.01) printf "%s %s %.3f\n", (vmm == "qemu") ? "qemu" : "ringvm", c, (after[c] - before[c]) / ios }
-        ' "$b" "$e"
+        exit_hist_diff "$b" "$e" "$([[ $vmm == qemu ]] && echo qemu || echo ringvm)" "$ios"
       done
-    done | awk -v job="$job" -v runs="$runs" '
-      BEGIN {
-        name[96] = "INTR"; name[97] = "NMI"; name[100] = "VINTR"; name[114] = "CPUID"; name[120] = "HLT"
-        name[123] = "IOIO"; name[124] = "MSR"; name[127] = "SHUTDOWN"; name[129] = "VMMCALL"; name[1024] = "NPF"
-        name[65] = "EXCP_DB"; name[78] = "EXCP_PF"; name[118] = "PAUSE"; name[137] = "WBINVD"
-      }
-      { sum[$2, $1] += $3; codes[$2] = 1 }
-      END {
-        line = sprintf("%-17s", job)
-        for (c in codes) line = line sprintf(" %s(%s) %.2f/%.2f", (c in name) ? name[c] : "code", c,
-          sum[c, "ringvm"] / runs, sum[c, "qemu"] / runs)
-        print line
-      }'
+    done | exit_hist_table "$job" ringvm
   done
 done
 echo "Logs and consoles: $dir"

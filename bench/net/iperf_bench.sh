@@ -82,8 +82,11 @@ if [[ ${1:-} == --in-lab ]]; then
         [[ $dir == from_guest ]] && flags+=(-R)
         json=$LAB_RESULTS/$name-$run-$dir-$streams.json
         e0=$(lab_trace_total kvm_exit 2>/dev/null || echo 0)
+        hist=$LAB_RESULTS/$name-$run-$dir-$streams
+        cp "$LAB_TRACING/events/kvm/kvm_exit/hist" "$hist.0.hist" 2>/dev/null || true
         nsx timeout 120 iperf3 -c "$guest" -t "$seconds" -J "${flags[@]}" >"$json" 2>>"$log" || true
         e1=$(lab_trace_total kvm_exit 2>/dev/null || echo 0)
+        cp "$LAB_TRACING/events/kvm/kvm_exit/hist" "$hist.1.hist" 2>/dev/null || true
         gbps=$(jq -r '(.end.sum_received.bits_per_second // empty) / 1e6 | round / 1e3' "$json" 2>/dev/null || true)
         mib=$(jq -r '(.end.sum_received.bytes // 0) / 1048576 | floor' "$json" 2>/dev/null || echo 0)
         per=-
@@ -118,6 +121,8 @@ dir=${RINGVM_BENCH_DIR:-${TMPDIR:-/tmp}/ringvm-net-bench}
 rm -rf "$dir"
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd -P)
+# L1 sees the host's files read-only, but its own tmpfs over /tmp: run a copy from the share.
+cp "$ringvm" "$dir/ringvm"
 # iperf3 and every library it links (the loader at its own path) go into the guest.
 files=(--file "$iperf3=/bin/iperf3")
 while read -r lib; do
@@ -126,7 +131,7 @@ done < <(ldd "$iperf3" | grep -o '/[^ ]*' | sort -u)
 "$repo/tests/lab/mkinitramfs.sh" --output "$dir/net-bench.cpio.gz" --init "$repo/tests/lab/net_init.sh" \
   --module virtio_pci --module virtio_net "${files[@]}"
 "$repo/scripts/lab.sh" --timeout $((runs * 2400)) --share "$dir" -- \
-  "$here/iperf_bench.sh" --in-lab "$dir" "$ringvm" "$seconds" "$runs" >&2 ||
+  "$here/iperf_bench.sh" --in-lab "$dir" "$dir/ringvm" "$seconds" "$runs" >&2 ||
   { echo "iperf_bench: the lab run failed (status $?); logs in $dir" >&2; exit 1; }
 
 echo "TCP over a tap: Debian's $(ls /boot/vmlinuz-* | sort -V | tail -n1 | sed 's|.*/||'), 2 vCPUs, 2 queue" \
@@ -161,3 +166,23 @@ awk '
   }' "$dir/table"
 echo "(throughput in Gbit/s, ratio = ringvm / QEMU, means over runs; ping_rtt_ms in ms, lower is better;"
 echo " exits = L1 VM exits per MiB received, per ping for ping_rtt_ms; logs in $dir)"
+# Exits per MiB by SVM exit code (each test's hist after minus before), mean over the runs that
+# moved data.
+source "$repo/bench/lib/exit_hist.sh"
+echo
+echo "exits per MiB by SVM exit code (ringvm / qemu), mean over runs; codes in docs/virtio.md"
+for label in $(awk '$1 != "qemu" && !s[$1]++ { print $1 }' "$dir/table"); do
+  [[ $label == ringvm ]] || echo "$label:"
+  for test in to_guest-1 to_guest-4 from_guest-1 from_guest-4; do
+    for vmm in "$label" qemu; do
+      name=$(tr ':=,' '-__' <<<"$vmm")
+      for ((i = 1; i <= runs; i++)); do
+        json=$dir/$name-$i-$test.json
+        mib=$(jq -r '(.end.sum_received.bytes // 0) / 1048576 | floor' "$json" 2>/dev/null || echo 0)
+        [[ -f $dir/$name-$i-$test.0.hist && $mib =~ ^[0-9]+$ && $mib -gt 0 ]] || continue
+        exit_hist_diff "$dir/$name-$i-$test.0.hist" "$dir/$name-$i-$test.1.hist" \
+          "$([[ $vmm == qemu ]] && echo qemu || echo ringvm)" "$mib"
+      done
+    done | exit_hist_table "$test" ringvm
+  done
+done

@@ -77,9 +77,15 @@ void UringQueue::submit() {
   if (::io_uring_sq_ready(&ring_) > 0) ::io_uring_submit(&ring_);
 }
 
-void UringQueue::reap() {
+bool UringQueue::reap_if_ready() {
+  if (!completions_ready()) return false;
   uint64_t count;
   [[maybe_unused]] auto n = ::read(event_fd_.get(), &count, sizeof count);
+  reap();
+  return true;
+}
+
+void UringQueue::reap() {
   io_uring_cqe* cqe = nullptr;
   while (::io_uring_peek_cqe(&ring_, &cqe) == 0) {
     // SAFETY: user_data is the Op we leaked into the SQE in queue_op(); reclaimed exactly once.

@@ -41,8 +41,13 @@ class UringQueue {
   void writev(int fd, uint64_t offset, std::vector<iovec> iov, Done done);
   void fdatasync(int fd, Done done);
   void submit();
-  // Runs the callbacks of every completed operation; never blocks.
+  // Runs the callbacks of every completed operation; never blocks. For the worker that was woken
+  // by event_fd() and drained it already: no system call.
   void reap();
+  // reap() when the completion ring has entries (a look at it, no system call when it is empty),
+  // draining event_fd() first so the completions taken here do not wake the worker again.
+  // Returns whether anything was reaped.
+  bool reap_if_ready();
   // Whether reap() has anything to do (a look at the completion ring, no system call).
   bool completions_ready() { return ::io_uring_cq_ready(&ring_) > 0; }
 

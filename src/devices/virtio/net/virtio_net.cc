@@ -445,12 +445,12 @@ bool VirtioNet::process_rx(Pair& p) {
   return more;
 }
 
-bool VirtioNet::gather_rx_chains(Pair& p, uint64_t room) {
+bool VirtioNet::gather_rx_chains(Pair& p, uint64_t room, VirtQueue::Arm arm) {
   VirtQueue* q = p.rx.queue;
   uint64_t have = 0;
   for (const auto& c : p.rx_chains) have += c.writable_bytes();
   while (have < room) {
-    auto c = q->pop();
+    auto c = q->pop(arm);
     if (!c) return false;
     if (c->writable.empty()) {
       stats_.rx_errors.fetch_add(1, std::memory_order_relaxed);
@@ -466,8 +466,9 @@ bool VirtioNet::gather_rx_chains(Pair& p, uint64_t room) {
 VirtioNet::DirectRx VirtioNet::receive_direct(Pair& p) {
   VirtQueue* q = p.rx.queue;
   constexpr uint64_t kRoom = kNetHdrSize + kMaxFrameBytes;
-  // What was popped stays in rx_chains for the next frame either way.
-  if (!gather_rx_chains(p, kRoom)) return DirectRx::kFallback;
+  // What was popped stays in rx_chains for the next frame either way. No kick asked for here:
+  // with less room than the largest frame the next frame may still fit (deliver() asks if not).
+  if (!gather_rx_chains(p, kRoom, VirtQueue::Arm::kNo)) return DirectRx::kFallback;
   // Host views of the guest's buffers, the largest frame's worth. Every buffer was checked against
   // guest memory when its chain was popped.
   std::vector<iovec>& iov = p.rx_iov;  // reused: no allocation per frame once it has grown
@@ -533,7 +534,7 @@ bool VirtioNet::deliver(Pair& p) {
   // buffers, as many as it takes. Chains already popped for a frame we could not finish stay
   // in rx_chains, so nothing the guest gave us is lost while we wait for more.
   // Every held chain has at least one writable byte, so 1 byte of room means one chain.
-  if (!gather_rx_chains(p, mergeable_ ? need : 1)) return false;
+  if (!gather_rx_chains(p, mergeable_ ? need : 1, VirtQueue::Arm::kYes)) return false;
   p.rx_pending = false;
   if (!mergeable_ && p.rx_chains.front().writable_bytes() < need) {
     // The guest posted buffers too small for this frame (it did not negotiate the offload that

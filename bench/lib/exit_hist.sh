@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Shared by the lab benchmarks (bench/blk/fio_bench.sh, bench/net/iperf_bench.sh): L1's VM exits
+# by SVM exit code, from two snapshots of the tracefs hist file that lab_trace_start arms
+# (tests/lab/lab_lib.sh: `hist:keys=exit_reason:vals=hitcount` on kvm/kvm_exit).
+#
+#   exit_hist_diff BEFORE AFTER LABEL UNITS   prints "LABEL run" and then "LABEL CODE EXITS_PER_UNIT"
+#                                             per exit code (codes under 0.01 per unit left out)
+#   exit_hist_table TITLE LABEL               reads exit_hist_diff output of LABEL and "qemu" from
+#                                             stdin (one per run) and prints one line:
+#                                             TITLE NAME(CODE) label/qemu ..., means over the runs
+
+exit_hist_diff() {
+  awk -v label="$3" -v units="$4" '
+    match($0, /exit_reason: *[0-9]+/) {
+      code = substr($0, RSTART, RLENGTH); sub(/.*: */, "", code)
+      match($0, /hitcount: *[0-9]+/); n = substr($0, RSTART, RLENGTH); sub(/.*: */, "", n)
+      if (FILENAME == ARGV[1]) before[code] = n; else after[code] = n
+    }
+    END {
+      if (units <= 0) exit
+      print label, "run"
+      for (c in after) if ((after[c] - before[c]) / units >= 0.01) printf "%s %s %.3f\n", label, c, (after[c] - before[c]) / units
+    }' "$1" "$2"
+}
+
+exit_hist_table() {
+  awk -v title="$1" -v label="$2" '
+    BEGIN {
+      name[96] = "INTR"; name[97] = "NMI"; name[100] = "VINTR"; name[114] = "CPUID"; name[120] = "HLT"
+      name[123] = "IOIO"; name[124] = "MSR"; name[127] = "SHUTDOWN"; name[129] = "VMMCALL"; name[1024] = "NPF"
+      name[65] = "EXCP_DB"; name[78] = "EXCP_PF"; name[118] = "PAUSE"; name[137] = "WBINVD"
+    }
+    $2 == "run" { runs[$1]++; next }
+    { sum[$2, $1] += $3; codes[$2] = 1 }
+    function mean(c, l) { return runs[l] ? sum[c, l] / runs[l] : 0 }
+    END {
+      line = sprintf("%-17s", title)
+      for (c in codes) line = line sprintf(" %s(%s) %.2f/%.2f", (c in name) ? name[c] : "code", c,
+        mean(c, label), mean(c, "qemu"))
+      print line
+    }'
+}
