@@ -216,11 +216,12 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
       const BlockStats& s = dev->stats();
       return fmt::format("  {} ({}): reads {} ({} bytes), writes {} ({} bytes), flushes {}, discards {}, "
                          "write-zeroes {}, I/O errors {}, bad requests {}, unsupported {}, polls that found "
-                         "requests {} (that did not {}), batched serves {}, merged {}\n",
+                         "requests {} (that did not {}), batched serves {}, merged {}; kicks {}, interrupts {}\n",
                          dev->name(), path, s.reads.load(), s.bytes_read.load(), s.writes.load(),
                          s.bytes_written.load(), s.flushes.load(), s.discards.load(), s.write_zeroes.load(),
                          s.io_errors.load(), s.bad_requests.load(), s.unsupported.load(), s.poll_hits.load(),
-                         s.poll_misses.load(), s.batches.load(), s.merged.load());
+                         s.poll_misses.load(), s.batches.load(), s.merged.load(), s.kicks.load(),
+                         s.interrupts.load());
     });
   }
   for (NetSpec n : vm.cfg_.nets) {
@@ -233,10 +234,12 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     vm.device_stats_.push_back([dev] {
       const NetStats& s = dev->stats();
       return fmt::format("  {}: rx {} frames ({} bytes), rx drops {}, rx errors {}; tx {} frames ({} bytes), "
-                         "tx drops {}, tx errors {}, tx parked {}, ctrl errors {}, tx batches {}\n",
+                         "tx drops {}, tx errors {}, tx parked {}, ctrl errors {}, tx batches {}; kicks rx {} tx {}, "
+                         "interrupts rx {} tx {}\n",
                          dev->name(), s.rx_frames.load(), s.rx_bytes.load(), s.rx_drops.load(), s.rx_errors.load(),
                          s.tx_frames.load(), s.tx_bytes.load(), s.tx_drops.load(), s.tx_errors.load(),
-                         s.tx_parked.load(), s.ctrl_errors.load(), s.tx_batches.load());
+                         s.tx_parked.load(), s.ctrl_errors.load(), s.tx_batches.load(), s.rx_kicks.load(),
+                         s.tx_kicks.load(), s.rx_interrupts.load(), s.tx_interrupts.load());
     });
   }
   if (vm.cfg_.vsock) RETURN_IF_ERROR(attach(TRY(make_virtio_vsock(*vm.cfg_.vsock))));

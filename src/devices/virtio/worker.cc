@@ -102,7 +102,7 @@ void VirtioWorker::run() {
   // Thread names are at most 15 characters.
   ::pthread_setname_np(::pthread_self(), name_.substr(0, 15).c_str());
   for (size_t i = 0; i < fds_.size(); ++i)
-    if (fds_[i] >= 0) handler_(i);
+    if (fds_[i] >= 0) handler_(i, 0);
   std::array<epoll_event, 16> events{};
   for (;;) {
     const int n = ::epoll_wait(epfd_.get(), events.data(), static_cast<int>(events.size()), -1);
@@ -114,10 +114,10 @@ void VirtioWorker::run() {
     for (int k = 0; k < n; ++k) {
       const uint64_t token = events[static_cast<size_t>(k)].data.u64;
       if (token == kStopToken) return;
-      uint64_t count;
+      uint64_t count = 0;
       // Drain the counter first: a kick that arrives while the handler runs re-arms the fd.
-      [[maybe_unused]] auto r = ::read(fds_[token], &count, sizeof count);
-      handler_(static_cast<size_t>(token));
+      if (::read(fds_[token], &count, sizeof count) != static_cast<ssize_t>(sizeof count)) count = 0;
+      handler_(static_cast<size_t>(token), count);
     }
   }
 }
@@ -153,7 +153,7 @@ Result<void> SingleWorkerDevice::activate(const GuestMemory& mem, uint64_t acked
   for (const auto& q : queues_) fds.push_back(q.kick_fd);
   // Device fds are always served, even for a queue the driver left disabled.
   for (int fd : extra_fds()) fds.push_back(fd);
-  auto w = VirtioWorker::start(std::string(name()), std::move(fds), [this](size_t s) { on_event(s); });
+  auto w = VirtioWorker::start(std::string(name()), std::move(fds), [this](size_t s, uint64_t) { on_event(s); });
   if (!w.ok()) {
     queues_.clear();
     mem_ = nullptr;

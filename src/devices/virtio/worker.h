@@ -25,10 +25,11 @@ namespace ringvm {
 
 class VirtioWorker {
  public:
-  // Called with the index into `fds` of the fd that became readable (its counter drained).
-  using Handler = std::function<void(size_t source)>;
+  // Called with the index into `fds` of the fd that became readable and the counter drained from
+  // it (for a kick fd: the driver's doorbell writes since the last call, each a VM exit).
+  using Handler = std::function<void(size_t source, uint64_t count)>;
 
-  // Starts the thread. It first calls handler(i) once for every fd, so buffers the driver made
+  // Starts the thread. It first calls handler(i, 0) once for every fd, so buffers the driver made
   // available before activation are served without a kick. fds of -1 are skipped.
   static Result<std::unique_ptr<VirtioWorker>> start(std::string name, std::vector<int> fds, Handler handler);
   ~VirtioWorker();

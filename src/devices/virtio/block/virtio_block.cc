@@ -119,7 +119,9 @@ Result<void> VirtioBlock::activate(const GuestMemory& mem, uint64_t acked_featur
       else RINGVM_LOG_RATELIMITED(warn, "virtio-blk {}: {}; no batching", options_.id, b.error().message());
     }
     auto w = VirtioWorker::start(fmt::format("blk-{}-q{}", options_.id, i),
-                                 {queues_[i].kick_fd, done_fd, polls_[i].batch.fd()}, [this, i](size_t source) {
+                                 {queues_[i].kick_fd, done_fd, polls_[i].batch.fd()},
+                                 [this, i](size_t source, uint64_t count) {
+                                   if (source == 0) stats_.kicks.fetch_add(count, std::memory_order_relaxed);
                                    if (source == 1) return reap(i);
                                    // The batch timer; the worker's first round calls every source
                                    // once, and a timer still running has not fired.
@@ -231,7 +233,10 @@ bool VirtioBlock::poll_ring(size_t index, uint64_t ns) {
 
 void VirtioBlock::notify_if_needed(size_t index) {
   auto& aq = queues_[index];
-  if (aq.queue->needs_notification() && aq.notify) aq.notify();
+  if (aq.queue->needs_notification() && aq.notify) {
+    stats_.interrupts.fetch_add(1, std::memory_order_relaxed);
+    aq.notify();
+  }
 }
 
 size_t VirtioBlock::uring_queues() const {

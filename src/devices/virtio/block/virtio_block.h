@@ -68,6 +68,8 @@ struct BlockStats {
   std::atomic<uint64_t> poll_misses{0};   // polls that ran out (the window then halves)
   std::atomic<uint64_t> batches{0};       // passes that found 2+ requests and deferred the next
   std::atomic<uint64_t> merged{0};        // reads/writes joined to the previous one (one host I/O)
+  std::atomic<uint64_t> kicks{0};         // the driver's doorbell writes (each a VM exit)
+  std::atomic<uint64_t> interrupts{0};    // interrupts raised (used buffers the driver asked to hear of)
 };
 
 class VirtioBlock final : public VirtioDevice {

@@ -376,6 +376,10 @@ TEST_P(VirtioBlockWorkerTest, ServesKicksAndStopsOnReset) {
   EXPECT_EQ(data(r, 4096), payload);
   EXPECT_EQ(blk_->stats().bytes_read.load(), 4096u);
   EXPECT_EQ(blk_->stats().bytes_written.load(), 4096u);
+  // --stats' view of what the queue cost the guest: the two doorbells, and at least one
+  // interrupt for each of them (without EVENT_IDX the driver wants every one).
+  EXPECT_EQ(blk_->stats().kicks.load(), 2u);
+  EXPECT_GE(blk_->stats().interrupts.load(), 2u);
   blk_->reset();
   // After reset the queue is not served even when kicked.
   auto r2 = submit(VIRTIO_BLK_T_IN, 0, {}, 512);

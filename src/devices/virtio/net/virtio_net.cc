@@ -116,8 +116,12 @@ class VirtioNet::PairWorker {
         const epoll_event& ev = events[static_cast<size_t>(k)];
         switch (ev.data.u64) {
           case kStop: return;
-          case kRxKick: drain(dev_.pairs_[index_].rx.kick_fd); break;
-          case kTxKick: drain(dev_.pairs_[index_].tx.kick_fd); break;
+          case kRxKick:
+            dev_.stats_.rx_kicks.fetch_add(drain(dev_.pairs_[index_].rx.kick_fd), std::memory_order_relaxed);
+            break;
+          case kTxKick:
+            dev_.stats_.tx_kicks.fetch_add(drain(dev_.pairs_[index_].tx.kick_fd), std::memory_order_relaxed);
+            break;
           case kTxTimer: drain(dev_.pairs_[index_].tx_batch.fd()); break;
           case kCtrlKick:
             drain(dev_.ctrl_.kick_fd);
@@ -141,9 +145,10 @@ class VirtioNet::PairWorker {
     }
   }
 
-  static void drain(int fd) {
-    uint64_t count;
-    [[maybe_unused]] auto r = ::read(fd, &count, sizeof count);
+  // Returns the eventfd's count: for a kick fd, the doorbell writes since the last drain.
+  static uint64_t drain(int fd) {
+    uint64_t count = 0;
+    return ::read(fd, &count, sizeof count) == static_cast<ssize_t>(sizeof count) ? count : 0;
   }
 
   VirtioNet& dev_;
@@ -345,7 +350,10 @@ bool VirtioNet::process_tx(Pair& p) {
       }
     }
   }
-  if (used && q->needs_notification() && p.tx.notify) p.tx.notify();
+  if (used && q->needs_notification() && p.tx.notify) {
+    stats_.tx_interrupts.fetch_add(1, std::memory_order_relaxed);
+    p.tx.notify();
+  }
   return more;
 }
 
@@ -441,7 +449,10 @@ bool VirtioNet::process_rx(Pair& p) {
   }
   // No receive-side hold: holding the interrupt while the tap keeps delivering (NAPI-style,
   // tried on 2026-11-22) cut 4-stream host-to-guest TCP in the lab to a third; docs/networking.md.
-  if (used && q->needs_notification() && p.rx.notify) p.rx.notify();
+  if (used && q->needs_notification() && p.rx.notify) {
+    stats_.rx_interrupts.fetch_add(1, std::memory_order_relaxed);
+    p.rx.notify();
+  }
   return more;
 }
 

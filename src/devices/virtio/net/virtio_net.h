@@ -59,6 +59,10 @@ struct NetStats {
   std::atomic<uint64_t> tx_parked{0};    // times the backend was full (EAGAIN) and a queue waited
   std::atomic<uint64_t> ctrl_errors{0};  // control commands answered VIRTIO_NET_ERR
   std::atomic<uint64_t> tx_batches{0};   // transmit passes that deferred the next kick (batch_us)
+  // What the data path cost the guest in exits: the driver's kicks (doorbell writes the workers
+  // took from their ioeventfds) and the interrupts raised, per direction.
+  std::atomic<uint64_t> rx_kicks{0}, tx_kicks{0};
+  std::atomic<uint64_t> rx_interrupts{0}, tx_interrupts{0};
 };
 
 class VirtioNet final : public VirtioDevice {

@@ -563,6 +563,11 @@ TEST_F(VirtioNetTest, WorkersServeKicksAndNeverSpin) {
   ASSERT_TRUE(wait_for([&] { return drv_->used_idx(0) == 1; }));
   EXPECT_EQ(drv_->used(0, 0).len, 312u);
   EXPECT_TRUE(wait_for([&] { return irqs_[0].load() >= 1; }));
+  // The counters --stats prints: one doorbell each way, and the interrupts the driver got.
+  EXPECT_EQ(net_->stats().tx_kicks.load(), 1u);
+  EXPECT_EQ(net_->stats().rx_kicks.load(), 1u);
+  EXPECT_EQ(net_->stats().rx_interrupts.load(), static_cast<uint64_t>(irqs_[0].load()));
+  EXPECT_EQ(net_->stats().tx_interrupts.load(), static_cast<uint64_t>(irqs_[1].load()));
 }
 
 TEST(MacTest, ParsesAndRefuses) {
