@@ -71,7 +71,7 @@ if [[ ${1:-} == --in-lab ]]; then
           [[ -n $marker && -z ${snap[$marker]:-} ]] || continue
           snap[$marker]="$(lab_trace_total kvm_exit) $(lab_trace_total kvm_userspace_exit)"
           # Kept per marker for the breakdown of exits by SVM exit code.
-          cp "$LAB_TRACING/events/kvm/kvm_exit/hist" "$LAB_RESULTS/$name.$marker.hist"
+          lab_trace_save "$LAB_RESULTS/$name.$marker"
         done < <(grep -ao 'RINGVM-FIO-\(BEGIN\|END\) [a-z0-9_]*' "$console" | tr ' ' '_')
         sleep 0.2
       done
@@ -165,7 +165,7 @@ for label in $(awk '$1 != "qemu" && !s[$1]++ { print $1 }' "$dir/table"); do
     for vmm in "$label" qemu; do
       for ((i = 1; i <= runs; i++)); do
         name=$(awk -v v="$vmm" -v r="$i" -v j="$job" '$1 == v && $2 == r && $4 == j { print $12 }' "$dir/table")
-        b=$dir/$name.RINGVM-FIO-BEGIN_$job.hist e=$dir/$name.RINGVM-FIO-END_$job.hist
+        b=$dir/$name.RINGVM-FIO-BEGIN_$job.kvm_exit.hist e=$dir/$name.RINGVM-FIO-END_$job.kvm_exit.hist
         ios=$(awk -v v="$vmm" -v r="$i" -v j="$job" '$1 == v && $2 == r && $4 == j { print $7 }' "$dir/table")
         [[ -f $b && -f $e && $ios =~ ^[0-9]+$ && $ios -gt 0 ]] || continue
         exit_hist_diff "$b" "$e" "$([[ $vmm == qemu ]] && echo qemu || echo ringvm)" "$ios"

@@ -5,6 +5,8 @@
 #
 #   exit_hist_diff BEFORE AFTER LABEL UNITS   prints "LABEL run" and then "LABEL CODE EXITS_PER_UNIT"
 #                                             per exit code (codes under 0.01 per unit left out)
+#   hist_diff BEFORE AFTER KEY                "VALUE COUNT" per value of any hist key (gpa,
+#                                             error_code) between the snapshots, most first
 #   exit_hist_table TITLE LABEL               reads exit_hist_diff output of LABEL and "qemu" from
 #                                             stdin (one per run) and prints one line:
 #                                             TITLE NAME(CODE) label/qemu ..., means over the runs
@@ -39,4 +41,16 @@ exit_hist_table() {
         mean(c, label), mean(c, "qemu"))
       print line
     }'
+}
+
+# hist_diff BEFORE AFTER KEY: "VALUE COUNT" for each value of KEY (e.g. gpa, error_code) that
+# fired between two snapshots of one tracefs hist file, most frequent first.
+hist_diff() {
+  awk -v key="$3" '
+    match($0, key ": *[0-9a-fx]+") {
+      k = substr($0, RSTART, RLENGTH); sub(/.*: */, "", k)
+      match($0, /hitcount: *[0-9]+/); n = substr($0, RSTART, RLENGTH); sub(/.*: */, "", n)
+      if (FILENAME == ARGV[1]) before[k] = n; else after[k] = n
+    }
+    END { for (k in after) if (after[k] - before[k] > 0) print k, after[k] - before[k] }' "$1" "$2" | sort -k2,2nr
 }

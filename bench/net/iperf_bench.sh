@@ -83,10 +83,10 @@ if [[ ${1:-} == --in-lab ]]; then
         json=$LAB_RESULTS/$name-$run-$dir-$streams.json
         e0=$(lab_trace_total kvm_exit 2>/dev/null || echo 0)
         hist=$LAB_RESULTS/$name-$run-$dir-$streams
-        cp "$LAB_TRACING/events/kvm/kvm_exit/hist" "$hist.0.hist" 2>/dev/null || true
+        lab_trace_save "$hist.0"
         nsx timeout 120 iperf3 -c "$guest" -t "$seconds" -J "${flags[@]}" >"$json" 2>>"$log" || true
         e1=$(lab_trace_total kvm_exit 2>/dev/null || echo 0)
-        cp "$LAB_TRACING/events/kvm/kvm_exit/hist" "$hist.1.hist" 2>/dev/null || true
+        lab_trace_save "$hist.1"
         gbps=$(jq -r '(.end.sum_received.bits_per_second // empty) / 1e6 | round / 1e3' "$json" 2>/dev/null || true)
         mib=$(jq -r '(.end.sum_received.bytes // 0) / 1048576 | floor' "$json" 2>/dev/null || echo 0)
         per=-
@@ -179,10 +179,27 @@ for label in $(awk '$1 != "qemu" && !s[$1]++ { print $1 }' "$dir/table"); do
       for ((i = 1; i <= runs; i++)); do
         json=$dir/$name-$i-$test.json
         mib=$(jq -r '(.end.sum_received.bytes // 0) / 1048576 | floor' "$json" 2>/dev/null || echo 0)
-        [[ -f $dir/$name-$i-$test.0.hist && $mib =~ ^[0-9]+$ && $mib -gt 0 ]] || continue
-        exit_hist_diff "$dir/$name-$i-$test.0.hist" "$dir/$name-$i-$test.1.hist" \
+        [[ -f $dir/$name-$i-$test.0.kvm_exit.hist && $mib =~ ^[0-9]+$ && $mib -gt 0 ]] || continue
+        exit_hist_diff "$dir/$name-$i-$test.0.kvm_exit.hist" "$dir/$name-$i-$test.1.kvm_exit.hist" \
           "$([[ $vmm == qemu ]] && echo qemu || echo ringvm)" "$mib"
       done
     done | exit_hist_table "$test" ringvm
+  done
+done
+# Where the nested page faults come from: emulated MMIO (virtio kicks above all) against the rest
+# (pages L1's KVM had not mapped), per MiB, and the busiest MMIO addresses; first run of each.
+echo
+echo "run 1: emulated MMIO and nested page faults per MiB (busiest MMIO addresses: gpa count)"
+for test in to_guest-1 to_guest-4 from_guest-1 from_guest-4; do
+  for vmm in $(awk '$2 == 1 && !s[$1]++ { print $1 }' "$dir/table"); do
+    name=$(tr ':=,' '-__' <<<"$vmm")
+    p=$dir/$name-1-$test
+    mib=$(jq -r '(.end.sum_received.bytes // 0) / 1048576 | floor' "$p.json" 2>/dev/null || echo 0)
+    [[ -f $p.0.kvm_mmio.hist && $mib =~ ^[0-9]+$ && $mib -gt 0 ]] || continue
+    mmio=$(hist_diff "$p.0.kvm_mmio.hist" "$p.1.kvm_mmio.hist" gpa | awk '{ n += $2 } END { print n + 0 }')
+    pf=$(hist_diff "$p.0.kvm_page_fault.hist" "$p.1.kvm_page_fault.hist" error_code | awk '{ n += $2 } END { print n + 0 }')
+    top=$(hist_diff "$p.0.kvm_mmio.hist" "$p.1.kvm_mmio.hist" gpa | head -n 4 | tr '\n' ' ')
+    awk -v t="$test" -v v="$vmm" -v m="$mmio" -v f="$pf" -v n="$mib" -v top="$top" \
+      'BEGIN { printf "%-13s %-22s mmio %6.2f  page faults %6.2f  %s\n", t, v, m / n, f / n, top }'
   done
 done

@@ -13,6 +13,11 @@
 #   lab_trace_start               clears and arms tracefs hist triggers counting VM exits
 #   lab_trace_total EVENT         prints how many EVENT (kvm_exit | kvm_userspace_exit) fired
 #                                 since lab_trace_start
+#   lab_trace_save PREFIX         copies the hist files to PREFIX.EVENT.hist: kvm_exit (by exit
+#                                 code), kvm_userspace_exit, and where the kernel has them
+#                                 kvm_mmio (emulated MMIO by guest physical address: virtio kicks
+#                                 and APIC writes) and kvm_page_fault (nested page faults by
+#                                 error code)
 #
 # Inputs: LAB_RESULTS (directory), LAB_KERNEL, LAB_INITRD, LAB_CMDLINE (guest kernel command line),
 # LAB_CPUS (default 2), LAB_MEMORY_MIB (default 512).
@@ -148,10 +153,21 @@ lab_trace_start() {
   [[ -d $LAB_TRACING/events/kvm ]] || mount -t tracefs tracefs "$LAB_TRACING" 2>/dev/null
   [[ -d $LAB_TRACING/events/kvm ]] || { echo "lab: no kvm trace events in $LAB_TRACING" >&2; return 1; }
   local ev
-  for ev in kvm_exit:exit_reason kvm_userspace_exit:reason; do
-    # Removing and re-adding the trigger clears its counts.
-    echo "!hist:keys=${ev#*:}:vals=hitcount" >"$LAB_TRACING/events/kvm/${ev%%:*}/trigger" 2>/dev/null
-    echo "hist:keys=${ev#*:}:vals=hitcount" >"$LAB_TRACING/events/kvm/${ev%%:*}/trigger" || return 1
+  for ev in kvm_exit:exit_reason kvm_userspace_exit:reason kvm_mmio:gpa kvm_page_fault:error_code; do
+    local trigger=$LAB_TRACING/events/kvm/${ev%%:*}/trigger
+    # Removing and re-adding the trigger clears its counts. The last two are extras: a kernel
+    # without them still counts exits.
+    echo "!hist:keys=${ev#*:}:vals=hitcount" >"$trigger" 2>/dev/null
+    if ! echo "hist:keys=${ev#*:}:vals=hitcount" >"$trigger" 2>/dev/null; then
+      [[ $ev == kvm_exit:* || $ev == kvm_userspace_exit:* ]] && return 1
+    fi
+  done
+}
+
+lab_trace_save() {
+  local ev
+  for ev in kvm_exit kvm_userspace_exit kvm_mmio kvm_page_fault; do
+    cp "$LAB_TRACING/events/kvm/$ev/hist" "$1.$ev.hist" 2>/dev/null || true
   done
 }
 
