@@ -67,32 +67,6 @@ bool QueueBatcher::pending() const {
   return timer_ && ::timerfd_gettime(timer_.get(), &t) == 0 && (t.it_value.tv_sec != 0 || t.it_value.tv_nsec != 0);
 }
 
-Result<CompletionHold> CompletionHold::create(std::string_view what, uint32_t max_us, size_t min_in_flight) {
-  CompletionHold h;
-  h.timer_ = TRY(QueueBatcher::create(what, max_us));
-  h.min_in_flight_ = min_in_flight;
-  return h;
-}
-
-bool CompletionHold::hold(size_t in_flight) {
-  if (timer_.enabled() && in_flight >= min_in_flight_) {
-    if (holding_) return true;  // the timer raises it
-    if (timer_.arm()) {
-      holding_ = true;
-      return true;
-    }
-  }
-  // Not busy (or the timer failed): now. A timer still set then finds nothing left to announce.
-  holding_ = false;
-  return false;
-}
-
-bool CompletionHold::expired() {
-  if (timer_.pending()) return false;
-  holding_ = false;
-  return true;
-}
-
 Result<std::unique_ptr<VirtioWorker>> VirtioWorker::start(std::string name, std::vector<int> fds, Handler handler) {
   std::unique_ptr<VirtioWorker> w(new VirtioWorker());
   w->name_ = std::move(name);

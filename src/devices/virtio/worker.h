@@ -91,33 +91,6 @@ class QueueBatcher {
   uint64_t last_ns_ = 0;
 };
 
-// Completion-interrupt holding for a busy queue (virtio-blk batch_us): while the medium has at
-// least `min_in_flight` operations in flight the guest loses nothing by hearing of a completion a
-// little later, so the first completion sets a timer (QueueBatcher: about four recent gaps between
-// completions, at most max_us) and every completion until it fires shares one interrupt. With
-// fewer in flight the interrupt goes out at once. Owned by one worker thread.
-class CompletionHold {
- public:
-  // Disabled (never holds) when max_us is 0.
-  static Result<CompletionHold> create(std::string_view what, uint32_t max_us, size_t min_in_flight);
-  CompletionHold() = default;
-
-  int fd() const { return timer_.fd(); }
-  // Call when completions were reaped: the window follows their pace.
-  void note_completion() { timer_.note_request(); }
-  // Whether to leave the interrupt for later. False: raise it now (the hold, if any, is over).
-  bool hold(size_t in_flight);
-  // The timer fired (its fd was readable and the timer is no longer set): raise the interrupt.
-  // False on the worker's first round, when the fd was not readable and the timer still runs.
-  bool expired();
-  bool holding() const { return holding_; }
-
- private:
-  QueueBatcher timer_;
-  size_t min_in_flight_ = 0;
-  bool holding_ = false;
-};
-
 }  // namespace ringvm
 
 namespace ringvm {

@@ -29,33 +29,5 @@ TEST(QueueBatcherTest, DisabledAtZeroAndArmsWithinItsMaximum) {
   EXPECT_FALSE(b->pending());
 }
 
-TEST(CompletionHoldTest, HoldsOnlyWhileTheQueueIsBusyAndTheTimerEndsIt) {
-  auto h = CompletionHold::create("test", 20'000, 4);
-  ASSERT_TRUE(h.ok()) << h.error().message();
-  EXPECT_FALSE(h->hold(3)) << "held with fewer operations in flight than the minimum";
-  EXPECT_FALSE(h->holding());
-  h->note_completion();
-  EXPECT_TRUE(h->hold(4));  // busy: the first completion sets the timer
-  EXPECT_TRUE(h->holding());
-  EXPECT_TRUE(h->hold(9));  // later completions share it
-  EXPECT_FALSE(h->expired()) << "the timer was still running";
-  ASSERT_TRUE(readable_within(h->fd(), 2000)) << "the hold timer never fired";
-  EXPECT_TRUE(h->expired());
-  EXPECT_FALSE(h->holding());
-  // Holding again, then the queue drains below the minimum: the interrupt goes out at once.
-  EXPECT_TRUE(h->hold(5));
-  EXPECT_FALSE(h->hold(1));
-  EXPECT_FALSE(h->holding());
-}
-
-TEST(CompletionHoldTest, DisabledNeverHolds) {
-  auto h = CompletionHold::create("test", 0, 4);
-  ASSERT_TRUE(h.ok());
-  EXPECT_FALSE(h->hold(100));
-  CompletionHold none;
-  EXPECT_FALSE(none.hold(100));
-  EXPECT_EQ(none.fd(), -1);
-}
-
 }  // namespace
 }  // namespace ringvm

@@ -117,23 +117,14 @@ Result<void> VirtioBlock::activate(const GuestMemory& mem, uint64_t acked_featur
       auto b = QueueBatcher::create(fmt::format("virtio-blk {} queue {}", options_.id, i), options_.batch_us);
       if (b.ok()) polls_[i].batch = std::move(*b);
       else RINGVM_LOG_RATELIMITED(warn, "virtio-blk {}: {}; no batching", options_.id, b.error().message());
-      if (rings_[i]) {
-        auto h = CompletionHold::create(fmt::format("virtio-blk {} queue {} completions", options_.id, i),
-                                        std::max(1u, options_.batch_us / 2), kHoldMinInFlight);
-        if (h.ok()) polls_[i].hold = std::move(*h);
-      }
     }
     auto w = VirtioWorker::start(fmt::format("blk-{}-q{}", options_.id, i),
-                                 {queues_[i].kick_fd, done_fd, polls_[i].batch.fd(), polls_[i].hold.fd()},
+                                 {queues_[i].kick_fd, done_fd, polls_[i].batch.fd()},
                                  [this, i](size_t source, uint64_t count) {
                                    if (source == 0) stats_.kicks.fetch_add(count, std::memory_order_relaxed);
                                    if (source == 1) return reap(i);
-                                   // The timers: the worker's first round calls every source once,
-                                   // and a timer still running has not fired.
-                                   if (source == 3) {
-                                     if (polls_[i].hold.expired()) notify_if_needed(i);
-                                     return;
-                                   }
+                                   // The batch timer; the worker's first round calls every source
+                                   // once, and a timer still running has not fired.
                                    if (source == 2 && polls_[i].batch.pending()) return;
                                    process_queue(i);
                                  });
@@ -224,7 +215,7 @@ size_t VirtioBlock::serve(size_t index, VirtQueue::Arm arm) {
     // workers: then this costs no system call.)
     rings_[index]->reap_if_ready();
   }
-  notify_or_hold(index);
+  notify_if_needed(index);
   return found;
 }
 
@@ -238,16 +229,6 @@ bool VirtioBlock::poll_ring(size_t index, uint64_t ns) {
     if (q.broken() || monotonic_ns() >= deadline) return false;
     __builtin_ia32_pause();
   }
-}
-
-void VirtioBlock::notify_or_hold(size_t index) {
-  CompletionHold& h = polls_[index].hold;
-  const bool was_holding = h.holding();
-  if (rings_[index] && h.hold(rings_[index]->in_flight())) {
-    if (!was_holding) stats_.held.fetch_add(1, std::memory_order_relaxed);
-    return;
-  }
-  notify_if_needed(index);
 }
 
 void VirtioBlock::notify_if_needed(size_t index) {
@@ -264,9 +245,8 @@ size_t VirtioBlock::uring_queues() const {
 
 void VirtioBlock::reap(size_t index) {
   if (index >= rings_.size() || !rings_[index]) return;
-  polls_[index].hold.note_completion();
   rings_[index]->reap();
-  notify_or_hold(index);
+  notify_if_needed(index);
 }
 
 void VirtioBlock::complete(size_t queue, uint16_t head, uint64_t status_addr, uint32_t used_ok, int32_t res,

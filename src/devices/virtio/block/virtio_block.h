@@ -53,11 +53,6 @@ struct VirtioBlockOptions {
   // meanwhile, all completions with one interrupt. A pass that finds fewer than two asks for
   // kicks again, so a guest with one request at a time never waits. 0: never batch. Ignored
   // while poll_us is set.
-  // Batching also holds completion interrupts while the queue keeps at least
-  // kHoldMinInFlight host I/Os in flight (the medium stays busy, so the guest loses nothing by
-  // hearing of a completion a little later): for about four recent gaps between completions, at
-  // most batch_us / 2, completions gather and then raise one interrupt. Fewer in flight, and the
-  // interrupt goes out at once.
   uint32_t batch_us = 0;
 };
 
@@ -73,7 +68,6 @@ struct BlockStats {
   std::atomic<uint64_t> poll_misses{0};   // polls that ran out (the window then halves)
   std::atomic<uint64_t> batches{0};       // passes that found 2+ requests and deferred the next
   std::atomic<uint64_t> merged{0};        // reads/writes joined to the previous one (one host I/O)
-  std::atomic<uint64_t> held{0};          // completion interrupts held back while the queue was busy
   std::atomic<uint64_t> kicks{0};         // the driver's doorbell writes (each a VM exit)
   std::atomic<uint64_t> interrupts{0};    // interrupts raised (used buffers the driver asked to hear of)
 };
@@ -86,8 +80,6 @@ class VirtioBlock final : public VirtioDevice {
   // Request merging (io_uring path): adjacent reads or writes found in one pass become one host
   // I/O of at most this many bytes and IOV_MAX buffers.
   static constexpr uint64_t kMaxMergedBytes = 4u << 20;
-  // Completion interrupts are held (batch_us) only while at least this many host I/Os are in flight.
-  static constexpr size_t kHoldMinInFlight = 4;
 
   // Checks the options (serial length, queue count and size); the Disk is shared with whoever
   // else needs it (snapshot, stats).
@@ -143,8 +135,6 @@ class VirtioBlock final : public VirtioDevice {
   // the driver made a request available.
   bool poll_ring(size_t index, uint64_t ns);
   void notify_if_needed(size_t index);
-  // notify_if_needed(), unless (batch_us) the queue is busy and its completions gather (CompletionHold).
-  void notify_or_hold(size_t index);
   uint8_t do_discard_or_zero(uint32_t type, const DescriptorChain& chain, uint64_t data_len);
   uint8_t io_error(const Error& e);
   bool range_ok(uint64_t sector, uint64_t bytes) const;
@@ -167,7 +157,6 @@ class VirtioBlock final : public VirtioDevice {
     uint64_t window_ns = 0;
     uint64_t slept_at_ns = 0;
     QueueBatcher batch;  // batch_us
-    CompletionHold hold;  // batch_us: completion interrupts of a busy queue
   };
   std::vector<PollState> polls_;
   // Per queue, touched only by its worker: the read or write being merged (queue_rw).
