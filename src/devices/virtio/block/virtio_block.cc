@@ -126,7 +126,7 @@ Result<void> VirtioBlock::activate(const GuestMemory& mem, uint64_t acked_featur
                                    // The batch timer; the worker's first round calls every source
                                    // once, and a timer still running has not fired.
                                    if (source == 2 && polls_[i].batch.pending()) return;
-                                   process_queue(i);
+                                   process_queue(i, source == 0 && count > 0);
                                  });
     if (!w.ok()) {
       workers_.clear();
@@ -148,9 +148,9 @@ void VirtioBlock::reset() {
   mem_ = nullptr;
 }
 
-void VirtioBlock::process_queue(size_t index) {
+void VirtioBlock::process_queue(size_t index, bool kicked) {
   if (index >= queues_.size() || queues_[index].queue == nullptr) return;
-  if (index < polls_.size() && polls_[index].batch.enabled()) return serve_batched(index);
+  if (index < polls_.size() && polls_[index].batch.enabled()) return serve_batched(index, kicked);
   PollState& poll = polls_[index];
   const uint64_t max_ns = uint64_t{options_.poll_us} * 1000;
   // The window adapts to the gaps between the driver's requests, measured from the moment the
@@ -174,23 +174,33 @@ void VirtioBlock::process_queue(size_t index) {
       stats_.poll_hits.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
+    // Ask for a kick, and look once more: the driver may have added a request meanwhile. Counted
+    // after, so whoever reads the counter knows the kick was asked for.
+    const size_t found = serve(index, VirtQueue::Arm::kYes);
     stats_.poll_misses.fetch_add(1, std::memory_order_relaxed);
-    // Ask for a kick, and look once more: the driver may have added a request meanwhile.
-    if (!serve(index, VirtQueue::Arm::kYes)) {
+    if (found == 0) {
       poll.slept_at_ns = empty_at;
       return;
     }
   }
 }
 
-void VirtioBlock::serve_batched(size_t index) {
+void VirtioBlock::serve_batched(size_t index, bool kicked) {
+  PollState& ps = polls_[index];
+  if (kicked && monotonic_ns() < ps.busy_until_ns && ps.batch.arm()) {
+    // The guest kept this queue busy a moment ago: what it adds after this kick does not kick
+    // again (avail_event stays behind), so let it gather and serve it all on the timer.
+    stats_.deferred.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
   for (;;) {
     const size_t n = serve(index, VirtQueue::Arm::kNo);
     if (n >= 2) {
       // The guest keeps this queue busy: no kick for what it adds next; the timer brings the
       // worker back (worker.h, QueueBatcher).
       stats_.batches.fetch_add(1, std::memory_order_relaxed);
-      if (polls_[index].batch.arm()) return;
+      ps.busy_until_ns = monotonic_ns() + uint64_t{options_.batch_us} * 4000;
+      if (ps.batch.arm()) return;
     }
     // Light load (or no timer): ask for a kick, and look once more.
     if (serve(index, VirtQueue::Arm::kYes) == 0) return;

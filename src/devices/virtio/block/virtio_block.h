@@ -53,6 +53,9 @@ struct VirtioBlockOptions {
   // meanwhile, all completions with one interrupt. A pass that finds fewer than two asks for
   // kicks again, so a guest with one request at a time never waits. 0: never batch. Ignored
   // while poll_us is set.
+  // A kick that comes soon after a pass that found two or more (within 4 x batch_us) is not
+  // served at once either: the driver does not kick again for what it adds meanwhile, and the
+  // timer serves it all in one pass. A queue that has not been busy lately is served at once.
   uint32_t batch_us = 0;
 };
 
@@ -68,6 +71,7 @@ struct BlockStats {
   std::atomic<uint64_t> poll_misses{0};   // polls that ran out (the window then halves)
   std::atomic<uint64_t> batches{0};       // passes that found 2+ requests and deferred the next
   std::atomic<uint64_t> merged{0};        // reads/writes joined to the previous one (one host I/O)
+  std::atomic<uint64_t> deferred{0};      // kicks on a busy queue served on the batch timer
   std::atomic<uint64_t> kicks{0};         // the driver's doorbell writes (each a VM exit)
   std::atomic<uint64_t> interrupts{0};    // interrupts raised (used buffers the driver asked to hear of)
 };
@@ -102,7 +106,8 @@ class VirtioBlock final : public VirtioDevice {
   // Serves every available request on queue `index` and raises its interrupt if the driver
   // wants one. Called by the queue's worker; public so tests can drive it synchronously (with
   // Engine::kSync every request is complete when it returns).
-  void process_queue(size_t index);
+  // `kicked`: the driver's doorbell woke the worker (not the batch timer or the first round).
+  void process_queue(size_t index, bool kicked = false);
   // How many queues run their I/O through io_uring (the rest are synchronous).
   size_t uring_queues() const;
 
@@ -130,7 +135,7 @@ class VirtioBlock final : public VirtioDevice {
   // interrupt if wanted; returns how many requests it found.
   size_t serve(size_t index, VirtQueue::Arm arm);
   // batch_us: one pass; with 2+ requests found, sets the queue's timer instead of asking for a kick.
-  void serve_batched(size_t index);
+  void serve_batched(size_t index, bool kicked);
   // Spins for up to `ns` while nothing new is available, reaping completions meanwhile; true if
   // the driver made a request available.
   bool poll_ring(size_t index, uint64_t ns);
@@ -157,6 +162,7 @@ class VirtioBlock final : public VirtioDevice {
     uint64_t window_ns = 0;
     uint64_t slept_at_ns = 0;
     QueueBatcher batch;  // batch_us
+    uint64_t busy_until_ns = 0;  // batch_us: a kick before this is served on the timer
   };
   std::vector<PollState> polls_;
   // Per queue, touched only by its worker: the read or write being merged (queue_rw).
