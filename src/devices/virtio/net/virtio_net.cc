@@ -121,8 +121,12 @@ class VirtioNet::PairWorker {
             break;
           case kTxKick:
             dev_.stats_.tx_kicks.fetch_add(drain(dev_.pairs_[index_].tx.kick_fd), std::memory_order_relaxed);
+            dev_.on_tx_kick(dev_.pairs_[index_]);
             break;
-          case kTxTimer: drain(dev_.pairs_[index_].tx_batch.fd()); break;
+          case kTxTimer:
+            drain(dev_.pairs_[index_].tx_batch.fd());
+            dev_.pairs_[index_].tx_deferred = false;
+            break;
           case kCtrlKick:
             drain(dev_.ctrl_.kick_fd);
             ctrl = true;
@@ -306,9 +310,16 @@ bool VirtioNet::poll_pair_budgeted(size_t index) {
   return tx_more || rx_more;
 }
 
+void VirtioNet::on_tx_kick(Pair& p) {
+  if (p.tx_batch.enabled() && !p.tx_chain && monotonic_ns() < p.tx_busy_until_ns && p.tx_batch.arm()) {
+    p.tx_deferred = true;
+    stats_.tx_deferred.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
 bool VirtioNet::process_tx(Pair& p) {
   VirtQueue* q = p.tx.queue;
-  if (q == nullptr) return false;
+  if (q == nullptr || p.tx_deferred) return false;
   bool used = false;
   bool more = false;
   if (p.tx_chain) {
@@ -340,6 +351,7 @@ bool VirtioNet::process_tx(Pair& p) {
   }
   if (batching && found >= 2) {
     stats_.tx_batches.fetch_add(1, std::memory_order_relaxed);
+    p.tx_busy_until_ns = monotonic_ns() + uint64_t{options_.batch_us} * 4000;
     // Without the timer nobody would come back: ask for kicks after all.
     if (!p.tx_batch.arm() && !more && !p.tx_chain) {
       while (auto chain = q->pop(VirtQueue::Arm::kYes)) {

@@ -59,6 +59,7 @@ struct NetStats {
   std::atomic<uint64_t> tx_parked{0};    // times the backend was full (EAGAIN) and a queue waited
   std::atomic<uint64_t> ctrl_errors{0};  // control commands answered VIRTIO_NET_ERR
   std::atomic<uint64_t> tx_batches{0};   // transmit passes that deferred the next kick (batch_us)
+  std::atomic<uint64_t> tx_deferred{0};  // kicks on a busy transmit queue served on the timer (batch_us)
   // What the data path cost the guest in exits: the driver's kicks (doorbell writes the workers
   // took from their ioeventfds) and the interrupts raised, per direction.
   std::atomic<uint64_t> rx_kicks{0}, tx_kicks{0};
@@ -117,12 +118,19 @@ class VirtioNet final : public VirtioDevice {
     std::optional<DescriptorChain> tx_chain;
     virtio_net_hdr_v1 tx_hdr{};
     QueueBatcher tx_batch;  // batch_us, transmit queue
+    // batch_us: a transmit kick before this (4 x batch_us after a pass that sent two frames or
+    // more) is served on tx_batch's timer; tx_deferred is set until that timer fires.
+    uint64_t tx_busy_until_ns = 0;
+    bool tx_deferred = false;
   };
 
   VirtioNet(std::unique_ptr<NetBackend> backend, VirtioNetOptions options);
   // One budget's worth of work; true when the budget ran out with work left.
   bool poll_pair_budgeted(size_t index);
   bool process_tx(Pair& p);
+  // A transmit kick arrived: with batch_us, on a queue busy a moment ago, let the frames the guest
+  // adds next gather (it does not kick again) and send them on the timer instead of now.
+  void on_tx_kick(Pair& p);
   bool process_rx(Pair& p);
   // kDone: the chain went back to the guest (sent or dropped); kParked: the backend is full.
   enum class TxResult { kDone, kParked };
