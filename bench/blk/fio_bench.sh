@@ -82,7 +82,11 @@ if [[ ${1:-} == --in-lab ]]; then
         read -r iops bw ios < <(tr -d '\r' <"$console" | sed -n "s/^.*RINGVM-FIO-RESULT $job //p" | head -n1) || true
         read -r e0 u0 <<<"${snap[RINGVM-FIO-BEGIN_$job]:-- -}" || true
         read -r e1 u1 <<<"${snap[RINGVM-FIO-END_$job]:-- -}" || true
-        echo "$vmm $i $status $job ${iops:--} ${bw:--} ${ios:--} $e0 $e1 $u0 $u1 $name" >>"$table"
+        # The markers' own cost (a second's idling, the END line through the UART), from the
+        # guest's calibration pair just before the job.
+        read -r c0 cu0 <<<"${snap[RINGVM-FIO-BEGIN_cal_$job]:-- -}" || true
+        read -r c1 cu1 <<<"${snap[RINGVM-FIO-END_cal_$job]:-- -}" || true
+        echo "$vmm $i $status $job ${iops:--} ${bw:--} ${ios:--} $e0 $e1 $u0 $u1 $name $c0 $c1 $cu0 $cu1" >>"$table"
       done
       unset snap
     done
@@ -122,20 +126,31 @@ done < <(ldd "$fio" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\/.*ld-l
 
 echo "virtio-blk under fio: Debian's $(ls /boot/vmlinuz-* | sort -V | tail -n1 | sed 's|.*/||'), 2 vCPUs," \
   "1 GiB, /dev/vda on a brd RAM disk in L1, libaio O_DIRECT, ${runtime}s per job, $runs interleaved runs;" \
-  "QEMU -M $machine virtio-blk-pci cache=none aio=io_uring; exits counted in L1 between BEGIN and END"
+  "QEMU -M $machine virtio-blk-pci cache=none aio=io_uring; exits counted in L1 between BEGIN and END, less the markers' own cost"
 awk -v jobs="$jobs" '
-  function per(a, b, n) { return (a == "-" || b == "-" || n + 0 == 0) ? "-" : sprintf("%.2f", (b - a) / n) }
+  # Exits per request in a job window, less what the markers cost (calibration pair c0..c1) when
+  # the guest measured it (never below zero).
+  function cost(a, b, c0, c1,   d) {
+    d = b - a
+    if (c0 != "" && c0 != "-" && c1 != "-") d -= c1 - c0
+    return d < 0 ? 0 : d
+  }
+  function per(a, b, n, c0, c1) {
+    return (a == "-" || b == "-" || n + 0 == 0) ? "-" : sprintf("%.2f", cost(a, b, c0, c1) / n)
+  }
   BEGIN {
     printf "%-7s %3s %6s %-17s %10s %9s %9s %12s %12s\n", "vmm", "run", "status", "job", "iops", "MB/s",
       "ios", "exits/req", "user_ex/req"
   }
   {
     mbs = ($6 == "-") ? "-" : sprintf("%.1f", $6 / 1e6)
-    printf "%-7s %3s %6s %-17s %10s %9s %9s %12s %12s\n", $1, $2, $3, $4, $5, mbs, $7, per($8, $9, $7),
-      per($10, $11, $7)
+    printf "%-7s %3s %6s %-17s %10s %9s %9s %12s %12s\n", $1, $2, $3, $4, $5, mbs, $7, per($8, $9, $7, $13, $14),
+      per($10, $11, $7, $15, $16)
     if ($3 == 0 && $5 != "-") {
       k = $1 SUBSEP $4; n[k]++; iops[k] += $5; bw[k] += $6
-      if ($7 + 0 > 0 && $8 != "-" && $9 != "-") { ex[k] += ($9 - $8) / $7; ux[k] += ($11 - $10) / $7; ne[k]++ }
+      if ($7 + 0 > 0 && $8 != "-" && $9 != "-") {
+        ex[k] += cost($8, $9, $13, $14) / $7; ux[k] += cost($10, $11, $15, $16) / $7; ne[k]++
+      }
     }
   }
   $1 != "qemu" && !($1 in seen) { seen[$1] = 1; labels[++nl] = $1 }

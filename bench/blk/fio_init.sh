@@ -3,6 +3,8 @@
 # runs fio's jobs on /dev/vda one after the other and powers off. Around each job it prints
 # "RINGVM-FIO-BEGIN name" and "RINGVM-FIO-END name" and idles a second, so the host can snapshot
 # its VM exit counters while the guest is quiet; then "RINGVM-FIO-RESULT name iops bw_bytes ios".
+# Before each job the same pair without fio ("cal_name": a second's idling and the END line, which
+# leaves through the UART) measures what the markers themselves cost, for the host to subtract.
 # `fio_runtime=SECS` on the kernel command line sets each job's length (default 5).
 export PATH=/bin:/usr/bin
 . /lib/lab-guest.sh
@@ -21,6 +23,10 @@ for job in "randread_4k_qd1 randread 4k 1 read" "randread_4k_qd32 randread 4k 32
   "randwrite_4k_qd1 randwrite 4k 1 write" "randwrite_4k_qd32 randwrite 4k 32 write" \
   "seqread_1m read 1M 8 read" "seqwrite_1m write 1M 8 write"; do
   set -- $job
+  echo "RINGVM-FIO-BEGIN cal_$1"
+  sleep 1
+  echo "RINGVM-FIO-END cal_$1"
+  sleep 1
   echo "RINGVM-FIO-BEGIN $1"
   sleep 1
   fio --name="$1" --filename=/dev/vda --direct=1 --ioengine=libaio --rw="$2" --bs="$3" --iodepth="$4" \
