@@ -142,9 +142,7 @@ class VirtioNet final : public VirtioDevice {
   enum class DirectRx { kDelivered, kEmpty, kRetry, kFallback };
   // Pops receive chains into p.rx_chains until they hold `room` writable bytes; false when the
   // queue ran dry first (what was popped stays held). Chains with no writable buffer go back.
-  // `arm`: whether running dry asks the driver to kick for its next buffers. Only a device that
-  // is about to hold a frame for want of room needs that kick (QEMU's virtio-net asks at the same
-  // point); one that looks ahead for room would otherwise make the driver kick for every refill.
+  // `arm`: whether running dry asks the driver to kick for its next buffers.
   bool gather_rx_chains(Pair& p, uint64_t room, VirtQueue::Arm arm);
   DirectRx receive_direct(Pair& p);
   uint8_t handle_ctrl(const DescriptorChain& chain);

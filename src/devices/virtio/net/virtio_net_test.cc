@@ -479,27 +479,6 @@ TEST_F(VirtioNetTest, HoldsFrameUntilTheGuestAddsBuffers) {
   EXPECT_EQ(net_->stats().rx_drops.load(), 0u);
 }
 
-TEST_F(VirtioNetTest, AsksForReceiveKicksOnlyWhenAFrameMustWait) {
-  // Each driver kick is a VM exit: a device with room for the frames at hand must not ask for
-  // one whenever it has looked ahead through every posted buffer, only when a frame must wait.
-  start(1, kMrg | bit(VIRTIO_RING_F_EVENT_IDX));
-  for (int i = 0; i < 4; ++i) drv_->add_in(0, 1500);  // 6000 bytes: less than the largest frame
-  host_send(frame(100, 1));
-  net_->poll_pair(0);
-  ASSERT_EQ(drv_->used_idx(0), 1);
-  EXPECT_EQ(drv_->avail_event(0), 0) << "the ring ran dry while looking ahead, and a kick was asked for";
-  EXPECT_FALSE(net_->rx_held(0));
-  host_send(frame(5000, 2));  // 5012 bytes against the 4500 still held: the frame waits
-  net_->poll_pair(0);
-  EXPECT_TRUE(net_->rx_held(0));
-  EXPECT_EQ(drv_->avail_event(0), drv_->avail_idx(0)) << "a frame waits for buffers and no kick was asked for";
-  drv_->add_in(0, 1500);
-  net_->poll_pair(0);
-  EXPECT_FALSE(net_->rx_held(0));
-  EXPECT_EQ(drv_->used_idx(0), 5);
-  EXPECT_EQ(net_->stats().rx_frames.load(), 2u);
-}
-
 TEST_F(VirtioNetTest, WithoutMergeableBuffersOneChainHoldsAFrame) {
   start(1, kBase);
   const uint64_t small = drv_->add_in(0, 1000);
