@@ -491,8 +491,8 @@ VirtioNet::DirectRx VirtioNet::receive_direct(Pair& p) {
   constexpr uint64_t kRoom = kNetHdrSize + kMaxFrameBytes;
   // What was popped stays in rx_chains for the next frame either way. Running dry here asks for
   // a kick although the next frame may still fit: asking only when a frame must wait (as QEMU
-  // does) saved nothing measurable (receive kicks are a few hundred per iperf run) and coincided
-  // with the lab's guests dying more often (docs/networking.md).
+  // does) was tried and saved nothing measurable (receive kicks are a few hundred per iperf run;
+  // docs/networking.md).
   if (!gather_rx_chains(p, kRoom, VirtQueue::Arm::kYes)) return DirectRx::kFallback;
   // Host views of the guest's buffers, the largest frame's worth. Every buffer was checked against
   // guest memory when its chain was popped.
