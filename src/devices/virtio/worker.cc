@@ -31,6 +31,11 @@ void signal_eventfd(int fd) {
   [[maybe_unused]] auto n = ::write(fd, &one, sizeof one);
 }
 
+uint64_t drain_eventfd(int fd) {
+  uint64_t count = 0;
+  return ::read(fd, &count, sizeof count) == static_cast<ssize_t>(sizeof count) ? count : 0;
+}
+
 uint64_t monotonic_ns() {
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -61,6 +66,10 @@ bool QueueBatcher::arm() {
   t.it_value.tv_nsec = static_cast<long>(ns % 1000000000);
   return ::timerfd_settime(timer_.get(), 0, &t, nullptr) == 0;
 }
+
+void QueueBatcher::mark_busy() { busy_until_ns_ = monotonic_ns() + 4 * max_ns_; }
+
+bool QueueBatcher::defer_kick() { return timer_ && monotonic_ns() < busy_until_ns_ && arm(); }
 
 bool QueueBatcher::pending() const {
   itimerspec t{};
@@ -114,9 +123,8 @@ void VirtioWorker::run() {
     for (int k = 0; k < n; ++k) {
       const uint64_t token = events[static_cast<size_t>(k)].data.u64;
       if (token == kStopToken) return;
-      uint64_t count = 0;
       // Drain the counter first: a kick that arrives while the handler runs re-arms the fd.
-      if (::read(fds_[token], &count, sizeof count) != static_cast<ssize_t>(sizeof count)) count = 0;
+      const uint64_t count = drain_eventfd(fds_[token]);
       handler_(static_cast<size_t>(token), count);
     }
   }

@@ -59,6 +59,9 @@ Result<std::vector<ActivatedQueue>> activate_queues(std::string_view device, con
 // An eventfd a device uses to wake its own worker (e.g. new host input). Non-blocking.
 Result<UniqueFd> make_eventfd(std::string_view what);
 void signal_eventfd(int fd);
+// Reads (and so resets) an eventfd's counter; 0 when it was not signalled. For a kick fd the
+// count is the driver's doorbell writes since the last drain.
+uint64_t drain_eventfd(int fd);
 
 uint64_t monotonic_ns();
 
@@ -83,12 +86,18 @@ class QueueBatcher {
   bool arm();
   // The timer is set and has not fired (a worker's first round calls every source once).
   bool pending() const;
+  // A pass found the queue busy: for 4 x max_us a kick is deferred (defer_kick()).
+  void mark_busy();
+  // For a kick: if the queue was busy lately, sets the timer and returns true (serve on the timer,
+  // not now; the driver does not kick again meanwhile). False on a quiet queue: serve at once.
+  bool defer_kick();
 
  private:
   UniqueFd timer_;
   uint64_t max_ns_ = 0;
   uint64_t gap_ns_ = 0;
   uint64_t last_ns_ = 0;
+  uint64_t busy_until_ns_ = 0;
 };
 
 }  // namespace ringvm

@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "devices/virtio/worker.h"
+
 namespace ringvm {
 
 Result<std::unique_ptr<UringQueue>> UringQueue::create(unsigned entries) {
@@ -79,8 +81,7 @@ void UringQueue::submit() {
 
 bool UringQueue::reap_if_ready() {
   if (!completions_ready()) return false;
-  uint64_t count;
-  [[maybe_unused]] auto n = ::read(event_fd_.get(), &count, sizeof count);
+  drain_eventfd(event_fd_.get());
   reap();
   return true;
 }

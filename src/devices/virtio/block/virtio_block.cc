@@ -186,8 +186,8 @@ void VirtioBlock::process_queue(size_t index, bool kicked) {
 }
 
 void VirtioBlock::serve_batched(size_t index, bool kicked) {
-  PollState& ps = polls_[index];
-  if (kicked && monotonic_ns() < ps.busy_until_ns && ps.batch.arm()) {
+  QueueBatcher& batch = polls_[index].batch;
+  if (kicked && batch.defer_kick()) {
     // The guest kept this queue busy a moment ago: what it adds after this kick does not kick
     // again (avail_event stays behind), so let it gather and serve it all on the timer.
     stats_.deferred.fetch_add(1, std::memory_order_relaxed);
@@ -199,8 +199,8 @@ void VirtioBlock::serve_batched(size_t index, bool kicked) {
       // The guest keeps this queue busy: no kick for what it adds next; the timer brings the
       // worker back (worker.h, QueueBatcher).
       stats_.batches.fetch_add(1, std::memory_order_relaxed);
-      ps.busy_until_ns = monotonic_ns() + uint64_t{options_.batch_us} * 4000;
-      if (ps.batch.arm()) return;
+      batch.mark_busy();
+      if (batch.arm()) return;
     }
     // Light load (or no timer): ask for a kick, and look once more.
     if (serve(index, VirtQueue::Arm::kYes) == 0) return;

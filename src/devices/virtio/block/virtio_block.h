@@ -162,7 +162,6 @@ class VirtioBlock final : public VirtioDevice {
     uint64_t window_ns = 0;
     uint64_t slept_at_ns = 0;
     QueueBatcher batch;  // batch_us
-    uint64_t busy_until_ns = 0;  // batch_us: a kick before this is served on the timer
   };
   std::vector<PollState> polls_;
   // Per queue, touched only by its worker: the read or write being merged (queue_rw).

@@ -117,18 +117,18 @@ class VirtioNet::PairWorker {
         switch (ev.data.u64) {
           case kStop: return;
           case kRxKick:
-            dev_.stats_.rx_kicks.fetch_add(drain(dev_.pairs_[index_].rx.kick_fd), std::memory_order_relaxed);
+            dev_.stats_.rx_kicks.fetch_add(drain_eventfd(dev_.pairs_[index_].rx.kick_fd), std::memory_order_relaxed);
             break;
           case kTxKick:
-            dev_.stats_.tx_kicks.fetch_add(drain(dev_.pairs_[index_].tx.kick_fd), std::memory_order_relaxed);
+            dev_.stats_.tx_kicks.fetch_add(drain_eventfd(dev_.pairs_[index_].tx.kick_fd), std::memory_order_relaxed);
             dev_.on_tx_kick(dev_.pairs_[index_]);
             break;
           case kTxTimer:
-            drain(dev_.pairs_[index_].tx_batch.fd());
+            drain_eventfd(dev_.pairs_[index_].tx_batch.fd());
             dev_.pairs_[index_].tx_deferred = false;
             break;
           case kCtrlKick:
-            drain(dev_.ctrl_.kick_fd);
+            drain_eventfd(dev_.ctrl_.kick_fd);
             ctrl = true;
             break;
           case kBackend:
@@ -149,11 +149,6 @@ class VirtioNet::PairWorker {
     }
   }
 
-  // Returns the eventfd's count: for a kick fd, the doorbell writes since the last drain.
-  static uint64_t drain(int fd) {
-    uint64_t count = 0;
-    return ::read(fd, &count, sizeof count) == static_cast<ssize_t>(sizeof count) ? count : 0;
-  }
 
   VirtioNet& dev_;
   size_t index_;
@@ -311,7 +306,7 @@ bool VirtioNet::poll_pair_budgeted(size_t index) {
 }
 
 void VirtioNet::on_tx_kick(Pair& p) {
-  if (p.tx_batch.enabled() && !p.tx_chain && monotonic_ns() < p.tx_busy_until_ns && p.tx_batch.arm()) {
+  if (!p.tx_chain && p.tx_batch.defer_kick()) {
     p.tx_deferred = true;
     stats_.tx_deferred.fetch_add(1, std::memory_order_relaxed);
   }
@@ -351,7 +346,7 @@ bool VirtioNet::process_tx(Pair& p) {
   }
   if (batching && found >= 2) {
     stats_.tx_batches.fetch_add(1, std::memory_order_relaxed);
-    p.tx_busy_until_ns = monotonic_ns() + uint64_t{options_.batch_us} * 4000;
+    p.tx_batch.mark_busy();
     // Without the timer nobody would come back: ask for kicks after all.
     if (!p.tx_batch.arm() && !more && !p.tx_chain) {
       while (auto chain = q->pop(VirtQueue::Arm::kYes)) {

@@ -118,9 +118,8 @@ class VirtioNet final : public VirtioDevice {
     std::optional<DescriptorChain> tx_chain;
     virtio_net_hdr_v1 tx_hdr{};
     QueueBatcher tx_batch;  // batch_us, transmit queue
-    // batch_us: a transmit kick before this (4 x batch_us after a pass that sent two frames or
-    // more) is served on tx_batch's timer; tx_deferred is set until that timer fires.
-    uint64_t tx_busy_until_ns = 0;
+    // batch_us: a transmit kick on a queue busy lately (tx_batch.defer_kick()) is served on
+    // tx_batch's timer; set until that timer fires.
     bool tx_deferred = false;
   };
 
