@@ -17,7 +17,7 @@
 # Defaults: 1 run, build/ringvm, 5 s per job, QEMU `-M q35` (microvm needs `microvm,pcie=on`).
 # RINGVM_LAB_FIO_VARIANTS="poll_us=0 queues=1" adds ringvm runs with those extra --disk options
 # (space-separated, one run each per round, labelled ringvm:OPTIONS), to compare settings in one
-# L1 boot.
+# L1 boot; a variant that starts with -- is a `ringvm run` option instead (e.g. --virtio-notify=mmio).
 # About 5-10 minutes per round. Raw logs stay in ${TMPDIR:-/tmp}/ringvm-fio-bench/ (or $RINGVM_BENCH_DIR).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -49,9 +49,11 @@ if [[ ${1:-} == --in-lab ]]; then
       : >"$console"
       case $vmm in
         ringvm*)
-          extra=${vmm#ringvm}
+          extra=${vmm#ringvm} run_opt=()
+          [[ $extra == :--* ]] && { run_opt=("${extra#:}"); extra=; }
           cmd=("$ringvm" run --kernel "$kernel" --initrd "$initrd" --cmdline "$cmdline" --cpus 2 --memory 1024M
-            --disk "path=$disk,cache=${RINGVM_LAB_FIO_CACHE:-none}${extra:+,${extra#:}}" --console "file:$console" --stats)
+            --disk "path=$disk,cache=${RINGVM_LAB_FIO_CACHE:-none}${extra:+,${extra#:}}" --console "file:$console" --stats
+            "${run_opt[@]}")
           ;;
         qemu)
           cmd=(qemu-system-x86_64 -enable-kvm -M "$machine" -cpu host -smp 2 -m 1024M -nodefaults

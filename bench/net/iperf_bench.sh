@@ -13,7 +13,8 @@
 # run's numbers and the means the ratios are taken from. Each test also counts L1's VM exits
 # (tracefs) and prints them per MiB moved (per ping for the RTT).
 # RINGVM_LAB_NET_VARIANTS="batch_us=2000" adds ringvm runs with those extra --net options
-# (space-separated, labelled ringvm:OPTIONS) to every round.
+# (space-separated, labelled ringvm:OPTIONS) to every round; a variant that starts with -- is a
+# `ringvm run` option instead (e.g. --virtio-notify=mmio).
 # Defaults: 1 run, build/ringvm, 10 s per iperf3 test. About 6-10 minutes a run. Raw logs stay in
 # ${TMPDIR:-/tmp}/ringvm-net-bench/ (or $RINGVM_BENCH_DIR). Compare only numbers from one L1 boot.
 set -euo pipefail
@@ -47,9 +48,11 @@ if [[ ${1:-} == --in-lab ]]; then
       : >"$console"
       case $vmm in
         ringvm*)
-          extra=${vmm#ringvm}
+          extra=${vmm#ringvm} run_opt=()
+          [[ $extra == :--* ]] && { run_opt=("${extra#:}"); extra=; }
           cmd=("$ringvm" run --kernel "$kernel" --initrd "$initrd" --cmdline "$cmdline" --cpus 2
-            --memory 512M --console "file:$console" --net "tap=$tap,queues=2${extra:+,${extra#:}}" --stats)
+            --memory 512M --console "file:$console" --net "tap=$tap,queues=2${extra:+,${extra#:}}" --stats
+            "${run_opt[@]}")
           ;;
         qemu)
           cmd=(qemu-system-x86_64 -enable-kvm -M q35 -cpu host -smp 2 -m 512M -nodefaults -no-user-config

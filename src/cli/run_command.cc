@@ -14,7 +14,7 @@ namespace {
 
 struct RunOptions {
   std::string kernel, initrd, cmdline, memory = "512M", console = "stdio", on_reboot = "exit",
-      console_device = "uart", entry = "linux";
+      console_device = "uart", entry = "linux", virtio_notify = "pio";
   uint32_t cpus = 1;
   std::vector<std::string> disks;
   std::vector<std::string> nets;
@@ -64,6 +64,9 @@ Result<VmConfig> make_config(const RunOptions& o) {
   else if (o.console_device == "virtio") cfg.console_device = ConsoleDevice::kVirtio;
   else return make_error(ErrorCode::kInvalidArgument, "--console-device {}: use uart or virtio", o.console_device);
   const char* default_console = cfg.console_device == ConsoleDevice::kVirtio ? "console=hvc0" : "console=ttyS0";
+  if (o.virtio_notify == "pio") cfg.virtio_pio_notify = true;
+  else if (o.virtio_notify == "mmio") cfg.virtio_pio_notify = false;
+  else return make_error(ErrorCode::kInvalidArgument, "--virtio-notify {}: use pio or mmio", o.virtio_notify);
   if (o.on_reboot == "exit") cfg.on_reboot = OnReboot::kExit;
   else if (o.on_reboot == "restart") cfg.on_reboot = OnReboot::kRestart;
   else return make_error(ErrorCode::kInvalidArgument, "--on-reboot {}: use exit or restart", o.on_reboot);
@@ -170,6 +173,11 @@ void add_run_command(CLI::App& app, int* status) {
                   "inherited tap fd); repeatable; queues default to one pair per vCPU; batch_us=N coalesces "
                   "transmit kicks under load for up to N µs (default auto, which for now means 0: off) "
                   "(docs/networking.md)");
+  cmd->add_option("--virtio-notify", opts->virtio_notify,
+                  "Where virtio-pci doorbells live: pio (an I/O BAR: KVM matches a port write without "
+                  "emulating the instruction, the cheaper exit, most of all on AMD and when nested) or mmio "
+                  "(the memory BAR, as QEMU does) (docs/virtio.md)")
+      ->capture_default_str();
   cmd->add_option("--vsock", opts->vsock,
                   "virtio-vsock: cid=N,socket=PATH; the host connects to PATH and writes \"CONNECT <port>\\n\"; "
                   "guest connections to host port P arrive at PATH_P (docs/networking.md)");

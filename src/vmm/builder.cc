@@ -145,7 +145,10 @@ Result<void> VmBuilder::add_platform_devices(Vm& vm) {
   }
   RETURN_IF_ERROR(vm.pio_.insert(0x80, 1, std::make_shared<SinkDevice>("io-delay")));
 
-  auto pci = TRY(PciBus::create(vm.pio_, vm.mmio_));
+  PciBusConfig pci_config;
+  pci_config.io_base = x86::kPciIoBase;
+  pci_config.io_size = x86::kPciIoSize;
+  auto pci = TRY(PciBus::create(vm.pio_, vm.mmio_, pci_config));
   RETURN_IF_ERROR(add_virtio_devices(vm, *pci));
   // After the interrupt controller and MSI router its devices use: ~Vm releases owned_ newest first.
   vm.owned_.push_back(pci);
@@ -161,7 +164,9 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
   vm.owned_.push_back(ic);
   vm.owned_.push_back(router);
   auto attach = [&](std::shared_ptr<VirtioDevice> dev) -> Result<void> {
-    auto pci_dev = TRY(VirtioPciDevice::create(dev, vm.mem_, *ic, *router));
+    VirtioPciOptions pci_opts;
+    pci_opts.pio_notify = vm.cfg_.virtio_pio_notify;
+    auto pci_dev = TRY(VirtioPciDevice::create(dev, vm.mem_, *ic, *router, pci_opts));
     TRY(pci.add_device(pci_dev));
     vm.owned_.push_back(pci_dev);
     // Devices run worker threads; stop them (reset) before anything they use is destroyed.

@@ -69,6 +69,9 @@ struct VmConfig {
   std::optional<VsockSpec> vsock;
   bool rng = false;
   bool stats = false;
+  // virtio-pci doorbells in an I/O BAR (port writes KVM matches without instruction emulation);
+  // false: in the memory BAR (MMIO). See devices/virtio/virtio_pci.h.
+  bool virtio_pio_notify = true;
 };
 
 // "512M", "2G", "1024" (MiB when no suffix, as QEMU's -m), "1.5G" is rejected (whole units only).

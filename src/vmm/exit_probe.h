@@ -24,6 +24,17 @@ struct ExitCost {
 // cannot be created or run (the caller then treats the cost as unknown).
 Result<ExitCost> measure_exit_cost(const KvmSystem& kvm, uint32_t exits = 24);
 
+// What a virtio doorbell costs the guest, both kinds, each caught by an ioeventfd in the kernel
+// (no exit to userspace): a 16-bit port write and a 16-bit write to an unbacked guest-physical
+// address. Real-mode guest, so the MMIO case is the cheapest an MMIO doorbell gets (a Linux
+// guest's instruction fetch walks four levels of page tables). Mean ns per write, after warm-up.
+struct DoorbellCost {
+  uint64_t pio_ns = 0;
+  uint64_t mmio_ns = 0;
+  uint32_t writes = 0;
+};
+Result<DoorbellCost> measure_doorbell_cost(const KvmSystem& kvm, uint32_t writes = 64);
+
 // The coalescing window an "auto" batch_us picks for an exit that costs `round_trip_ns`: 0 (no
 // coalescing) below kBatchAutoMinExitNs, where a timer wake-up costs as much as the exit it
 // saves; otherwise four exits' worth, at most kBatchAutoMaxUs.

@@ -495,6 +495,10 @@ ProbeResult run_probe_guest(const std::string& path) {
   }
   p.ok = true;
   if (auto cost = measure_exit_cost(*sys); cost.ok()) p.exit_round_trip_ns = cost->round_trip_ns;
+  if (auto cost = measure_doorbell_cost(*sys); cost.ok()) {
+    p.doorbell_pio_ns = cost->pio_ns;
+    p.doorbell_mmio_ns = cost->mmio_ns;
+  }
   return p;
 }
 
@@ -565,6 +569,11 @@ std::string format_text(const HostReport& r) {
                          static_cast<double>(*p.exit_round_trip_ns) / 1000.0,
                          us == 0 ? std::string("off (exits are cheap)") : fmt::format("{} us (exits are slow)", us));
     }
+    if (p.doorbell_pio_ns && p.doorbell_mmio_ns)
+      out += fmt::format("Doorbells  {:.1f} us per port write, {:.1f} us per MMIO write (virtio kicks, caught in the "
+                         "kernel; --virtio-notify pio uses ports)\n",
+                         static_cast<double>(*p.doorbell_pio_ns) / 1000.0,
+                         static_cast<double>(*p.doorbell_mmio_ns) / 1000.0);
   } else {
     out += "Probe      not run (/dev/kvm unusable)\n";
   }
@@ -620,6 +629,8 @@ nlohmann::json to_json(const HostReport& r) {
                   {"microseconds", p.microseconds},
                   {"exit_round_trip_ns", p.exit_round_trip_ns ? json(*p.exit_round_trip_ns) : json(nullptr)},
                   {"auto_batch_us", p.exit_round_trip_ns ? json(auto_batch_us(*p.exit_round_trip_ns)) : json(nullptr)},
+                  {"doorbell_pio_ns", p.doorbell_pio_ns ? json(*p.doorbell_pio_ns) : json(nullptr)},
+                  {"doorbell_mmio_ns", p.doorbell_mmio_ns ? json(*p.doorbell_mmio_ns) : json(nullptr)},
                   {"error", p.error.empty() ? json(nullptr) : json(p.error)}};
   } else {
     j["probe"] = nullptr;

@@ -86,6 +86,10 @@ struct ProbeResult {
   // After a good run: what one exit to userspace costs here (vmm/exit_probe.h), which decides
   // what batch_us=auto means for virtio devices.
   std::optional<uint64_t> exit_round_trip_ns;
+  // What a virtio doorbell write costs, caught by an ioeventfd in the kernel: port I/O and MMIO
+  // (vmm/exit_probe.h), which shows what --virtio-notify pio saves here.
+  std::optional<uint64_t> doorbell_pio_ns;
+  std::optional<uint64_t> doorbell_mmio_ns;
 };
 
 enum class Verdict {

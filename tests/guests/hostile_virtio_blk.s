@@ -1,7 +1,8 @@
 # Hostile virtio-blk driver, 32-bit flat protected mode, loaded and entered at 0x1000 with
 # interrupts off (tests/integration/hostile_virtio_test.cc sets up the segments).
 #
-# Finds the virtio-blk function (1AF4:1042) through CF8/CFC, reads its 64-bit memory BAR 0, runs
+# Finds the virtio-blk function (1AF4:1042) through CF8/CFC, reads its 64-bit memory BAR 0 and its
+# I/O BAR 2 (the doorbells: ringvm's default notify capability points there), runs
 # the modern virtio-pci init (reset, ACK, DRIVER, INDIRECT_DESC + VERSION_1, FEATURES_OK, queue 0
 # of 8 entries, DRIVER_OK), then posts six chains with one doorbell write:
 #   head 0  a loop (0 -> 1 -> 0)                                      -> chain_too_long
@@ -79,6 +80,13 @@ found:
   and $0xfffffff0, %eax
   mov %eax, %ebx           # %ebx = BAR 0 = common config
   call report
+  cfg_read 0x18
+  test $1, %eax
+  mov $0xbad00003, %eax
+  jz fail                  # BAR 2 is not an I/O BAR: no port doorbells
+  cfg_read 0x18
+  and $0xfffc, %eax
+  mov %eax, %ebp           # %ebp = BAR 2 = doorbell ports
 
   # --- Modern virtio-pci init (struct virtio_pci_common_cfg at %ebx). ---
   movb $0, 0x14(%ebx)      # device_status: reset
@@ -148,7 +156,9 @@ found:
   movw $6, AVAIL + 12
   movw $7, AVAIL + 14
   movw $6, AVAIL + 2       # idx, after the entries (x86 stores are ordered)
-  movw $0, 0x3000(%ebx, %esi, 4)  # doorbell of queue 0 (notify area + off * 4)
+  lea (%ebp, %esi, 4), %edx  # doorbell of queue 0 (notify ports + off * 4)
+  xor %eax, %eax
+  out %ax, %dx
 
   # --- Wait (bounded) for all six to be used. ---
   mov $0x400000, %ecx

@@ -6,7 +6,7 @@
 #   cli_errors.sh RINGVM CASE
 #
 #   CASE  truncated_kernel | not_a_kernel | initrd_too_large | zero_memory | zero_cpus |
-#         too_many_cpus
+#         too_many_cpus | bad_virtio_notify
 set -uo pipefail
 [[ $# -eq 2 ]] || { echo "usage: $0 RINGVM CASE" >&2; exit 2; }
 ringvm=$1 case=$2
@@ -25,7 +25,7 @@ printf 'initrd\n' | gzip >"$work/initrd.gz"
 # Defaults are all valid; each case breaks exactly one thing. The status must be 1 (VMM error) or
 # 2 (usage error): whether a value is refused while parsing or while building the VM is the CLI's
 # choice; a signal, a hang, status 0 or any other status is a failure.
-k=$kernel i=$work/initrd.gz cpus=1 memory=256M
+k=$kernel i=$work/initrd.gz cpus=1 memory=256M extra=()
 case $case in
   truncated_kernel)
     head -c 65536 "$kernel" >"$work/truncated-bzImage"
@@ -42,11 +42,12 @@ case $case in
   zero_memory) memory=0 want_text="memory" ;;
   zero_cpus) cpus=0 want_text="cpus" ;;
   too_many_cpus) cpus=100000 want_text="cpu" ;;
+  bad_virtio_notify) extra=(--virtio-notify port) want_text="virtio-notify" ;;
   *) echo "unknown case '$case'" >&2; exit 2 ;;
 esac
 
 cmd=("$ringvm" run --kernel "$k" --initrd "$i" --cmdline "console=ttyS0 panic=-1" --cpus "$cpus"
-  --memory "$memory" --console none --on-reboot exit)
+  --memory "$memory" --console none --on-reboot exit "${extra[@]}")
 printf '+'
 printf ' %q' "${cmd[@]}"
 echo

@@ -84,6 +84,10 @@ inline constexpr uint32_t kRtcIrq = 8;
 inline constexpr uint16_t kPciConfigAddressPort = 0xCF8;
 inline constexpr uint16_t kPciConfigDataPort = 0xCFC;
 inline constexpr uint16_t kPciConfigPortSize = 8;  // 0xCF8..0xCFF
+// The PCI I/O window: I/O BARs (virtio-pci doorbells) are assigned here, above every legacy port;
+// the root bridge's _CRS offers all ports but the config ones, so Linux keeps the assignment.
+inline constexpr uint16_t kPciIoBase = 0xC000;
+inline constexpr uint32_t kPciIoSize = 0x4000;  // to 0xFFFF
 
 // ACPI fixed hardware (FADT): PM1a event block (status + enable), control block, PM timer.
 inline constexpr uint16_t kAcpiPm1aEvtBlk = 0x600;

@@ -85,7 +85,9 @@ TEST_F(PciKvmTest, MsixVectorsHoldRealIrqfdsAndRoutes) {
 TEST_F(PciKvmTest, DoorbellIoeventfdsFollowTheBar) {
   GuestMemory mem;
   ASSERT_TRUE(mem.add_region(0, 1 << 20).ok());
-  auto dev = VirtioPciDevice::create(std::make_shared<OneQueueDevice>(), mem, *ic_, *router_);
+  VirtioPciOptions mmio_notify;
+  mmio_notify.pio_notify = false;
+  auto dev = VirtioPciDevice::create(std::make_shared<OneQueueDevice>(), mem, *ic_, *router_, mmio_notify);
   ASSERT_TRUE(dev.ok()) << dev.error().message();
   Bus pio("pio"), mmio("mmio");
   auto bus = PciBus::create(pio, mmio);
@@ -104,6 +106,38 @@ TEST_F(PciKvmTest, DoorbellIoeventfdsFollowTheBar) {
   EXPECT_TRUE(vm_->register_ioeventfd(kick, doorbell, 2, false).ok());
   EXPECT_TRUE(vm_->unregister_ioeventfd(kick, doorbell, 2, false).ok());
   EXPECT_FALSE(vm_->register_ioeventfd(kick, moved + VirtioPciDevice::kNotifyOffset, 2, false).ok());
+}
+
+TEST_F(PciKvmTest, PortDoorbellIoeventfdsFollowTheIoBar) {
+  GuestMemory mem;
+  ASSERT_TRUE(mem.add_region(0, 1 << 20).ok());
+  auto dev = VirtioPciDevice::create(std::make_shared<OneQueueDevice>(), mem, *ic_, *router_);
+  ASSERT_TRUE(dev.ok()) << dev.error().message();
+  ASSERT_TRUE((*dev)->pio_notify());
+  Bus pio("pio"), mmio("mmio");
+  PciBusConfig config;
+  config.io_base = 0xC000;
+  config.io_size = 0x1000;
+  auto bus = PciBus::create(pio, mmio, config);
+  ASSERT_TRUE(bus.ok());
+  auto slot = (*bus)->add_device(*dev);
+  ASSERT_TRUE(slot.ok()) << slot.error().message();
+  const uint64_t port = (*bus)->bar_address(*slot, VirtioPciDevice::kNotifyIoBar);
+  ASSERT_GE(port, 0xC000u);
+  const int kick = (*dev)->kick_fd(0);
+  // A port ioeventfd is in place (EEXIST), and nothing on the memory BAR.
+  EXPECT_FALSE(vm_->register_ioeventfd(kick, port, 2, true).ok());
+  const uint64_t mem_doorbell = (*bus)->bar_address(*slot, VirtioPciDevice::kBar) + VirtioPciDevice::kNotifyOffset;
+  EXPECT_TRUE(vm_->register_ioeventfd(kick, mem_doorbell, 2, false).ok());
+  EXPECT_TRUE(vm_->unregister_ioeventfd(kick, mem_doorbell, 2, false).ok());
+  // The guest moves the I/O BAR: the old port is free, the new one taken.
+  const uint64_t moved = port + 0x100;
+  (*bus)->config_write(*slot, PCI_BASE_ADDRESS_0 + 4 * VirtioPciDevice::kNotifyIoBar, 4,
+                       static_cast<uint32_t>(moved) | PCI_BASE_ADDRESS_SPACE_IO);
+  ASSERT_EQ((*bus)->bar_address(*slot, VirtioPciDevice::kNotifyIoBar), moved);
+  EXPECT_TRUE(vm_->register_ioeventfd(kick, port, 2, true).ok());
+  EXPECT_TRUE(vm_->unregister_ioeventfd(kick, port, 2, true).ok());
+  EXPECT_FALSE(vm_->register_ioeventfd(kick, moved, 2, true).ok());
 }
 
 }  // namespace

@@ -41,12 +41,12 @@ uint32_t class_code(uint32_t type) {
   }
 }
 
-std::vector<uint8_t> vendor_cap(uint8_t cfg_type, uint32_t offset, uint32_t length) {
+std::vector<uint8_t> vendor_cap(uint8_t cfg_type, uint32_t offset, uint32_t length, int bar = VirtioPciDevice::kBar) {
   virtio_pci_cap cap{};
   cap.cap_vndr = PCI_CAP_ID_VNDR;
   cap.cap_len = sizeof(cap);
   cap.cfg_type = cfg_type;
-  cap.bar = VirtioPciDevice::kBar;
+  cap.bar = static_cast<uint8_t>(bar);
   cap.offset = offset;
   cap.length = length;
   std::vector<uint8_t> out(sizeof(cap));
@@ -63,23 +63,25 @@ uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
 }  // namespace
 
 VirtioPciDevice::VirtioPciDevice(std::shared_ptr<VirtioDevice> device, const GuestMemory& mem,
-                                 InterruptController& ic)
+                                 InterruptController& ic, bool pio_notify)
     : device_(std::move(device)),
       mem_(mem),
       ic_(ic),
       name_(fmt::format("virtio-pci-{}", device_->name())),
       cfg_(PciIds{kVendor, static_cast<uint16_t>(kDeviceIdBase + device_->device_type()), 1,
                   class_code(device_->device_type()), kVendor, kSubsystemId}),
+      pio_notify_(pio_notify),
       config_vector_(kNoVector) {}
 
 Result<std::shared_ptr<VirtioPciDevice>> VirtioPciDevice::create(std::shared_ptr<VirtioDevice> device,
                                                                  const GuestMemory& mem, InterruptController& ic,
-                                                                 MsiRouter& router) {
+                                                                 MsiRouter& router,
+                                                                 const VirtioPciOptions& options) {
   if (!device) return make_error(ErrorCode::kInvalidArgument, "virtio-pci: no device given");
   if (device->device_type() == 0 || device->device_type() > 0x3F)
     return make_error(ErrorCode::kInvalidArgument, "virtio-pci {}: device type {} has no modern PCI ID",
                       device->name(), device->device_type());
-  std::shared_ptr<VirtioPciDevice> d(new VirtioPciDevice(std::move(device), mem, ic));
+  std::shared_ptr<VirtioPciDevice> d(new VirtioPciDevice(std::move(device), mem, ic, options.pio_notify));
   RETURN_IF_ERROR(d->init(router));
   return d;
 }
@@ -106,6 +108,12 @@ Result<void> VirtioPciDevice::init(MsiRouter& router) {
   bar_size_ = std::bit_ceil(pba_offset_ + align_up(msix_->pba_bytes(), 0x1000));
 
   RETURN_IF_ERROR(cfg_.set_bar(kBar, PciBarInfo{bar_size_, false, true, false}));
+  const uint32_t notify_length = static_cast<uint32_t>(queues_.size() * kNotifyMultiplier);
+  pio_notify_ = pio_notify_ && queues_.size() <= kMaxPioNotifyQueues;
+  if (pio_notify_) {
+    io_bar_size_ = std::bit_ceil(uint64_t{notify_length});
+    RETURN_IF_ERROR(cfg_.set_bar(kNotifyIoBar, PciBarInfo{io_bar_size_, true, false, false}));
+  }
   cfg_.set_interrupt_pin(1);  // INTA, for drivers that do not enable MSI-X
   TRY(cfg_.add_msix_capability(*msix_, kBar, static_cast<uint32_t>(kMsixTableOffset), kBar,
                                static_cast<uint32_t>(pba_offset_)));
@@ -113,8 +121,8 @@ Result<void> VirtioPciDevice::init(MsiRouter& router) {
   TRY(cfg_.add_capability(vendor_cap(VIRTIO_PCI_CAP_ISR_CFG, kIsrOffset, kIsrSize)));
   TRY(cfg_.add_capability(vendor_cap(VIRTIO_PCI_CAP_DEVICE_CFG, kDeviceConfigOffset, kDeviceConfigSize)));
   virtio_pci_notify_cap notify{};
-  const auto base = vendor_cap(VIRTIO_PCI_CAP_NOTIFY_CFG, kNotifyOffset,
-                               static_cast<uint32_t>(queues_.size() * kNotifyMultiplier));
+  const auto base = vendor_cap(VIRTIO_PCI_CAP_NOTIFY_CFG, static_cast<uint32_t>(notify_offset()), notify_length,
+                               notify_bar());
   std::memcpy(&notify.cap, base.data(), sizeof(notify.cap));
   notify.cap.cap_len = sizeof(notify);
   notify.notify_off_multiplier = kNotifyMultiplier;
@@ -147,7 +155,7 @@ VirtioPciDevice::~VirtioPciDevice() {
   std::lock_guard lock(mu_);
   if (active_) device_->reset();
   device_->config_changed = nullptr;
-  if (bar_base_ != 0) set_ioeventfds_locked(bar_base_, false);
+  if (notify_base_ != 0) set_ioeventfds_locked(notify_base_, false);
 }
 
 uint8_t VirtioPciDevice::status() const {
@@ -162,11 +170,13 @@ std::optional<VirtioPciDevice::CfgWindow> VirtioPciDevice::cfg_window_locked(uin
   CfgWindow w;
   w.data_offset = data;
   const uint32_t bar = cfg_.read(at(offsetof(virtio_pci_cap, bar)), 1);
+  w.bar = static_cast<int>(bar);
   w.bar_offset = cfg_.read(at(offsetof(virtio_pci_cap, offset)), 4);
   w.length = cfg_.read(at(offsetof(virtio_pci_cap, length)), 4);
-  // The spec allows 1, 2 or 4 bytes, naturally aligned, inside the BAR; anything else does nothing.
-  w.valid = bar == kBar && (w.length == 1 || w.length == 2 || w.length == 4) && w.bar_offset % w.length == 0 &&
-            uint64_t{w.bar_offset} + w.length <= bar_size_;
+  // The spec allows 1, 2 or 4 bytes, naturally aligned, inside a BAR; anything else does nothing.
+  const uint64_t bar_bytes = bar == kBar ? bar_size_ : pio_notify_ && bar == kNotifyIoBar ? io_bar_size_ : 0;
+  w.valid = (w.length == 1 || w.length == 2 || w.length == 4) && w.bar_offset % w.length == 0 &&
+            uint64_t{w.bar_offset} + w.length <= bar_bytes;
   return w;
 }
 
@@ -179,7 +189,7 @@ uint32_t VirtioPciDevice::config_read(uint16_t offset, uint8_t size) {
   }
   // A read of pci_cfg_data is a BAR read (outside mu_: bar_read takes it).
   std::array<uint8_t, 4> bytes{};
-  if (w->valid) bar_read(kBar, w->bar_offset, std::span<uint8_t>(bytes.data(), w->length));
+  if (w->valid) bar_read(w->bar, w->bar_offset, std::span<uint8_t>(bytes.data(), w->length));
   uint32_t v;
   std::memcpy(&v, bytes.data(), 4);
   std::lock_guard lock(mu_);
@@ -200,7 +210,7 @@ void VirtioPciDevice::config_write(uint16_t offset, uint8_t size, uint32_t value
   // A write of pci_cfg_data is a BAR write of `length` bytes.
   std::array<uint8_t, 4> bytes;
   std::memcpy(bytes.data(), &v, 4);
-  bar_write(kBar, w->bar_offset, std::span<const uint8_t>(bytes.data(), w->length));
+  bar_write(w->bar, w->bar_offset, std::span<const uint8_t>(bytes.data(), w->length));
 }
 
 void VirtioPciDevice::attached(uint8_t /*slot*/, uint32_t intx_gsi) {
@@ -225,26 +235,29 @@ void VirtioPciDevice::bar_read(int bar, uint64_t offset, std::span<uint8_t> data
 }
 
 void VirtioPciDevice::bar_write(int bar, uint64_t offset, std::span<const uint8_t> data) {
+  if (bar == notify_bar() && offset >= notify_offset() &&
+      offset < notify_offset() + queues_.size() * kNotifyMultiplier) {
+    // Only reached when the ioeventfd did not catch the write (not registered, or another
+    // access width): same effect, one exit slower.
+    const uint64_t q = (offset - notify_offset()) / kNotifyMultiplier;
+    signal_eventfd(queues_[q]->kick.get());
+    return;
+  }
   if (bar != kBar) return;
   if (offset >= kCommonOffset && offset < kCommonOffset + kCommonSize) {
     common_write(offset - kCommonOffset, data);
   } else if (offset >= kDeviceConfigOffset && offset - kDeviceConfigOffset + data.size() <= kDeviceConfigSize) {
     device_->write_config(offset - kDeviceConfigOffset, data);
-  } else if (offset >= kNotifyOffset && offset < kNotifyOffset + queues_.size() * kNotifyMultiplier) {
-    // Only reached when the ioeventfd did not catch the write (not registered, or another
-    // access width): same effect, one exit slower.
-    const uint64_t q = (offset - kNotifyOffset) / kNotifyMultiplier;
-    signal_eventfd(queues_[q]->kick.get());
   } else if (offset >= kMsixTableOffset && offset < kMsixTableOffset + msix_->table_bytes()) {
     msix_->table_write(offset - kMsixTableOffset, data);
   }
 }
 
 void VirtioPciDevice::bar_moved(int bar, uint64_t old_base, uint64_t new_base) {
-  if (bar != kBar) return;
+  if (bar != notify_bar()) return;
   std::lock_guard lock(mu_);
-  if (old_base != 0 && old_base == bar_base_) set_ioeventfds_locked(old_base, false);
-  bar_base_ = new_base;
+  if (old_base != 0 && old_base == notify_base_) set_ioeventfds_locked(old_base, false);
+  notify_base_ = new_base;
   if (new_base != 0) set_ioeventfds_locked(new_base, true);
 }
 
@@ -253,12 +266,13 @@ void VirtioPciDevice::set_ioeventfds_locked(uint64_t base, bool assign) {
   // bar_write().
   constexpr uint32_t kDoorbellWidth = 2;
   for (size_t q = 0; q < queues_.size(); ++q) {
-    const uint64_t addr = base + kNotifyOffset + q * kNotifyMultiplier;
+    const uint64_t addr = base + notify_offset() + q * kNotifyMultiplier;
     const int fd = queues_[q]->kick.get();
-    auto r = assign ? ic_.register_ioeventfd(fd, addr, kDoorbellWidth, false)
-                    : ic_.unregister_ioeventfd(fd, addr, kDoorbellWidth, false);
+    auto r = assign ? ic_.register_ioeventfd(fd, addr, kDoorbellWidth, pio_notify_)
+                    : ic_.unregister_ioeventfd(fd, addr, kDoorbellWidth, pio_notify_);
     if (!r.ok())
-      spdlog::warn("{}: queue {} doorbell at {:#x} stays on the slow path: {}", name_, q, addr, r.error().message());
+      spdlog::warn("{}: queue {} doorbell at {} {:#x} stays on the slow path: {}", name_, q,
+                   pio_notify_ ? "port" : "address", addr, r.error().message());
   }
 }
 

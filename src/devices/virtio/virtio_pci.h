@@ -6,6 +6,13 @@
 // (struct virtio_pci_cap / virtio_pci_notify_cap) point the driver at each, and a
 // VIRTIO_PCI_CAP_PCI_CFG window gives config-space access to the BAR (for firmware).
 //
+// Doorbells: by default the notify capability points at a small I/O BAR (kNotifyIoBar, one port
+// pair per queue) rather than at the memory BAR. A port write exits with the port, width and value
+// already decoded (and, on AMD, the next RIP), so KVM matches the ioeventfd without its instruction
+// emulator; an MMIO doorbell write is a nested page fault that KVM on AMD must fetch, decode and
+// emulate (Intel's EPT-misconfig fast path avoids that). Linux's virtio_pci takes either kind of
+// BAR. `pio_notify = false` (or more than kMaxPioNotifyQueues queues) keeps the doorbells in kBar.
+//
 // Fast paths: each queue's doorbell is an ioeventfd (re-registered whenever the guest moves the
 // BAR) whose eventfd is the device's ActivatedQueue::kick_fd, and each interrupt is an MSI-X
 // vector fired through its irqfd. When the driver has not enabled MSI-X, interrupts fall back to
@@ -37,6 +44,11 @@ namespace ringvm {
 
 class GuestMemory;
 
+struct VirtioPciOptions {
+  // Doorbells in an I/O BAR (see above); false: in the memory BAR, as QEMU does by default.
+  bool pio_notify = true;
+};
+
 class VirtioPciDevice final : public PciDevice {
  public:
   static constexpr uint16_t kVendor = 0x1AF4;         // Red Hat / virtio
@@ -52,11 +64,15 @@ class VirtioPciDevice final : public PciDevice {
   static constexpr uint32_t kNotifyMultiplier = 4;  // queue q's doorbell at kNotifyOffset + 4 * q
   static constexpr uint64_t kMsixTableOffset = 0x4000;
   static constexpr size_t kMaxQueues = 1024;        // the notify area is one page
+  // The I/O BAR holding the doorbells when they are port I/O: queue q's at kNotifyMultiplier * q.
+  static constexpr int kNotifyIoBar = 2;
+  static constexpr size_t kMaxPioNotifyQueues = 64;  // 256 ports; larger devices use kBar
 
   // `mem`, `ic` and `router` must outlive the device. Creates the kick eventfds and one MSI-X
   // vector per queue plus one for configuration changes.
   static Result<std::shared_ptr<VirtioPciDevice>> create(std::shared_ptr<VirtioDevice> device, const GuestMemory& mem,
-                                                         InterruptController& ic, MsiRouter& router);
+                                                         InterruptController& ic, MsiRouter& router,
+                                                         const VirtioPciOptions& options = {});
   ~VirtioPciDevice() override;
   VirtioPciDevice(const VirtioPciDevice&) = delete;
   VirtioPciDevice& operator=(const VirtioPciDevice&) = delete;
@@ -76,11 +92,14 @@ class VirtioPciDevice final : public PciDevice {
   // For tests: the MSI-X table and a queue's kick eventfd.
   const MsixTable& msix() const { return *msix_; }
   int kick_fd(uint16_t queue) const { return queue < queues_.size() ? queues_[queue]->kick.get() : -1; }
+  // Whether the doorbells are in kNotifyIoBar (else in kBar at kNotifyOffset).
+  bool pio_notify() const { return pio_notify_; }
 
  private:
   // Where VIRTIO_PCI_CAP_PCI_CFG currently points, for an access to its pci_cfg_data.
   struct CfgWindow {
     uint16_t data_offset = 0;  // config offset of pci_cfg_data
+    int bar = kBar;
     uint32_t bar_offset = 0;
     uint32_t length = 0;
     bool valid = false;
@@ -92,7 +111,8 @@ class VirtioPciDevice final : public PciDevice {
     std::atomic<uint16_t> msix_vector;
   };
 
-  VirtioPciDevice(std::shared_ptr<VirtioDevice> device, const GuestMemory& mem, InterruptController& ic);
+  VirtioPciDevice(std::shared_ptr<VirtioDevice> device, const GuestMemory& mem, InterruptController& ic,
+                  bool pio_notify);
   Result<void> init(MsiRouter& router);
   // The window if [offset, offset+size) touches pci_cfg_data, else nullopt.
   std::optional<CfgWindow> cfg_window_locked(uint16_t offset, uint8_t size) const;
@@ -106,7 +126,11 @@ class VirtioPciDevice final : public PciDevice {
   uint8_t read_isr();
   // Raises `vector` (MSI-X enabled) or sets `isr_bit` and the INTx line. Never takes mu_.
   void signal(uint16_t vector, uint8_t isr_bit);
+  // (Un)registers every queue's doorbell ioeventfd in the notify BAR mapped at `base`.
   void set_ioeventfds_locked(uint64_t base, bool assign);
+  // The BAR and offset of the doorbell area.
+  int notify_bar() const { return pio_notify_ ? kNotifyIoBar : kBar; }
+  uint64_t notify_offset() const { return pio_notify_ ? 0 : kNotifyOffset; }
 
   std::shared_ptr<VirtioDevice> device_;
   const GuestMemory& mem_;
@@ -127,7 +151,9 @@ class VirtioPciDevice final : public PciDevice {
   uint32_t driver_feature_select_ = 0;
   uint64_t driver_features_ = 0;
   uint16_t queue_select_ = 0;
-  uint64_t bar_base_ = 0;  // where kBar is mapped (ioeventfds registered there); 0 = unmapped
+  bool pio_notify_;
+  uint64_t io_bar_size_ = 0;
+  uint64_t notify_base_ = 0;  // where the notify BAR is mapped (ioeventfds registered there); 0 = unmapped
   std::atomic<uint16_t> config_vector_;
   std::atomic<uint8_t> config_generation_{0};
 

@@ -68,15 +68,24 @@ class VirtioPciTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_TRUE(mem_.add_region(0, 1 << 20).ok());
     fake_ = std::make_shared<FakeDevice>();
-    auto d = VirtioPciDevice::create(fake_, mem_, ic_, router_);
+    recreate({});
+  }
+  void recreate(const VirtioPciOptions& options) {
+    dev_.reset();
+    auto d = VirtioPciDevice::create(fake_, mem_, ic_, router_, options);
     ASSERT_TRUE(d.ok()) << d.error().message();
     dev_ = *d;
   }
+  static VirtioPciOptions mmio_notify() {
+    VirtioPciOptions o;
+    o.pio_notify = false;
+    return o;
+  }
 
-  void w(uint64_t off, uint64_t v, size_t size) {
+  void w(uint64_t off, uint64_t v, size_t size, int bar = VirtioPciDevice::kBar) {
     std::array<uint8_t, 8> b{};
     std::memcpy(b.data(), &v, 8);
-    dev_->bar_write(VirtioPciDevice::kBar, off, std::span<const uint8_t>(b.data(), size));
+    dev_->bar_write(bar, off, std::span<const uint8_t>(b.data(), size));
   }
   uint64_t r(uint64_t off, size_t size) {
     std::array<uint8_t, 8> b{};
@@ -183,7 +192,6 @@ TEST_F(VirtioPciTest, CapabilitiesPointIntoTheBar) {
       {VIRTIO_PCI_CAP_COMMON_CFG, VirtioPciDevice::kCommonOffset, sizeof(virtio_pci_common_cfg)},
       {VIRTIO_PCI_CAP_ISR_CFG, VirtioPciDevice::kIsrOffset, 1},
       {VIRTIO_PCI_CAP_DEVICE_CFG, VirtioPciDevice::kDeviceConfigOffset, 0x100},
-      {VIRTIO_PCI_CAP_NOTIFY_CFG, VirtioPciDevice::kNotifyOffset, 2 * 4},
   };
   for (const auto& e : expects) {
     const uint16_t cap = find_cap(PCI_CAP_ID_VNDR, e.type);
@@ -193,7 +201,14 @@ TEST_F(VirtioPciTest, CapabilitiesPointIntoTheBar) {
     EXPECT_GE(dev_->config_read(cap + 12u, 4), e.min_length);
     EXPECT_LE(uint64_t{e.offset} + dev_->config_read(cap + 12u, 4), dev_->bar_size());
   }
+  // The doorbells: by default the whole I/O BAR (2 queues x 4 ports), a BAR of I/O type.
   const uint16_t notify = find_cap(PCI_CAP_ID_VNDR, VIRTIO_PCI_CAP_NOTIFY_CFG);
+  ASSERT_NE(notify, 0);
+  EXPECT_EQ(dev_->config_read(notify + 4u, 1), static_cast<uint32_t>(VirtioPciDevice::kNotifyIoBar));
+  EXPECT_EQ(dev_->config_read(notify + 8u, 4), 0u);
+  EXPECT_EQ(dev_->config_read(notify + 12u, 4), 8u);
+  EXPECT_EQ(dev_->config_read(PCI_BASE_ADDRESS_0 + 4 * VirtioPciDevice::kNotifyIoBar, 4) & PCI_BASE_ADDRESS_SPACE,
+            static_cast<uint32_t>(PCI_BASE_ADDRESS_SPACE_IO));
   EXPECT_EQ(dev_->config_read(notify + 2u, 1), sizeof(virtio_pci_notify_cap));
   EXPECT_EQ(dev_->config_read(notify + VIRTIO_PCI_NOTIFY_CAP_MULT, 4), 4u);
   const uint16_t msix = find_cap(PCI_CAP_ID_MSIX);
@@ -398,14 +413,81 @@ TEST_F(VirtioPciTest, PciCfgWindowReachesTheBar) {
             static_cast<uint32_t>(VIRTIO_PCI_CAP_PCI_CFG));
 }
 
+TEST_F(VirtioPciTest, MmioNotifyKeepsTheDoorbellsInTheMemoryBar) {
+  recreate(mmio_notify());
+  EXPECT_FALSE(dev_->pio_notify());
+  const uint16_t notify = find_cap(PCI_CAP_ID_VNDR, VIRTIO_PCI_CAP_NOTIFY_CFG);
+  ASSERT_NE(notify, 0);
+  EXPECT_EQ(dev_->config_read(notify + 4u, 1), static_cast<uint32_t>(VirtioPciDevice::kBar));
+  EXPECT_EQ(dev_->config_read(notify + 8u, 4), VirtioPciDevice::kNotifyOffset);
+  EXPECT_EQ(dev_->config_read(notify + 12u, 4), 8u);
+  // No I/O BAR at all.
+  dev_->config_write(PCI_BASE_ADDRESS_0 + 4 * VirtioPciDevice::kNotifyIoBar, 4, 0xFFFFFFFF);
+  EXPECT_EQ(dev_->config_read(PCI_BASE_ADDRESS_0 + 4 * VirtioPciDevice::kNotifyIoBar, 4), 0u);
+}
+
 TEST_F(VirtioPciTest, NotifySlowPathSignalsKickFd) {
+  w(4, 1, 2, VirtioPciDevice::kNotifyIoBar);
+  EXPECT_EQ(drain(dev_->kick_fd(1)), 1u);
+  EXPECT_EQ(drain(dev_->kick_fd(0)), 0u);
+  w(8, 2, 2, VirtioPciDevice::kNotifyIoBar);  // past the last queue: ignored
+  w(VirtioPciDevice::kNotifyOffset, 0, 2);     // the memory BAR's notify area is not the doorbell
+  EXPECT_EQ(drain(dev_->kick_fd(0)), 0u);
+  recreate(mmio_notify());
   w(VirtioPciDevice::kNotifyOffset + 4, 1, 2);
   EXPECT_EQ(drain(dev_->kick_fd(1)), 1u);
   EXPECT_EQ(drain(dev_->kick_fd(0)), 0u);
   w(VirtioPciDevice::kNotifyOffset + 8, 2, 2);  // past the last queue: ignored
 }
 
+TEST_F(VirtioPciTest, PciCfgWindowReachesTheDoorbells) {
+  const uint16_t cap = find_cap(PCI_CAP_ID_VNDR, VIRTIO_PCI_CAP_PCI_CFG);
+  ASSERT_NE(cap, 0);
+  const auto field = [cap](size_t off) { return static_cast<uint16_t>(cap + off); };
+  dev_->config_write(field(offsetof(virtio_pci_cap, bar)), 1, VirtioPciDevice::kNotifyIoBar);
+  dev_->config_write(field(offsetof(virtio_pci_cap, offset)), 4, 4);
+  dev_->config_write(field(offsetof(virtio_pci_cap, length)), 4, 2);
+  dev_->config_write(field(offsetof(virtio_pci_cfg_cap, pci_cfg_data)), 2, 1);
+  EXPECT_EQ(drain(dev_->kick_fd(1)), 1u);
+  // Past the I/O BAR's end: nothing.
+  dev_->config_write(field(offsetof(virtio_pci_cap, offset)), 4, 8);
+  dev_->config_write(field(offsetof(virtio_pci_cfg_cap, pci_cfg_data)), 2, 1);
+  EXPECT_EQ(drain(dev_->kick_fd(0)) + drain(dev_->kick_fd(1)), 0u);
+}
+
+TEST_F(VirtioPciTest, OnThePciBusPortDoorbellsFollowTheIoBar) {
+  Bus pio("pio"), mmio("mmio");
+  PciBusConfig config;
+  config.io_base = 0xC000;
+  config.io_size = 0x1000;
+  auto bus = PciBus::create(pio, mmio, config);
+  ASSERT_TRUE(bus.ok());
+  auto slot = (*bus)->add_device(dev_);
+  ASSERT_TRUE(slot.ok()) << slot.error().message();
+  const uint64_t port = (*bus)->bar_address(*slot, VirtioPciDevice::kNotifyIoBar);
+  ASSERT_GE(port, 0xC000u);
+  using Io = FakeInterruptController::IoEventFd;
+  EXPECT_EQ(ic_.ioeventfds,
+            (std::set<Io>{{dev_->kick_fd(0), port, 2, true}, {dev_->kick_fd(1), port + 4, 2, true}}));
+  // The guest moves the I/O BAR: doorbells move with it.
+  const uint64_t moved = port + 0x100;
+  (*bus)->config_write(*slot, PCI_BASE_ADDRESS_0 + 4 * VirtioPciDevice::kNotifyIoBar, 4,
+                       static_cast<uint32_t>(moved) | PCI_BASE_ADDRESS_SPACE_IO);
+  EXPECT_EQ(ic_.ioeventfds,
+            (std::set<Io>{{dev_->kick_fd(0), moved, 2, true}, {dev_->kick_fd(1), moved + 4, 2, true}}));
+  // I/O decoding off: no doorbells; memory decoding alone does not bring them back.
+  (*bus)->config_write(*slot, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
+  EXPECT_TRUE(ic_.ioeventfds.empty());
+  (*bus)->config_write(*slot, PCI_COMMAND, 2, PCI_COMMAND_MEMORY | PCI_COMMAND_IO);
+  EXPECT_EQ(ic_.ioeventfds.size(), 2u);
+  // A port write the ioeventfd did not catch (another width) still kicks, through the PIO bus.
+  std::array<uint8_t, 4> one = {1, 0, 0, 0};
+  ASSERT_TRUE(pio.write(moved + 4, one));
+  EXPECT_EQ(drain(dev_->kick_fd(1)), 1u);
+}
+
 TEST_F(VirtioPciTest, OnThePciBusDoorbellsFollowTheBar) {
+  recreate(mmio_notify());
   Bus pio("pio"), mmio("mmio");
   auto bus = PciBus::create(pio, mmio);
   ASSERT_TRUE(bus.ok());
