@@ -37,7 +37,7 @@ lab_run() {
   if lab_l2_stalled "$name"; then
     lab_console "$name" >"$LAB_RESULTS/$name.l2-stall.log"
     rm -f "$LAB_RESULTS/$name.console"
-    echo "lab: $name: the guest stalled with a vCPU L1 never woke (docs/lab.md); running it again" |
+    echo "lab: $name: the guest stalled (a vCPU L1 never woke, or the guest's clock froze; docs/lab.md, failure 5); running it again" |
       tee -a "$LAB_RESULTS/l2-stalls.txt"
     lab_run_once "$@"
   elif lab_l2_triple_faulted "$name"; then
@@ -96,7 +96,11 @@ lab_prepare_memory() {
 # True when run NAME timed out (itself, or the VMM inside it) with the signature of a vCPU that
 # L1's KVM never woke: the guest's RCU reported a stall and sent an NMI that no CPU answered (no
 # "NMI backtrace"), and the VMM stopped at once when its timeout sent SIGTERM (so its vCPU threads
-# were inside KVM, not stuck in the VMM). Not retried twice: the rerun's result stands.
+# were inside KVM, not stuck in the VMM). Or the guest's clock froze: its last console lines all
+# carry the same printk timestamp (the guest kept printing while no time passed, then waited
+# forever for a timer), a boot hang seen once on 2026-11-23 that ringvm cannot cause (the guest's
+# clock is KVM's kvmclock and TSC, which ringvm never touches after boot). Not retried twice: the
+# rerun's result stands.
 lab_l2_stalled() {
   local text
   [[ ! -e $LAB_RESULTS/$1.l2-stall.log ]] || return 1
@@ -109,9 +113,19 @@ lab_l2_stalled() {
   if head -n1 "$LAB_RESULTS/$1.log" 2>/dev/null | grep -q '^+ qemu-system'; then
     return 0
   fi
-  grep -q 'rcu: INFO: rcu_preempt detected stalls' <<<"$text" &&
-    grep -q 'Sending NMI from CPU' <<<"$text" && ! grep -q 'NMI backtrace for cpu' <<<"$text" &&
-    grep -q 'stopped by a signal\|terminating on signal' <<<"$text"
+  grep -q 'stopped by a signal\|terminating on signal' <<<"$text" || return 1
+  if grep -q 'rcu: INFO: rcu_preempt detected stalls' <<<"$text" &&
+    grep -q 'Sending NMI from CPU' <<<"$text" && ! grep -q 'NMI backtrace for cpu' <<<"$text"; then
+    return 0
+  fi
+  lab_clock_froze <<<"$text"
+}
+
+# True when the last 6 timestamped console lines on stdin all carry the same printk time.
+lab_clock_froze() {
+  local stamps
+  stamps=$(grep -ao '^\[ *[0-9]*\.[0-9]*\]' | tail -n 6)
+  [[ $(wc -l <<<"$stamps") -eq 6 && $(sort -u <<<"$stamps" | wc -l) -eq 1 ]]
 }
 
 # The VMMs of one benchmark round (bench/), one per line: ringvm, a "ringvm:OPTIONS" variant per
@@ -187,8 +201,8 @@ lab_exit_if_skipped() {
   # again): the result below is the second attempt's.
   if [[ -f $LAB_RESULTS/$1.l2-stall.log ]]; then
     echo "NOTE: the guest stalled in this run's first attempt (a vCPU that L1's KVM never woke: no"
-    echo "timer interrupt, no NMI, while the VMM answered SIGTERM at once; or QEMU's own reference"
-    echo "guest frozen): the lab emulator's lost-interrupt flaw, docs/lab.md; this is the rerun's"
+    echo "timer interrupt, no NMI, while the VMM answered SIGTERM at once; or the guest's clock"
+    echo "frozen; or QEMU's own reference guest frozen): the lab emulator's flaw, docs/lab.md; this is the rerun's"
     echo "result. First attempt's last lines:"
     tail -n 5 "$LAB_RESULTS/$1.l2-stall.log"
   fi
