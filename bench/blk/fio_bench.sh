@@ -29,6 +29,7 @@ if [[ ${1:-} == --in-lab ]]; then
   export LAB_RESULTS=$2
   ringvm=$3 runs=$4 runtime=$5 machine=$6
   source "$repo/tests/lab/lab_lib.sh"
+  source "$repo/bench/lib/vmm_cpu.sh"
   kernel=/boot/vmlinuz-$RINGVM_LAB_KVER initrd=$LAB_RESULTS/fio-guest.cpio.gz
   cmdline="console=ttyS0 panic=-1 quiet fio_runtime=$runtime"
   modprobe brd rd_nr=1 rd_size=262144 || { echo "fio_bench: cannot load brd" >&2; exit 1; }
@@ -38,8 +39,9 @@ if [[ ${1:-} == --in-lab ]]; then
   sync
   echo 3 >/proc/sys/vm/drop_caches
   sleep 5
-  table=$LAB_RESULTS/table
+  table=$LAB_RESULTS/table cpu=$LAB_RESULTS/cpu
   : >"$table"
+  : >"$cpu"
   for ((i = 1; i <= runs; i++)); do
     # shellcheck disable=SC2086 # one variant per word
     mapfile -t order < <(lab_bench_order "$i" ${RINGVM_LAB_FIO_VARIANTS:-})
@@ -67,11 +69,14 @@ if [[ ${1:-} == --in-lab ]]; then
       timeout -k 10 900 "${cmd[@]}" </dev/null >>"$LAB_RESULTS/$name.log" 2>&1 &
       pid=$!
       # Snapshot the exit counters when each BEGIN/END marker shows up (the guest idles 1 s).
-      declare -A snap=()
+      declare -A snap=() snap_cpu=()
+      vpid=
       while kill -0 "$pid" 2>/dev/null; do
+        [[ -n $vpid ]] || vpid=$(vmm_pid "$console")
         while read -r marker; do
           [[ -n $marker && -z ${snap[$marker]:-} ]] || continue
           snap[$marker]="$(lab_trace_total kvm_exit) $(lab_trace_total kvm_userspace_exit)"
+          snap_cpu[$marker]=$(vmm_cpu_ticks "${vpid:-0}")
           # Kept per marker for the breakdown of exits by SVM exit code.
           lab_trace_save "$LAB_RESULTS/$name.$marker"
         done < <(grep -ao 'RINGVM-FIO-\(BEGIN\|END\) [a-z0-9_]*' "$console" | tr ' ' '_')
@@ -89,8 +94,9 @@ if [[ ${1:-} == --in-lab ]]; then
         read -r c0 cu0 <<<"${snap[RINGVM-FIO-BEGIN_cal_$job]:-- -}" || true
         read -r c1 cu1 <<<"${snap[RINGVM-FIO-END_cal_$job]:-- -}" || true
         echo "$vmm $i $status $job ${iops:--} ${bw:--} ${ios:--} $e0 $e1 $u0 $u1 $name $c0 $c1 $cu0 $cu1" >>"$table"
+        echo "$vmm $i $job ${ios:-0} ${snap_cpu[RINGVM-FIO-BEGIN_$job]:-- -} ${snap_cpu[RINGVM-FIO-END_$job]:-- -}" >>"$cpu"
       done
-      unset snap
+      unset snap snap_cpu
     done
   done
   exit 0
@@ -190,4 +196,16 @@ for label in $(awk '$1 != "qemu" && !s[$1]++ { print $1 }' "$dir/table"); do
     done | exit_hist_table "$job" ringvm
   done
 done
+# Where L1's CPU goes per request: the VMM's vCPU threads (L2's own execution included) and its
+# other threads (I/O workers, main loop: the VMM's own cost), µs (10 ms ticks), mean over runs.
+echo
+echo "VMM CPU in L1 per request, us: vCPU threads (guest included) / other threads (the VMM's own work)"
+awk -v hz="$(getconf CLK_TCK)" '
+  $4 > 0 && $5 != "-" && $7 != "-" && NF == 8 {
+    k = $1 " " $3
+    if (!(k in n)) { keys[++nk] = k }
+    n[k]++; v[k] += ($7 - $5) * 1e6 / hz / $4; o[k] += ($8 - $6) * 1e6 / hz / $4
+  }
+  END { for (i = 1; i <= nk; i++) { k = keys[i]; printf "%-40s %9.0f %9.0f\n", k, v[k] / n[k], o[k] / n[k] } }
+' "$dir/cpu" 2>/dev/null | sort -k2,2 -k1,1
 echo "Logs and consoles: $dir"

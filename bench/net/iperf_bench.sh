@@ -27,6 +27,7 @@ if [[ ${1:-} == --in-lab ]]; then
   export LAB_RESULTS=$2
   ringvm=$3 seconds=$4 runs=$5
   source "$repo/tests/lab/lab_lib.sh"
+  source "$repo/bench/lib/vmm_cpu.sh"
   kernel=/boot/vmlinuz-$RINGVM_LAB_KVER initrd=$LAB_RESULTS/net-bench.cpio.gz
   cmdline="console=ttyS0 panic=-1 ringvm_net=bench"
   ns=ringvm-bench-$$
@@ -37,8 +38,9 @@ if [[ ${1:-} == --in-lab ]]; then
   nsx ip tuntap add dev "$tap" mode tap multi_queue
   nsx ip addr add 10.0.2.1/24 dev "$tap"
   nsx ip link set "$tap" up
-  table=$LAB_RESULTS/table
+  table=$LAB_RESULTS/table cpu=$LAB_RESULTS/cpu
   : >"$table"
+  : >"$cpu"
   for ((run = 1; run <= runs; run++)); do
     # shellcheck disable=SC2086 # one variant per word
     mapfile -t order < <(lab_bench_order "$run" ${RINGVM_LAB_NET_VARIANTS:-})
@@ -74,6 +76,7 @@ if [[ ${1:-} == --in-lab ]]; then
         sleep 0.5
       done
       lab_trace_start || true
+      vpid=$(vmm_pid "$console")
       e0=$(lab_trace_total kvm_exit 2>/dev/null || echo 0)
       rtt=$(nsx busybox ping -c 20 -i 0.2 -W 5 "$guest" 2>&1 | tee -a "$log" |
         sed -n 's|^round-trip min/avg/max = [0-9.]*/\([0-9.]*\)/.*|\1|p')
@@ -87,7 +90,9 @@ if [[ ${1:-} == --in-lab ]]; then
         e0=$(lab_trace_total kvm_exit 2>/dev/null || echo 0)
         hist=$LAB_RESULTS/$name-$run-$dir-$streams
         lab_trace_save "$hist.0"
+        c0=$(vmm_cpu_ticks "${vpid:-0}")
         nsx timeout 120 iperf3 -c "$guest" -t "$seconds" -J "${flags[@]}" >"$json" 2>>"$log" || true
+        c1=$(vmm_cpu_ticks "${vpid:-0}")
         e1=$(lab_trace_total kvm_exit 2>/dev/null || echo 0)
         lab_trace_save "$hist.1"
         gbps=$(jq -r '(.end.sum_received.bits_per_second // empty) / 1e6 | round / 1e3' "$json" 2>/dev/null || true)
@@ -95,6 +100,7 @@ if [[ ${1:-} == --in-lab ]]; then
         per=-
         ((mib > 0)) && per=$(((e1 - e0) / mib))
         echo "$vmm $run ${dir}_P$streams ${gbps:--} $per" >>"$table"
+        echo "$vmm $run ${dir}_P$streams $mib $c0 $c1" >>"$cpu"
       done
       # The guest powers off when this connection comes.
       nsx busybox nc -w 5 "$guest" 5999 </dev/null >/dev/null 2>&1 || true
@@ -189,6 +195,18 @@ for label in $(awk '$1 != "qemu" && !s[$1]++ { print $1 }' "$dir/table"); do
     done | exit_hist_table "$test" ringvm
   done
 done
+# Where L1's CPU goes: the VMM's vCPU threads (L2's own execution included) and its other threads
+# (device workers, main loop), in ms per MiB (10 ms ticks), mean over runs.
+echo
+echo "VMM CPU in L1 per MiB moved, ms: vCPU threads (guest included) / other threads (the VMM's own work)"
+awk -v hz="$(getconf CLK_TCK)" '
+  $4 > 0 && NF == 8 {
+    k = $1 " " $3
+    if (!(k in n)) { keys[++nk] = k }
+    n[k]++; v[k] += ($7 - $5) * 1000 / hz / $4; o[k] += ($8 - $6) * 1000 / hz / $4
+  }
+  END { for (i = 1; i <= nk; i++) { k = keys[i]; printf "%-40s %8.1f %8.1f\n", k, v[k] / n[k], o[k] / n[k] } }
+' "$dir/cpu" 2>/dev/null | sort
 # Where the nested page faults come from: emulated MMIO (virtio kicks above all) against the rest
 # (pages L1's KVM had not mapped), per MiB, and the busiest MMIO addresses; first run of each.
 echo

@@ -1,0 +1,30 @@
+# CPU time a VMM process spends, split into its vCPU threads (which include the guest's own
+# execution: L1 accounts time in guest mode to the thread) and everything else (device threads,
+# main loop: what the VMM itself costs). Sourced by the benchmarks inside L1.
+
+# The VMM process (ringvm or qemu-system-x86_64) whose command line mentions WORD (the console
+# path), or nothing.
+vmm_pid() {
+  local p comm
+  for p in $(pgrep -f -- "$1"); do
+    comm=$(cat "/proc/$p/comm" 2>/dev/null) || continue
+    [[ $comm == ringvm || $comm == qemu-system-x86* ]] && { echo "$p"; return; }
+  done
+}
+
+# "VCPU_TICKS OTHER_TICKS" (utime + stime, clock ticks) of process PID's threads.
+vmm_cpu_ticks() {
+  local t comm f vcpu=0 other=0
+  for t in /proc/"$1"/task/*; do
+    comm=$(cat "$t/comm" 2>/dev/null) || continue
+    # Fields after "pid (comm) ": state is index 0, utime (field 14) index 11, stime index 12.
+    read -r -a f < <(sed 's/^.*) //' "$t/stat" 2>/dev/null) || continue
+    ((${#f[@]} > 12)) || continue
+    if [[ $comm =~ ^vcpu[0-9] || $comm =~ ^CPU\ [0-9]+/KVM ]]; then
+      vcpu=$((vcpu + f[11] + f[12]))
+    else
+      other=$((other + f[11] + f[12]))
+    fi
+  done
+  echo "$vcpu $other"
+}
