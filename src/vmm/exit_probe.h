@@ -1,5 +1,6 @@
 // What one VM exit costs on this host, measured: a throw-away VM whose single vCPU does a few
-// dozen port writes (each a round trip guest -> KVM -> this process -> guest) and halts.
+// dozen port writes (each a round trip guest -> KVM -> this process -> guest) and halts; the
+// median of five such runs.
 //
 // The answer spans three orders of magnitude: ~2-5 µs on hardware-assisted KVM, tens of µs for
 // nested virtualization on hardware (a cloud VM running ringvm), hundreds of µs in the lab's
@@ -16,8 +17,8 @@ namespace ringvm {
 class KvmSystem;
 
 struct ExitCost {
-  uint64_t round_trip_ns = 0;  // mean over `exits`, after a warm-up run
-  uint32_t exits = 0;
+  uint64_t round_trip_ns = 0;  // median over five runs of the per-exit mean of `exits`, after a warm-up run
+  uint32_t exits = 0;          // per run
 };
 
 // Creates and destroys its own VM; `exits` port writes (at least 1). Fails only where a VM
@@ -27,7 +28,7 @@ Result<ExitCost> measure_exit_cost(const KvmSystem& kvm, uint32_t exits = 24);
 // What a virtio doorbell costs the guest, both kinds, each caught by an ioeventfd in the kernel
 // (no exit to userspace): a 16-bit port write and a 16-bit write to an unbacked guest-physical
 // address. Real-mode guest, so the MMIO case is the cheapest an MMIO doorbell gets (a Linux
-// guest's instruction fetch walks four levels of page tables). Mean ns per write, after warm-up.
+// guest's instruction fetch walks four levels of page tables). ns per write, median of five runs.
 struct DoorbellCost {
   uint64_t pio_ns = 0;
   uint64_t mmio_ns = 0;
