@@ -73,7 +73,7 @@ Result<ProbeVm> make_probe_vm(const KvmSystem& kvm) {
 // ns per exit of `make(n)` (n writes and the halt): warm-up with 2, then the median of kRounds
 // runs, so one run that met a host interrupt or a preemption (common in the lab's emulated L1,
 // where one probe measured 70 µs and the next 143) does not set the answer.
-constexpr int kRounds = 5;
+constexpr size_t kRounds = 5;
 template <typename Make>
 Result<uint64_t> per_exit_ns(ProbeVm& p, uint32_t n, Make make) {
   // The first entry pays for building the vCPU's state and page tables (and, for MMIO, KVM's
