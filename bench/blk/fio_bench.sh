@@ -58,7 +58,7 @@ if [[ ${1:-} == --in-lab ]]; then
             "${run_opt[@]}")
           ;;
         qemu)
-          cmd=(qemu-system-x86_64 -enable-kvm -M "$machine" -cpu host -smp 2 -m 1024M -nodefaults
+          cmd=(qemu-system-x86_64 -enable-kvm -name bench,debug-threads=on -M "$machine" -cpu host -smp 2 -m 1024M -nodefaults
             -no-user-config -display none -no-reboot -chardev "file,id=con0,path=$console" -serial chardev:con0
             -kernel "$kernel" -initrd "$initrd" -append "$cmdline"
             -drive "if=none,id=d0,file=$disk,format=raw,cache=none,aio=io_uring" -device virtio-blk-pci,drive=d0)

@@ -1,6 +1,7 @@
 # CPU time a VMM process spends, split into its vCPU threads (which include the guest's own
 # execution: L1 accounts time in guest mode to the thread) and everything else (device threads,
-# main loop: what the VMM itself costs). Sourced by the benchmarks inside L1.
+# main loop: what the VMM itself costs). Sourced by the benchmarks inside L1. QEMU names its
+# vCPU threads ("CPU 0/KVM") only with `-name ...,debug-threads=on`, which the benchmarks pass.
 
 # The VMM process (ringvm or qemu-system-x86_64) whose command line mentions WORD (the console
 # path), or nothing.

@@ -57,7 +57,7 @@ if [[ ${1:-} == --in-lab ]]; then
             "${run_opt[@]}")
           ;;
         qemu)
-          cmd=(qemu-system-x86_64 -enable-kvm -M q35 -cpu host -smp 2 -m 512M -nodefaults -no-user-config
+          cmd=(qemu-system-x86_64 -enable-kvm -name bench,debug-threads=on -M q35 -cpu host -smp 2 -m 512M -nodefaults -no-user-config
             -display none -no-reboot -chardev "file,id=con0,path=$console" -serial chardev:con0
             -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=off,queues=2"
             -device virtio-net-pci,netdev=n0,mq=on,vectors=6
