@@ -13,13 +13,16 @@ vmm_pid() {
   done
 }
 
-# "VCPU_TICKS OTHER_TICKS" (utime + stime, clock ticks) of process PID's threads.
+# "VCPU_TICKS OTHER_TICKS" (utime + stime, clock ticks) of process PID's threads. No subprocesses:
+# the fio benchmark snapshots this at its markers, and a fork costs milliseconds in L1.
 vmm_cpu_ticks() {
-  local t comm f vcpu=0 other=0
+  local t comm line vcpu=0 other=0
+  local -a f
   for t in /proc/"$1"/task/*; do
-    comm=$(cat "$t/comm" 2>/dev/null) || continue
+    read -r comm <"$t/comm" 2>/dev/null || continue
+    read -r line <"$t/stat" 2>/dev/null || continue
     # Fields after "pid (comm) ": state is index 0, utime (field 14) index 11, stime index 12.
-    read -r -a f < <(sed 's/^.*) //' "$t/stat" 2>/dev/null) || continue
+    read -r -a f <<<"${line##*) }"
     ((${#f[@]} > 12)) || continue
     if [[ $comm =~ ^vcpu[0-9] || $comm =~ ^CPU\ [0-9]+/KVM ]]; then
       vcpu=$((vcpu + f[11] + f[12]))
