@@ -51,10 +51,9 @@ if [[ ${1:-} == --in-lab ]]; then
       : >"$console"
       case $vmm in
         ringvm*)
-          extra=${vmm#ringvm} run_opt=()
-          [[ $extra == :--* ]] && { run_opt=("${extra#:}"); extra=; }
+          lab_bench_variant "$vmm"
           cmd=("$ringvm" run --kernel "$kernel" --initrd "$initrd" --cmdline "$cmdline" --cpus 2 --memory 1024M
-            --disk "path=$disk,cache=${RINGVM_LAB_FIO_CACHE:-none}${extra:+,${extra#:}}" --console "file:$console" --stats
+            --disk "path=$disk,cache=${RINGVM_LAB_FIO_CACHE:-none}${extra:+,$extra}" --console "file:$console" --stats
             "${run_opt[@]}")
           ;;
         qemu)
@@ -200,12 +199,6 @@ done
 # other threads (I/O workers, main loop: the VMM's own cost), µs (10 ms ticks), mean over runs.
 echo
 echo "VMM CPU in L1 per request, us: vCPU threads (guest included) / other threads (the VMM's own work)"
-awk -v hz="$(getconf CLK_TCK)" '
-  $4 > 0 && $5 != "-" && $7 != "-" && NF == 8 {
-    k = $1 " " $3
-    if (!(k in n)) { keys[++nk] = k }
-    n[k]++; v[k] += ($7 - $5) * 1e6 / hz / $4; o[k] += ($8 - $6) * 1e6 / hz / $4
-  }
-  END { for (i = 1; i <= nk; i++) { k = keys[i]; printf "%-40s %9.0f %9.0f\n", k, v[k] / n[k], o[k] / n[k] } }
-' "$dir/cpu" 2>/dev/null | sort -k2,2 -k1,1
+source "$repo/bench/lib/vmm_cpu.sh"
+vmm_cpu_table "$dir/cpu" 1e6
 echo "Logs and consoles: $dir"

@@ -32,3 +32,17 @@ vmm_cpu_ticks() {
   done
   echo "$vcpu $other"
 }
+
+# The table both benchmarks print from their cpu files (lines "VMM RUN TEST UNITS VCPU0 OTHER0
+# VCPU1 OTHER1", ticks): per VMM and test, the mean over runs of CPU per unit (a request, a MiB)
+# in 1/SCALE seconds (1e6: µs, 1000: ms), vCPU threads then the rest; sorted by test.
+vmm_cpu_table() {
+  awk -v hz="$(getconf CLK_TCK)" -v scale="$2" '
+    $4 > 0 && $5 != "-" && $7 != "-" && NF == 8 {
+      k = $1 " " $3
+      if (!(k in n)) { keys[++nk] = k }
+      n[k]++; v[k] += ($7 - $5) * scale / hz / $4; o[k] += ($8 - $6) * scale / hz / $4
+    }
+    END { for (i = 1; i <= nk; i++) { k = keys[i]; printf "%-40s %9.1f %9.1f\n", k, v[k] / n[k], o[k] / n[k] } }
+  ' "$1" 2>/dev/null | sort -k2,2 -k1,1
+}

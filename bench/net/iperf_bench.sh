@@ -50,10 +50,9 @@ if [[ ${1:-} == --in-lab ]]; then
       : >"$console"
       case $vmm in
         ringvm*)
-          extra=${vmm#ringvm} run_opt=()
-          [[ $extra == :--* ]] && { run_opt=("${extra#:}"); extra=; }
+          lab_bench_variant "$vmm"
           cmd=("$ringvm" run --kernel "$kernel" --initrd "$initrd" --cmdline "$cmdline" --cpus 2
-            --memory 512M --console "file:$console" --net "tap=$tap,queues=2${extra:+,${extra#:}}" --stats
+            --memory 512M --console "file:$console" --net "tap=$tap,queues=2${extra:+,$extra}" --stats
             "${run_opt[@]}")
           ;;
         qemu)
@@ -199,14 +198,8 @@ done
 # (device workers, main loop), in ms per MiB (10 ms ticks), mean over runs.
 echo
 echo "VMM CPU in L1 per MiB moved, ms: vCPU threads (guest included) / other threads (the VMM's own work)"
-awk -v hz="$(getconf CLK_TCK)" '
-  $4 > 0 && NF == 8 {
-    k = $1 " " $3
-    if (!(k in n)) { keys[++nk] = k }
-    n[k]++; v[k] += ($7 - $5) * 1000 / hz / $4; o[k] += ($8 - $6) * 1000 / hz / $4
-  }
-  END { for (i = 1; i <= nk; i++) { k = keys[i]; printf "%-40s %8.1f %8.1f\n", k, v[k] / n[k], o[k] / n[k] } }
-' "$dir/cpu" 2>/dev/null | sort
+source "$repo/bench/lib/vmm_cpu.sh"
+vmm_cpu_table "$dir/cpu" 1000
 # Where the nested page faults come from: emulated MMIO (virtio kicks above all) against the rest
 # (pages L1's KVM had not mapped), per MiB, and the busiest MMIO addresses; first run of each.
 echo

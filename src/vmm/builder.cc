@@ -145,10 +145,7 @@ Result<void> VmBuilder::add_platform_devices(Vm& vm) {
   }
   RETURN_IF_ERROR(vm.pio_.insert(0x80, 1, std::make_shared<SinkDevice>("io-delay")));
 
-  PciBusConfig pci_config;
-  pci_config.io_base = x86::kPciIoBase;
-  pci_config.io_size = x86::kPciIoSize;
-  auto pci = TRY(PciBus::create(vm.pio_, vm.mmio_, pci_config));
+  auto pci = TRY(PciBus::create(vm.pio_, vm.mmio_));
   RETURN_IF_ERROR(add_virtio_devices(vm, *pci));
   // After the interrupt controller and MSI router its devices use: ~Vm releases owned_ newest first.
   vm.owned_.push_back(pci);

@@ -1,7 +1,5 @@
 #include "vmm/exit_probe.h"
 
-#include <sys/eventfd.h>
-
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -10,6 +8,7 @@
 
 #include "base/unique_fd.h"
 #include "devices/bus.h"
+#include "devices/virtio/worker.h"
 #include "kvm/system.h"
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
@@ -97,8 +96,7 @@ Result<ExitCost> measure_exit_cost(const KvmSystem& kvm, uint32_t exits) {
 Result<DoorbellCost> measure_doorbell_cost(const KvmSystem& kvm, uint32_t writes) {
   writes = std::clamp<uint32_t>(writes, 1, 0xffff);
   ProbeVm p = TRY(make_probe_vm(kvm));
-  UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!fd) return sys_error("eventfd for the doorbell probe");
+  UniqueFd fd = TRY(make_eventfd("the doorbell probe"));
   // Registered as virtio-pci registers its doorbells: 2 bytes, no datamatch.
   TRY(p.vm.register_ioeventfd(fd.get(), kDoorbellPort, 2, true));
   TRY(p.vm.register_ioeventfd(fd.get(), kDoorbellAddr, 2, false));

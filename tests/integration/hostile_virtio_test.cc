@@ -152,10 +152,7 @@ class HostileVirtioTest : public ::testing::Test {
     auto pci_dev = VirtioPciDevice::create(spy_, mem_, *ic_, *router_);
     ASSERT_TRUE(pci_dev.ok()) << pci_dev.error().message();
     pci_dev_ = *pci_dev;
-    PciBusConfig bus_config;
-    bus_config.io_base = 0xC000;
-    bus_config.io_size = 0x1000;
-    auto bus = PciBus::create(pio_, mmio_, bus_config);
+    auto bus = PciBus::create(pio_, mmio_);
     ASSERT_TRUE(bus.ok()) << bus.error().message();
     pci_ = *bus;
     auto slot = pci_->add_device(pci_dev_);

@@ -156,6 +156,18 @@ lab_bench_order() {
   fi
 }
 
+# Splits a benchmark label from lab_bench_order, "ringvm[:OPTIONS]", into `extra` (device options
+# to append) and `run_opt` (a `ringvm run` option, when OPTIONS starts with --).
+lab_bench_variant() {
+  extra=${1#ringvm}
+  extra=${extra#:}
+  run_opt=()
+  if [[ $extra == --* ]]; then
+    run_opt=("$extra")
+    extra=
+  fi
+}
+
 lab_console() {
   cat "$LAB_RESULTS/$1.log" "$LAB_RESULTS/$1.console" 2>/dev/null | tr -d '\r'
   return 0

@@ -31,8 +31,8 @@ struct PciBusConfig {
   uint16_t config_port = x86::kPciConfigAddressPort;  // 8 ports: address at +0, data at +4..+7
   uint64_t mmio_base = x86::kPciMmio32Base;           // memory BARs are assigned here
   uint64_t mmio_size = x86::kPciMmio32Size;
-  uint16_t io_base = 0;  // I/O BARs are assigned here; io_size 0 = no I/O BARs allowed
-  uint32_t io_size = 0;
+  uint16_t io_base = x86::kPciIoBase;  // I/O BARs are assigned here; io_size 0 = no I/O BARs allowed
+  uint32_t io_size = x86::kPciIoSize;
 };
 
 class PciBus final {

@@ -276,6 +276,7 @@ TEST(PciBus, WindowsRunOut) {
   PciBusConfig cfg;
   cfg.mmio_base = 0xC000'0000;
   cfg.mmio_size = 0x8000;
+  cfg.io_size = 0;
   auto bus = PciBus::create(pio, mmio, cfg);
   ASSERT_TRUE(bus.ok());
   EXPECT_TRUE((*bus)->add_device(std::make_shared<TestFunction>()).ok());

@@ -115,10 +115,7 @@ TEST_F(PciKvmTest, PortDoorbellIoeventfdsFollowTheIoBar) {
   ASSERT_TRUE(dev.ok()) << dev.error().message();
   ASSERT_TRUE((*dev)->pio_notify());
   Bus pio("pio"), mmio("mmio");
-  PciBusConfig config;
-  config.io_base = 0xC000;
-  config.io_size = 0x1000;
-  auto bus = PciBus::create(pio, mmio, config);
+  auto bus = PciBus::create(pio, mmio);
   ASSERT_TRUE(bus.ok());
   auto slot = (*bus)->add_device(*dev);
   ASSERT_TRUE(slot.ok()) << slot.error().message();

@@ -457,10 +457,7 @@ TEST_F(VirtioPciTest, PciCfgWindowReachesTheDoorbells) {
 
 TEST_F(VirtioPciTest, OnThePciBusPortDoorbellsFollowTheIoBar) {
   Bus pio("pio"), mmio("mmio");
-  PciBusConfig config;
-  config.io_base = 0xC000;
-  config.io_size = 0x1000;
-  auto bus = PciBus::create(pio, mmio, config);
+  auto bus = PciBus::create(pio, mmio);
   ASSERT_TRUE(bus.ok());
   auto slot = (*bus)->add_device(dev_);
   ASSERT_TRUE(slot.ok()) << slot.error().message();

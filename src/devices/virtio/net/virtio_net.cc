@@ -149,7 +149,6 @@ class VirtioNet::PairWorker {
     }
   }
 
-
   VirtioNet& dev_;
   size_t index_;
   UniqueFd epfd_;
