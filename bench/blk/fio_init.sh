@@ -17,6 +17,9 @@ i=0
 while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 echo "RINGVM-LAB-MARKER ok"
 echo "RINGVM-FIO-DISK $(cat /sys/block/vda/size 2>/dev/null || echo missing)"
+# How the guest will split fio's 1 MiB requests: at most max_segments pages each.
+echo "RINGVM-FIO-QUEUE max_segments=$(cat /sys/block/vda/queue/max_segments 2>/dev/null)" \
+  "max_sectors_kb=$(cat /sys/block/vda/queue/max_sectors_kb 2>/dev/null)"
 
 # name rw bs iodepth section
 for job in "randread_4k_qd1 randread 4k 1 read" "randread_4k_qd32 randread 4k 32 read" \

@@ -19,8 +19,8 @@ vmm_cpu_ticks() {
   local t comm line vcpu=0 other=0
   local -a f
   for t in /proc/"$1"/task/*; do
-    read -r comm <"$t/comm" 2>/dev/null || continue
-    read -r line <"$t/stat" 2>/dev/null || continue
+    read -r comm 2>/dev/null <"$t/comm" || continue
+    read -r line 2>/dev/null <"$t/stat" || continue
     # Fields after "pid (comm) ": state is index 0, utime (field 14) index 11, stime index 12.
     read -r -a f <<<"${line##*) }"
     ((${#f[@]} > 12)) || continue

@@ -38,9 +38,12 @@ if [[ ${1:-} == --in-lab ]]; then
   nsx ip tuntap add dev "$tap" mode tap multi_queue
   nsx ip addr add 10.0.2.1/24 dev "$tap"
   nsx ip link set "$tap" up
-  table=$LAB_RESULTS/table cpu=$LAB_RESULTS/cpu
+  table=$LAB_RESULTS/table cpu=$LAB_RESULTS/cpu frames=$LAB_RESULTS/frames
   : >"$table"
   : >"$cpu"
+  : >"$frames"
+  # The tap's "rx_packets rx_bytes tx_packets tx_bytes" (its tx is what reaches the guest).
+  tap_frames() { nsx awk -v t="$tap:" '$1 == t { print $3, $2, $11, $10 }' /proc/net/dev; }
   for ((run = 1; run <= runs; run++)); do
     # shellcheck disable=SC2086 # one variant per word
     mapfile -t order < <(lab_bench_order "$run" ${RINGVM_LAB_NET_VARIANTS:-})
@@ -89,9 +92,11 @@ if [[ ${1:-} == --in-lab ]]; then
         e0=$(lab_trace_total kvm_exit 2>/dev/null || echo 0)
         hist=$LAB_RESULTS/$name-$run-$dir-$streams
         lab_trace_save "$hist.0"
+        f0=$(tap_frames)
         c0=$(vmm_cpu_ticks "${vpid:-0}")
         nsx timeout 120 iperf3 -c "$guest" -t "$seconds" -J "${flags[@]}" >"$json" 2>>"$log" || true
         c1=$(vmm_cpu_ticks "${vpid:-0}")
+        f1=$(tap_frames)
         e1=$(lab_trace_total kvm_exit 2>/dev/null || echo 0)
         lab_trace_save "$hist.1"
         gbps=$(jq -r '(.end.sum_received.bits_per_second // empty) / 1e6 | round / 1e3' "$json" 2>/dev/null || true)
@@ -100,6 +105,7 @@ if [[ ${1:-} == --in-lab ]]; then
         ((mib > 0)) && per=$(((e1 - e0) / mib))
         echo "$vmm $run ${dir}_P$streams ${gbps:--} $per" >>"$table"
         echo "$vmm $run ${dir}_P$streams $mib $c0 $c1" >>"$cpu"
+        echo "$vmm $run ${dir}_P$streams $mib ${f0:-- - - -} ${f1:-- - - -}" >>"$frames"
       done
       # The guest powers off when this connection comes.
       nsx busybox nc -w 5 "$guest" 5999 </dev/null >/dev/null 2>&1 || true
@@ -194,6 +200,26 @@ for label in $(awk '$1 != "qemu" && !s[$1]++ { print $1 }' "$dir/table"); do
     done | exit_hist_table "$test" ringvm
   done
 done
+# How the data was cut into frames on the tap: the host's TCP sizes its TSO frames to its pacing
+# rate, so a slower receiver gets smaller frames (and more of them, each with its own cost); the
+# other direction's frames are mostly ACKs.
+echo
+echo "frames on the tap per MiB moved: data frames (mean size, KiB) / frames the other way (ACKs), mean over runs"
+awk '
+  NF == 12 && $4 > 0 && $5 != "-" && $9 != "-" {
+    k = $1 " " $3
+    if (!(k in n)) keys[++nk] = k
+    n[k]++
+    rxp = $9 - $5; rxb = $10 - $6; txp = $11 - $7; txb = $12 - $8
+    if ($3 ~ /^to_guest/) { dp = txp; db = txb; op = rxp } else { dp = rxp; db = rxb; op = txp }
+    fpm[k] += dp / $4; sz[k] += dp > 0 ? db / dp / 1024 : 0; opm[k] += op / $4
+  }
+  END {
+    for (i = 1; i <= nk; i++) {
+      k = keys[i]
+      printf "%-40s %8.1f (%5.1f KiB) %8.1f\n", k, fpm[k] / n[k], sz[k] / n[k], opm[k] / n[k]
+    }
+  }' "$dir/frames" | sort -k2,2 -k1,1
 # Where L1's CPU goes: the VMM's vCPU threads (L2's own execution included) and its other threads
 # (device workers, main loop), in ms per MiB (10 ms ticks), mean over runs.
 echo

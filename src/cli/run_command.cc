@@ -161,9 +161,10 @@ void add_run_command(CLI::App& app, int* status) {
   cmd->add_option("--on-reboot", opts->on_reboot, "What a guest reboot does: exit (status 3) or restart")
       ->capture_default_str();
   cmd->add_option("--disk", opts->disks,
-                  "virtio-blk disk: path=FILE[,format=raw|qcow2][,readonly=on][,serial=ID][,queues=N]"
+                  "virtio-blk disk: path=FILE[,format=raw|qcow2][,readonly=on][,serial=ID][,queues=N][,queue_size=N]"
                   "[,cache=writeback|none|unsafe][,poll_us=N][,batch_us=N|auto]; repeatable; the format is never "
-                  "guessed; queues default to one per vCPU; poll_us=N lets a queue poll for requests up to N "
+                  "guessed; queues default to one per vCPU; queue_size (default 256, a power of two up to 1024) bounds "
+                  "a request's segments; poll_us=N lets a queue poll for requests up to N "
                   "µs before it sleeps (default 0: off); batch_us=N lets a busy queue gather requests for up "
                   "to N µs instead of taking a kick for each (0: off; default auto: off where a VM exit is "
                   "cheap, as on hardware, on where it is slow, as when nested; --stats shows the choice; "
@@ -171,8 +172,8 @@ void add_run_command(CLI::App& app, int* status) {
   cmd->add_option("--net", opts->nets,
                   "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N][,batch_us=N|auto] or fd=N (an "
                   "inherited tap fd); repeatable; queues default to one pair per vCPU; batch_us=N coalesces "
-                  "transmit kicks under load for up to N µs (default auto, which for now means 0: off) "
-                  "(docs/networking.md)");
+                  "transmit kicks under load, and lets the guest's ACKs ride on an incoming stream, for up to "
+                  "N µs (0: off; default auto: as for --disk, off where a VM exit is cheap) (docs/networking.md)");
   cmd->add_option("--virtio-notify", opts->virtio_notify,
                   "Where virtio-pci doorbells live: pio (an I/O BAR: KVM matches a port write without "
                   "emulating the instruction, the cheaper exit, most of all on AMD and when nested) or mmio "

@@ -208,6 +208,7 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     o.queues = d.queues != 0 ? d.queues
                              : static_cast<uint16_t>(std::min<uint32_t>(vm.cfg_.cpus, VirtioBlock::kMaxQueues));
     o.cache = d.cache == CacheMode::kUnsafe ? VirtioBlockOptions::Cache::kUnsafe : VirtioBlockOptions::Cache::kWriteback;
+    o.queue_size = d.queue_size;
     o.poll_us = d.poll_us;
     o.batch_us = resolve_batch(d.batch_us);
     auto blk = VirtioBlock::create(std::move(*disk), o);
@@ -228,20 +229,21 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     });
   }
   for (NetSpec n : vm.cfg_.nets) {
-    // virtio-net's auto is off for now, whatever exits cost: in the lab, net_main's guest died
-    // (triple fault, guest-to-host phase) in 3 of 5 runs with transmit coalescing on and 1 of 6
-    // with it off (docs/networking.md, "Transmit batching"). An explicit batch_us=N still works.
-    n.batch_us = n.batch_us.value_or(0);
+    // auto as for virtio-blk: on where exits are slow (nested), off on hardware. The lab's guest
+    // deaths once blamed on it strike without it too, at boot before any device works
+    // (docs/networking.md, "Transmit batching"; docs/lab.md).
+    n.batch_us = resolve_batch(n.batch_us);
     std::shared_ptr<VirtioNet> dev = TRY(make_virtio_net(n, vm.cfg_.cpus));  // its errors name the tap
     RETURN_IF_ERROR(attach(dev));
     vm.device_stats_.push_back([dev] {
       const NetStats& s = dev->stats();
       return fmt::format("  {}: rx {} frames ({} bytes), rx drops {}, rx errors {}; tx {} frames ({} bytes), "
-                         "tx drops {}, tx errors {}, tx parked {}, ctrl errors {}, tx batches {} (kicks deferred {}); kicks rx {} tx {}, "
+                         "tx drops {}, tx errors {}, tx parked {}, ctrl errors {}, tx batches {} (kicks deferred {}, passes riding on receive {}); "
+                         "kicks rx {} tx {}, "
                          "interrupts rx {} tx {}\n",
                          dev->name(), s.rx_frames.load(), s.rx_bytes.load(), s.rx_drops.load(), s.rx_errors.load(),
                          s.tx_frames.load(), s.tx_bytes.load(), s.tx_drops.load(), s.tx_errors.load(),
-                         s.tx_parked.load(), s.ctrl_errors.load(), s.tx_batches.load(), s.tx_deferred.load(),
+                         s.tx_parked.load(), s.ctrl_errors.load(), s.tx_batches.load(), s.tx_deferred.load(), s.tx_rx_polls.load(),
                          s.rx_kicks.load(),
                          s.tx_kicks.load(), s.rx_interrupts.load(), s.tx_interrupts.load());
     });

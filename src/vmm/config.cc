@@ -84,6 +84,13 @@ Result<DiskSpec> parse_disk(std::string_view text) {
         return make_error(ErrorCode::kInvalidArgument, "--disk queues={}: give a number from 1 to {}", val,
                           kMaxDiskQueues);
       d.queues = static_cast<uint16_t>(q);
+    } else if (key == "queue_size") {
+      unsigned n = 0;
+      auto [p, ec] = std::from_chars(val.data(), val.data() + val.size(), n);
+      if (ec != std::errc() || p != val.data() + val.size() || n < 4 || n > 1024 || (n & (n - 1)) != 0)
+        return make_error(ErrorCode::kInvalidArgument,
+                          "--disk queue_size={}: give a power of two from 4 to 1024 (descriptors per queue)", val);
+      d.queue_size = static_cast<uint16_t>(n);
     } else if (key == "batch_us" && val == "auto") {
       d.batch_us.reset();
     } else if (key == "poll_us" || key == "batch_us") {
@@ -101,7 +108,7 @@ Result<DiskSpec> parse_disk(std::string_view text) {
       else return make_error(ErrorCode::kInvalidArgument, "--disk cache={}: use writeback, none or unsafe", val);
     } else {
       return make_error(ErrorCode::kInvalidArgument,
-                        "--disk: unknown key '{}' (known: path, format, readonly, serial, queues, cache, poll_us, batch_us)", key);
+                        "--disk: unknown key '{}' (known: path, format, readonly, serial, queues, queue_size, cache, poll_us, batch_us)", key);
     }
   }
   if (!have_path) return make_error(ErrorCode::kInvalidArgument, "--disk needs path=FILE");

@@ -37,12 +37,18 @@ inline constexpr uint32_t kDefaultDiskPollUs = 0;
 inline constexpr uint32_t kMaxDiskPollUs = 10000;
 // virtio-blk request queues per disk at most (VirtioBlock::kMaxQueues).
 inline constexpr unsigned kMaxDiskQueues = 16;
+// The default --disk queue_size (QEMU's virtio-blk default too).
+inline constexpr uint16_t kDefaultDiskQueueSize = 256;
+
 struct DiskSpec {
   std::string path;
   DiskFormat format = DiskFormat::kRaw;
   bool read_only = false;
   std::string serial;
   uint16_t queues = 0;  // 0: one per vCPU (as many as the device allows)
+  // Descriptors per queue (VirtioBlockOptions::queue_size); a request may have queue_size - 2
+  // data segments (seg_max), so 256 splits a 1 MiB request of 4 KiB pages in two.
+  uint16_t queue_size = kDefaultDiskQueueSize;
   // Longest a queue's worker polls its ring for more requests before it sleeps, in µs (adaptive
   // below that; 0: never poll). See docs/virtio.md, "Polling".
   uint32_t poll_us = kDefaultDiskPollUs;

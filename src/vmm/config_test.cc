@@ -41,6 +41,14 @@ TEST(Config, Disk) {
   EXPECT_FALSE(parse_disk("readonly=on").ok());
   EXPECT_FALSE(parse_disk("path=a,queues=0").ok());
   EXPECT_FALSE(parse_disk("path=a,queues=x").ok());
+  EXPECT_EQ(plain->queue_size, kDefaultDiskQueueSize);
+  EXPECT_EQ(parse_disk("path=a,queue_size=1024")->queue_size, 1024);
+  EXPECT_EQ(parse_disk("path=a,queue_size=4")->queue_size, 4);
+  for (const char* bad : {"path=a,queue_size=2", "path=a,queue_size=2048", "path=a,queue_size=300", "path=a,queue_size=x"}) {
+    auto r = parse_disk(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.error().message().find("power of two"), std::string::npos) << r.error().message();
+  }
   EXPECT_EQ(plain->poll_us, 0u);  // no polling unless asked for
   EXPECT_EQ(parse_disk("path=a,poll_us=64")->poll_us, 64u);
   EXPECT_EQ(parse_disk("path=a,poll_us=0")->poll_us, 0u);

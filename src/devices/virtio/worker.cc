@@ -58,9 +58,9 @@ void QueueBatcher::note_request() {
   last_ns_ = now;
 }
 
-bool QueueBatcher::arm() {
+bool QueueBatcher::arm(bool whole) {
   if (!timer_) return false;
-  const uint64_t ns = std::clamp<uint64_t>(4 * gap_ns_, 1000, max_ns_);
+  const uint64_t ns = whole ? max_ns_ : std::clamp<uint64_t>(4 * gap_ns_, 1000, max_ns_);
   itimerspec t{};
   t.it_value.tv_sec = static_cast<time_t>(ns / 1000000000);
   t.it_value.tv_nsec = static_cast<long>(ns % 1000000000);

@@ -78,12 +78,14 @@ class QueueBatcher {
   QueueBatcher() = default;
 
   bool enabled() const { return static_cast<bool>(timer_); }
+  uint64_t max_ns() const { return max_ns_; }
   // The timerfd the worker watches (-1 when disabled).
   int fd() const { return timer_.get(); }
   // Call for each request popped: updates the mean gap.
   void note_request();
-  // Sets the timer; false if it could not be set (then the caller must ask for kicks).
-  bool arm();
+  // Sets the timer (about four recent gaps, or the whole max_us window with `whole`); false if
+  // it could not be set (then the caller must ask for kicks).
+  bool arm(bool whole = false);
   // The timer is set and has not fired (a worker's first round calls every source once).
   bool pending() const;
   // A pass found the queue busy: for 4 x max_us a kick is deferred (defer_kick()).

@@ -60,6 +60,7 @@ struct NetStats {
   std::atomic<uint64_t> ctrl_errors{0};  // control commands answered VIRTIO_NET_ERR
   std::atomic<uint64_t> tx_batches{0};   // transmit passes that deferred the next kick (batch_us)
   std::atomic<uint64_t> tx_deferred{0};  // kicks on a busy transmit queue served on the timer (batch_us)
+  std::atomic<uint64_t> tx_rx_polls{0};  // transmit passes left unkicked while receiving (batch_us)
   // What the data path cost the guest in exits: the driver's kicks (doorbell writes the workers
   // took from their ioeventfds) and the interrupts raised, per direction.
   std::atomic<uint64_t> rx_kicks{0}, tx_kicks{0};
@@ -121,6 +122,10 @@ class VirtioNet final : public VirtioDevice {
     // batch_us: a transmit kick on a queue busy lately (tx_batch.defer_kick()) is served on
     // tx_batch's timer; set until that timer fires.
     bool tx_deferred = false;
+    // With batch_us: until when the receive side counts as streaming (4 x batch_us after its last
+    // pass that delivered). Meanwhile the transmit queue, which then carries the guest's ACKs,
+    // asks for no kicks: the worker looks at it after every receive pass and on tx_batch's timer.
+    uint64_t rx_busy_until_ns = 0;
   };
 
   VirtioNet(std::unique_ptr<NetBackend> backend, VirtioNetOptions options);

@@ -335,6 +335,32 @@ TEST_F(VirtioNetTest, BusyTransmitQueueBatchesWithoutKicksThenAsksForThemAgain) 
   EXPECT_EQ(net_->stats().tx_deferred.load(), 1u);
 }
 
+TEST_F(VirtioNetTest, AcksWhileReceivingGoOutWithoutKicks) {
+  // With batch_us, a transmit pass right after a receive pass that delivered (a stream coming in)
+  // asks for no kick: the guest's ACKs go out on the next receive pass or the timer.
+  start(1, kMrg | bit(VIRTIO_RING_F_EVENT_IDX), /*workers=*/true, false, /*batch_us=*/200'000, [this] {
+    for (int i = 0; i < 34; ++i) drv_->add_in(0, 4096);  // room for two of the largest frames
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the worker's first (idle) round
+  const uint16_t armed_at = drv_->avail_event(1);
+  host_send(frame(3000, 1));
+  ASSERT_TRUE(wait_for([&] { return drv_->used_idx(0) == 1 && net_->stats().tx_rx_polls.load() >= 1; }));
+  // The ACK: made available without a kick, past the avail_event the idle worker had asked for.
+  drv_->add_out(1, frame(60, 2));
+  ASSERT_TRUE(wait_for([&] { return drv_->used_idx(1) == 1; })) << "an ACK while receiving waited for a kick";
+  EXPECT_EQ(host_recv(), frame(60, 2));
+  EXPECT_EQ(net_->stats().tx_kicks.load(), 0u);
+  // Once a receive pass finds nothing (the timer's), the transmit side asks for kicks again.
+  ASSERT_TRUE(wait_for([&] { return drv_->avail_event(1) == 1; })) << "kicks were not asked for again";
+  EXPECT_EQ(armed_at, 0);
+  drv_->add_out(1, frame(60, 3));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // longer than any batch window
+  EXPECT_EQ(drv_->used_idx(1), 1) << "sent without a kick after the stream stopped";
+  kick(1);
+  ASSERT_TRUE(wait_for([&] { return drv_->used_idx(1) == 2; }));
+  EXPECT_EQ(host_recv(), frame(60, 3));
+}
+
 TEST_F(VirtioNetTest, TransmitKickOnAQueueThatWentQuietIsServedAtOnce) {
   start(1, kMrg | bit(VIRTIO_RING_F_EVENT_IDX), /*workers=*/true, false, /*batch_us=*/20'000, [this] {
     drv_->add_out(1, frame(100, 1));
