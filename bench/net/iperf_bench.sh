@@ -42,8 +42,13 @@ if [[ ${1:-} == --in-lab ]]; then
   : >"$table"
   : >"$cpu"
   : >"$frames"
-  # The tap's "rx_packets rx_bytes tx_packets tx_bytes" (its tx is what reaches the guest).
-  tap_frames() { nsx awk -v t="$tap:" '$1 == t { print $3, $2, $11, $10 }' /proc/net/dev; }
+  # The tap's "rx_packets rx_bytes tx_packets tx_bytes tx_dropped qdisc_dropped" (its tx is what
+  # reaches the guest; a frame dropped on the way in tells the host's TCP to slow down).
+  tap_frames() {
+    local q
+    q=$(nsx tc -s qdisc show dev "$tap" 2>/dev/null | awk '$1 == "Sent" { v = $7; gsub(/,/, "", v); d += v } END { print d + 0 }')
+    nsx awk -v t="$tap:" -v q="${q:-0}" '$1 == t { print $3, $2, $11, $10, $13, q }' /proc/net/dev
+  }
   for ((run = 1; run <= runs; run++)); do
     # shellcheck disable=SC2086 # one variant per word
     mapfile -t order < <(lab_bench_order "$run" ${RINGVM_LAB_NET_VARIANTS:-})
@@ -105,7 +110,8 @@ if [[ ${1:-} == --in-lab ]]; then
         ((mib > 0)) && per=$(((e1 - e0) / mib))
         echo "$vmm $run ${dir}_P$streams ${gbps:--} $per" >>"$table"
         echo "$vmm $run ${dir}_P$streams $mib $c0 $c1" >>"$cpu"
-        echo "$vmm $run ${dir}_P$streams $mib ${f0:-- - - -} ${f1:-- - - -}" >>"$frames"
+        rtx=$(jq -r '.end.sum_sent.retransmits // "-"' "$json" 2>/dev/null || echo -)
+        echo "$vmm $run ${dir}_P$streams $mib ${f0:-- - - - - -} ${f1:-- - - - - -} ${rtx:--}" >>"$frames"
       done
       # The guest powers off when this connection comes.
       nsx busybox nc -w 5 "$guest" 5999 </dev/null >/dev/null 2>&1 || true
@@ -204,20 +210,23 @@ done
 # rate, so a slower receiver gets smaller frames (and more of them, each with its own cost); the
 # other direction's frames are mostly ACKs.
 echo
-echo "frames on the tap per MiB moved: data frames (mean size, KiB) / frames the other way (ACKs), mean over runs"
+echo "frames on the tap per MiB moved: data frames (mean size, KiB) / frames the other way (ACKs) / frames the tap"
+echo "or its qdisc dropped on the way to the guest and the sender's TCP retransmissions (totals over runs)"
 awk '
-  NF == 12 && $4 > 0 && $5 != "-" && $9 != "-" {
+  NF == 17 && $4 > 0 && $5 != "-" && $11 != "-" {
     k = $1 " " $3
     if (!(k in n)) keys[++nk] = k
     n[k]++
-    rxp = $9 - $5; rxb = $10 - $6; txp = $11 - $7; txb = $12 - $8
+    rxp = $11 - $5; rxb = $12 - $6; txp = $13 - $7; txb = $14 - $8
+    drops[k] += ($15 - $9) + ($16 - $10)
+    if ($17 ~ /^[0-9]+$/) rtx[k] += $17
     if ($3 ~ /^to_guest/) { dp = txp; db = txb; op = rxp } else { dp = rxp; db = rxb; op = txp }
     fpm[k] += dp / $4; sz[k] += dp > 0 ? db / dp / 1024 : 0; opm[k] += op / $4
   }
   END {
     for (i = 1; i <= nk; i++) {
       k = keys[i]
-      printf "%-40s %8.1f (%5.1f KiB) %8.1f\n", k, fpm[k] / n[k], sz[k] / n[k], opm[k] / n[k]
+      printf "%-40s %8.1f (%5.1f KiB) %8.1f %8d %8d\n", k, fpm[k] / n[k], sz[k] / n[k], opm[k] / n[k], drops[k], rtx[k]
     }
   }' "$dir/frames" | sort -k2,2 -k1,1
 # Where L1's CPU goes: the VMM's vCPU threads (L2's own execution included) and its other threads

@@ -136,6 +136,10 @@ bench() {
   echo "RINGVM-LAB-NET-READY"
   # The host connects here when it is done.
   timeout 3600 nc -l -p 5999 <&3 >/dev/null
+  # What the guest's TCP saw over the whole run (the non-zero TcpExt counters: drops, pruning,
+  # out-of-order queueing explain the sender's retransmissions).
+  echo "RINGVM-LAB-NET-TCPEXT $(awk '/^TcpExt:/ { if (!h) { split($0, k); h = 1 } else {
+    for (i = 2; i <= NF; i++) if ($i != 0) printf "%s=%s ", k[i], $i } }' /proc/net/netstat)"
 }
 
 case $mode in

@@ -64,7 +64,8 @@ bool QueueBatcher::arm(bool whole) {
   itimerspec t{};
   t.it_value.tv_sec = static_cast<time_t>(ns / 1000000000);
   t.it_value.tv_nsec = static_cast<long>(ns % 1000000000);
-  return ::timerfd_settime(timer_.get(), 0, &t, nullptr) == 0;
+  armed_ = ::timerfd_settime(timer_.get(), 0, &t, nullptr) == 0;
+  return armed_;
 }
 
 void QueueBatcher::mark_busy() { busy_until_ns_ = monotonic_ns() + 4 * max_ns_; }

@@ -86,6 +86,11 @@ class QueueBatcher {
   // Sets the timer (about four recent gaps, or the whole max_us window with `whole`); false if
   // it could not be set (then the caller must ask for kicks).
   bool arm(bool whole = false);
+  // arm(whole) unless a timer this batcher set has not fired yet (fired() says when it has): one
+  // system call saved per pass for a caller that only needs the worker back some time soon.
+  bool ensure_armed(bool whole) { return armed_ || arm(whole); }
+  // The worker drained the timerfd.
+  void fired() { armed_ = false; }
   // The timer is set and has not fired (a worker's first round calls every source once).
   bool pending() const;
   // A pass found the queue busy: for 4 x max_us a kick is deferred (defer_kick()).
@@ -100,6 +105,7 @@ class QueueBatcher {
   uint64_t gap_ns_ = 0;
   uint64_t last_ns_ = 0;
   uint64_t busy_until_ns_ = 0;
+  bool armed_ = false;
 };
 
 }  // namespace ringvm

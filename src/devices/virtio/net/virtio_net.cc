@@ -125,6 +125,7 @@ class VirtioNet::PairWorker {
             break;
           case kTxTimer:
             drain_eventfd(dev_.pairs_[index_].tx_batch.fd());
+            dev_.pairs_[index_].tx_batch.fired();
             dev_.pairs_[index_].tx_deferred = false;
             break;
           case kCtrlKick:
@@ -357,7 +358,8 @@ bool VirtioNet::process_tx(Pair& p) {
     // Riding on a stream, the gaps between ACKs say nothing about when the next comes: wait the
     // whole window (or the next receive pass). Without the timer nobody would come back: ask for
     // kicks after all.
-    if (!p.tx_batch.arm(/*whole=*/found < 2) && !more && !p.tx_chain) {
+    const bool timer = found >= 2 ? p.tx_batch.arm() : p.tx_batch.ensure_armed(/*whole=*/true);
+    if (!timer && !more && !p.tx_chain) {
       while (auto chain = q->pop(VirtQueue::Arm::kYes)) {
         if (transmit(p, *chain) == TxResult::kParked) {
           p.tx_chain = std::move(chain);
