@@ -173,7 +173,7 @@ void add_run_command(CLI::App& app, int* status) {
                   "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N][,batch_us=N|auto] or fd=N (an "
                   "inherited tap fd); repeatable; queues default to one pair per vCPU; batch_us=N coalesces "
                   "transmit kicks under load, and lets the guest's ACKs ride on an incoming stream, for up to "
-                  "N µs (0: off; default auto: as for --disk, off where a VM exit is cheap) (docs/networking.md)");
+                  "N µs (default auto, which for now means 0: off) (docs/networking.md)");
   cmd->add_option("--virtio-notify", opts->virtio_notify,
                   "Where virtio-pci doorbells live: pio (an I/O BAR: KVM matches a port write without "
                   "emulating the instruction, the cheaper exit, most of all on AMD and when nested) or mmio "

@@ -229,10 +229,10 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     });
   }
   for (NetSpec n : vm.cfg_.nets) {
-    // auto as for virtio-blk: on where exits are slow (nested), off on hardware. The lab's guest
-    // deaths once blamed on it strike without it too, at boot before any device works
-    // (docs/networking.md, "Transmit batching"; docs/lab.md).
-    n.batch_us = resolve_batch(n.batch_us);
+    // virtio-net's auto is off for now, whatever exits cost: in four lab boots of iperf_bench on
+    // 2026-11-23 neither transmit coalescing nor ACK riding beat no batching (docs/networking.md,
+    // "Transmit batching"). An explicit batch_us=N turns both on.
+    n.batch_us = n.batch_us.value_or(0);
     std::shared_ptr<VirtioNet> dev = TRY(make_virtio_net(n, vm.cfg_.cpus));  // its errors name the tap
     RETURN_IF_ERROR(attach(dev));
     vm.device_stats_.push_back([dev] {

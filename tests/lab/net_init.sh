@@ -68,25 +68,33 @@ echo "RINGVM-LAB-NET-CARRIER $(cat /sys/class/net/eth0/carrier 2>/dev/null)"
 
 # Sends $2 bytes (whole MiBs) to host port $1 from CPU mask $3; records md5 and count in
 # /tmp/tx$1.*. One random MiB repeated: generating 100 MiB from /dev/urandom in a nested guest
-# costs minutes and tests nothing about the network.
-send_stream() {
-  mkfifo "/tmp/tx$1.fifo"
+# costs minutes and tests nothing about the network. The stream is laid out in a file and summed
+# first (prepare_stream), so the transfer is nc alone: a tee and a md5sum in the pipeline cost a
+# context switch per pipe buffer, which under the lab's emulator made 2 x 8 MiB take ~27 s.
+prepare_stream() {
   head -c 1048576 /dev/urandom >"/tmp/blk$1"
-  md5sum <"/tmp/tx$1.fifo" | cut -d' ' -f1 >"/tmp/tx$1.sum" &
-  taskset "$3" timeout 600 sh -c "i=0; while [ \$i -lt $(($2 / 1048576)) ]; do cat /tmp/blk$1; i=\$((i + 1)); done | tee /tmp/tx$1.fifo | nc $host $1"
+  i=0
+  while [ $i -lt $(($2 / 1048576)) ]; do cat "/tmp/blk$1"; i=$((i + 1)); done >"/tmp/tx$1.dat"
+  rm -f "/tmp/blk$1"
+  md5sum <"/tmp/tx$1.dat" | cut -d' ' -f1 >"/tmp/tx$1.sum"
+}
+send_stream() {
+  taskset "$2" timeout 600 nc $host $1 <"/tmp/tx$1.dat"
   echo $? >"/tmp/tx$1.status"
-  wait
+  rm -f "/tmp/tx$1.dat"
 }
 
-# Receives from one connection on port $1 on CPU mask $2; records md5 and count in /tmp/rx$1.*.
-# nc's stdin is fd 3, a FIFO that never ends: at EOF on stdin busybox nc would half-close and
-# the sender would stop early.
+# Receives from one connection on port $1 on CPU mask $2 into a file, then records its md5 and
+# byte count in /tmp/rx$1.*. nc's stdin is fd 3, a FIFO that never ends: at EOF on stdin busybox
+# nc would half-close and the sender would stop early.
 recv_stream() {
-  mkfifo "/tmp/rx$1.fifo"
-  wc -c <"/tmp/rx$1.fifo" | tr -d ' ' >"/tmp/rx$1.count" &
-  taskset "$2" timeout 600 sh -c "nc -l -p $1 <&3 | tee /tmp/rx$1.fifo | md5sum | cut -d' ' -f1 >/tmp/rx$1.sum"
+  taskset "$2" timeout 600 nc -l -p $1 <&3 >"/tmp/rx$1.dat"
   echo $? >"/tmp/rx$1.status"
-  wait
+}
+sum_received() {
+  md5sum <"/tmp/rx$1.dat" | cut -d' ' -f1 >"/tmp/rx$1.sum"
+  wc -c <"/tmp/rx$1.dat" | tr -d ' ' >"/tmp/rx$1.count"
+  rm -f "/tmp/rx$1.dat"
 }
 
 check() {
@@ -100,12 +108,15 @@ check() {
   t0=$(cut -d' ' -f1 /proc/uptime)
   head -c 8388608 /dev/urandom | md5sum >/dev/null
   echo "RINGVM-LAB-NET-LOCAL-8MIB-SECONDS $(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { print b - a }')"
+  prepare_stream 5003 $chunk &
+  prepare_stream 5004 $chunk &
+  wait
   echo "RINGVM-LAB-NET-IRQS-BEFORE $(queue_irqs)"
   t0=$(cut -d' ' -f1 /proc/uptime)
 
   # Guest to host: one stream per vCPU, at the same time.
-  send_stream 5003 $chunk 1 &
-  send_stream 5004 $chunk 2 &
+  send_stream 5003 1 &
+  send_stream 5004 2 &
   wait
   for p in 5003 5004; do
     echo "RINGVM-LAB-NET-TX-$p $(cat /tmp/tx$p.status) $(cat /tmp/tx$p.sum)"
@@ -119,7 +130,12 @@ check() {
   recv_stream 5001 1 &
   recv_stream 5002 2 &
   sleep 1
+  t0=$(cut -d' ' -f1 /proc/uptime)
   echo "RINGVM-LAB-NET-WAITING 5001 5002"
+  wait
+  echo "RINGVM-LAB-NET-RX-SECONDS $(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { print b - a }')"
+  sum_received 5001 &
+  sum_received 5002 &
   wait
   for p in 5001 5002; do
     echo "RINGVM-LAB-NET-RX-$p $(cat /tmp/rx$p.status) $(cat /tmp/rx$p.sum) $(cat /tmp/rx$p.count)"
