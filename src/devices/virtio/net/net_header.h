@@ -6,6 +6,8 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <span>
 #include <string_view>
 
 #include "devices/virtio/net/net_abi.h"
@@ -37,5 +39,14 @@ std::string_view tx_header_error_name(TxHeaderError e);
 // `frame_len` counts the bytes after the header; `acked` is the negotiated feature set. The
 // header fields are little-endian (VIRTIO_F_VERSION_1).
 TxHeaderError validate_tx_header(const virtio_net_hdr_v1& hdr, uint64_t frame_len, uint64_t acked);
+
+// How many bytes of a frame (after the virtio-net header) flow_hash() may look at: Ethernet, one
+// VLAN tag, an IPv4 header with options or an IPv6 header, and the ports.
+inline constexpr size_t kFlowHeaderBytes = 18 + 60 + 4;
+// A hash of an Ethernet frame's flow that is the same in both directions (addresses and ports
+// swapped): IPv4 or IPv6 addresses, plus the ports for TCP and UDP (not for fragments), behind at
+// most one VLAN tag. nullopt for anything else (ARP, truncated headers). `frame` may be cut short
+// at kFlowHeaderBytes. Every byte is untrusted guest data: only lengths it has are read.
+std::optional<uint32_t> flow_hash(std::span<const uint8_t> frame);
 
 }  // namespace ringvm

@@ -23,6 +23,7 @@ struct NetSpec {
   uint16_t queues = 0;            // queue pairs; 0 = one per vCPU (tap=), 1 with fd=
   uint16_t queue_size = 256;
   std::optional<uint32_t> batch_us;  // VirtioNetOptions::batch_us; unset: auto (the caller decides)
+  bool pin_flows = true;             // VirtioNetOptions::pin_flows
 };
 
 // Errors name the option and the fix ("mac=zz: expected six hex pairs like 52:54:00:12:34:56").

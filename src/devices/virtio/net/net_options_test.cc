@@ -67,6 +67,10 @@ TEST(NetSpecTest, ClearErrors) {
   EXPECT_EQ(parse_net_spec("tap=a,batch_us=2000")->batch_us, 2000u);
   EXPECT_EQ(parse_net_spec("tap=a,batch_us=0")->batch_us, 0u);
   EXPECT_NE(parse_error("tap=a,batch_us=soon").find("batch_us"), std::string::npos);
+  EXPECT_TRUE(parse_net_spec("tap=a")->pin_flows);
+  EXPECT_FALSE(parse_net_spec("tap=a,pin_flows=off")->pin_flows);
+  EXPECT_TRUE(parse_net_spec("tap=a,pin_flows=on")->pin_flows);
+  EXPECT_NE(parse_error("tap=a,pin_flows=yes").find("pin_flows=yes: use on or off"), std::string::npos);
   EXPECT_NE(parse_error("").find("empty"), std::string::npos);
   EXPECT_NE(parse_error("tap").find("not key=value"), std::string::npos);
 }

@@ -401,10 +401,22 @@ VirtioNet::TxResult VirtioNet::transmit(Pair& p, const DescriptorChain& chain) {
   iov.reserve(data->size() + 1);
   iov.push_back(iovec{&p.tx_hdr, kNetHdrSize});
   iov.insert(iov.end(), data->begin(), data->end());
-  ssize_t w;
-  do {
-    w = ::writev(p.fd, iov.data(), static_cast<int>(iov.size()));
-  } while (w < 0 && errno == EINTR);
+  auto write_to = [&](int fd) {
+    ssize_t n;
+    do {
+      n = ::writev(fd, iov.data(), static_cast<int>(iov.size()));
+    } while (n < 0 && errno == EINTR);
+    return n;
+  };
+  const int pinned = pinned_fd(p, chain);
+  ssize_t w = -1;
+  if (pinned >= 0) {
+    w = write_to(pinned);
+    if (w >= 0) stats_.tx_pinned.fetch_add(1, std::memory_order_relaxed);
+  }
+  // The pinned queue was full or just detached (VQ_PAIRS_SET): this pair's own queue takes it, and
+  // only a full own queue parks the frame.
+  if (w < 0) w = write_to(p.fd);
   if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
     stats_.tx_parked.fetch_add(1, std::memory_order_relaxed);
     return TxResult::kParked;
@@ -421,6 +433,17 @@ VirtioNet::TxResult VirtioNet::transmit(Pair& p, const DescriptorChain& chain) {
   }
   q->add_used(chain.head, 0);
   return TxResult::kDone;
+}
+
+int VirtioNet::pinned_fd(const Pair& p, const DescriptorChain& chain) const {
+  const size_t n = active_pairs();
+  if (!options_.pin_flows || n < 2) return -1;
+  std::array<uint8_t, kFlowHeaderBytes> head{};
+  const size_t got = copy_from_buffers(*mem_, chain.readable, kNetHdrSize, head);
+  const auto h = flow_hash(std::span<const uint8_t>(head.data(), got));
+  if (!h) return -1;
+  const Pair& to = pairs_[*h % n];
+  return &to == &p ? -1 : to.fd;
 }
 
 bool VirtioNet::process_rx(Pair& p) {

@@ -45,6 +45,12 @@ struct VirtioNetOptions {
   // back after about four recent inter-frame gaps (at most batch_us) instead. 0: off. Needs the
   // workers (a timerfd per pair).
   uint32_t batch_us = 0;
+  // With several queue pairs, every TCP/UDP frame leaves through the tap queue its flow hashes to
+  // (flow_hash, symmetric), not the one the guest sent it on. A Linux tap steers a flow's incoming
+  // frames to the queue its outgoing ones last came through; a guest sends one flow's ACKs from
+  // whichever vCPU is at hand, so without pinning the flow hops between pairs and frames still in
+  // flight on the old one arrive after newer ones: reordering, which TCP takes for loss.
+  bool pin_flows = true;
 };
 
 // Counters for --stats; readable from any thread.
@@ -60,7 +66,8 @@ struct NetStats {
   std::atomic<uint64_t> ctrl_errors{0};  // control commands answered VIRTIO_NET_ERR
   std::atomic<uint64_t> tx_batches{0};   // transmit passes that deferred the next kick (batch_us)
   std::atomic<uint64_t> tx_deferred{0};  // kicks on a busy transmit queue served on the timer (batch_us)
-  std::atomic<uint64_t> tx_rx_polls{0};  // transmit passes left unkicked while receiving (batch_us)
+  std::atomic<uint64_t> tx_rx_polls{0};
+  std::atomic<uint64_t> tx_pinned{0};  // frames sent through another pair's tap queue (pin_flows)  // transmit passes left unkicked while receiving (batch_us)
   // What the data path cost the guest in exits: the driver's kicks (doorbell writes the workers
   // took from their ioeventfds) and the interrupts raised, per direction.
   std::atomic<uint64_t> rx_kicks{0}, tx_kicks{0};
@@ -139,6 +146,8 @@ class VirtioNet final : public VirtioDevice {
   // kDone: the chain went back to the guest (sent or dropped); kParked: the backend is full.
   enum class TxResult { kDone, kParked };
   TxResult transmit(Pair& p, const DescriptorChain& chain);
+  // The tap queue fd `chain`'s frame should leave through instead of p's own (pin_flows), or -1.
+  int pinned_fd(const Pair& p, const DescriptorChain& chain) const;
   // Moves the held frame into guest buffers; false when the guest has too few.
   bool deliver(Pair& p);
   // With mergeable buffers and room for the largest frame already posted: reads the next frame

@@ -62,6 +62,7 @@ class VirtioNetTest : public ::testing::Test {
     o.mac = {0x52, 0x54, 0, 0x12, 0x34, 0x56};
     o.run_workers = workers;
     o.batch_us = batch_us;
+    o.pin_flows = pin_flows_;
     auto d = VirtioNet::create(std::move(backend), o);
     ASSERT_TRUE(d.ok()) << d.error().message();
     net_ = std::move(*d);
@@ -98,6 +99,20 @@ class VirtioNetTest : public ::testing::Test {
     ASSERT_EQ(::send(be_->host(pair), f.data(), f.size(), 0), static_cast<ssize_t>(f.size()));
   }
 
+  // Sends VQ_PAIRS_SET through the control queue (queue 2 x pairs); returns the device's ack.
+  uint8_t set_pairs(size_t ctrl_queue, uint16_t pairs) {
+    std::vector<uint8_t> out{VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, static_cast<uint8_t>(pairs),
+                             static_cast<uint8_t>(pairs >> 8)};
+    const uint64_t in = drv_->alloc(static_cast<uint32_t>(out.size()));
+    drv_->write(in, out);
+    const uint64_t ack = drv_->alloc(1);
+    drv_->write(ack, std::vector<uint8_t>{0xee});
+    drv_->add_chain(ctrl_queue, {{in, 4}}, {{ack, 1}});
+    net_->poll_ctrl();
+    return drv_->read(ack, 1)[0];
+  }
+
+  bool pin_flows_ = true;
   SocketBackend* be_ = nullptr;
   std::unique_ptr<VirtioNet> net_;
   std::unique_ptr<NetTestDriver> drv_;
@@ -105,6 +120,84 @@ class VirtioNetTest : public ::testing::Test {
   std::vector<UniqueFd> kicks_;
   std::unique_ptr<std::atomic<int>[]> irqs_;  // interrupts per queue, raised from worker threads
 };
+
+// A virtio-net header and an IPv4 TCP (or UDP) frame from src:sport to dst:dport.
+std::vector<uint8_t> ip_frame(std::array<uint8_t, 4> src, uint16_t sport, std::array<uint8_t, 4> dst, uint16_t dport,
+                              uint8_t proto = 6, uint16_t frag = 0) {
+  std::vector<uint8_t> f(kNetHdrSize, 0);
+  const uint8_t eth[14] = {0x52, 0x54, 0, 0, 0, 1, 0x52, 0x54, 0, 0, 0, 2, 0x08, 0x00};
+  f.insert(f.end(), eth, eth + 14);
+  std::vector<uint8_t> ip(20, 0);
+  ip[0] = 0x45;
+  ip[6] = static_cast<uint8_t>(frag >> 8);
+  ip[7] = static_cast<uint8_t>(frag);
+  ip[8] = 64;
+  ip[9] = proto;
+  std::copy(src.begin(), src.end(), ip.begin() + 12);
+  std::copy(dst.begin(), dst.end(), ip.begin() + 16);
+  f.insert(f.end(), ip.begin(), ip.end());
+  std::vector<uint8_t> l4(20, 0);
+  l4[0] = static_cast<uint8_t>(sport >> 8);
+  l4[1] = static_cast<uint8_t>(sport);
+  l4[2] = static_cast<uint8_t>(dport >> 8);
+  l4[3] = static_cast<uint8_t>(dport);
+  f.insert(f.end(), l4.begin(), l4.end());
+  return f;
+}
+
+std::span<const uint8_t> after_header(const std::vector<uint8_t>& f) {
+  return std::span<const uint8_t>(f).subspan(kNetHdrSize);
+}
+
+TEST(NetHeaderTest, FlowHashIsTheSameBothWaysAndTellsFlowsApart) {
+  const std::array<uint8_t, 4> a{10, 0, 2, 2}, b{10, 0, 2, 1};
+  const auto ab = ip_frame(a, 40000, b, 5201), ba = ip_frame(b, 5201, a, 40000);
+  ASSERT_TRUE(flow_hash(after_header(ab)).has_value());
+  EXPECT_EQ(flow_hash(after_header(ab)), flow_hash(after_header(ba)));
+  // Flows differing in one port spread over two queues about evenly.
+  int odd = 0;
+  for (uint16_t port = 40000; port < 40064; ++port) odd += *flow_hash(after_header(ip_frame(a, port, b, 5201))) % 2;
+  EXPECT_GT(odd, 16);
+  EXPECT_LT(odd, 48);
+  // UDP takes its ports too; a fragment (MF or an offset) only its addresses.
+  EXPECT_NE(flow_hash(after_header(ip_frame(a, 1, b, 2, 17))), flow_hash(after_header(ip_frame(a, 3, b, 2, 17))));
+  EXPECT_EQ(flow_hash(after_header(ip_frame(a, 1, b, 2, 17, 0x2000))),
+            flow_hash(after_header(ip_frame(a, 3, b, 4, 17, 0x0010))));
+  // Not IP, a bad IPv4 header, or cut short: no flow.
+  auto arp = ab;
+  arp[kNetHdrSize + 12] = 0x08;
+  arp[kNetHdrSize + 13] = 0x06;
+  EXPECT_FALSE(flow_hash(after_header(arp)).has_value());
+  auto bad = ab;
+  bad[kNetHdrSize + 14] = 0x44;  // IHL 4: 16 bytes
+  EXPECT_FALSE(flow_hash(after_header(bad)).has_value());
+  EXPECT_FALSE(flow_hash(after_header(ab).first(14 + 19)).has_value());
+  EXPECT_FALSE(flow_hash({}).has_value());
+  // Cut before the ports: the addresses alone still name the flow.
+  EXPECT_TRUE(flow_hash(after_header(ab).first(14 + 20)).has_value());
+  // Behind a VLAN tag: the same flow.
+  auto tagged = ab;
+  const uint8_t tag[4] = {0x81, 0x00, 0x00, 0x05};
+  tagged.insert(tagged.begin() + kNetHdrSize + 12, tag, tag + 4);
+  EXPECT_EQ(flow_hash(after_header(tagged)), flow_hash(after_header(ab)));
+}
+
+TEST(NetHeaderTest, FlowHashReadsIpv6) {
+  std::vector<uint8_t> f{0x52, 0x54, 0, 0, 0, 1, 0x52, 0x54, 0, 0, 0, 2, 0x86, 0xdd};
+  std::vector<uint8_t> ip6(40, 0);
+  ip6[0] = 0x60;
+  ip6[6] = 6;
+  ip6[8 + 15] = 1;   // ::1
+  ip6[24 + 15] = 2;  // ::2
+  f.insert(f.end(), ip6.begin(), ip6.end());
+  const uint8_t ports[4] = {0x9c, 0x40, 0x14, 0x51};
+  f.insert(f.end(), ports, ports + 4);
+  auto g = f;  // the reply: addresses and ports swapped
+  std::swap_ranges(g.begin() + 14 + 8, g.begin() + 14 + 24, g.begin() + 14 + 24);
+  std::swap_ranges(g.begin() + 54, g.begin() + 56, g.begin() + 56);
+  ASSERT_TRUE(flow_hash(f).has_value());
+  EXPECT_EQ(flow_hash(f), flow_hash(g));
+}
 
 TEST(NetHeaderTest, ValidatesEveryField) {
   virtio_net_hdr_v1 h{};
@@ -548,6 +641,39 @@ TEST_F(VirtioNetTest, ControlQueueSetsQueuePairs) {
   drv_->add_out(5, f);
   net_->poll_pair(2);
   EXPECT_EQ(host_recv(2), f);
+}
+
+// With two pairs, a flow's frames leave through one tap queue whichever transmit queue the guest
+// put them on (the tap then steers the flow's replies to that queue only); pin_flows=off keeps
+// every frame on its own pair's queue.
+TEST_F(VirtioNetTest, FlowsArePinnedToOneTapQueue) {
+  for (const bool pin : {true, false}) {
+    SCOPED_TRACE(pin ? "pin_flows=on" : "pin_flows=off");
+    if (net_) net_->reset();
+    pin_flows_ = pin;
+    start(2, kMrg | bit(VIRTIO_NET_F_MQ));
+    ASSERT_EQ(set_pairs(4, 2), VIRTIO_NET_OK);
+    const std::array<uint8_t, 4> a{10, 0, 2, 2}, b{10, 0, 2, 1};
+    const auto ack = ip_frame(a, 40000, b, 5201), data = ip_frame(b, 5201, a, 40000);
+    // The guest sends one on pair 1's transmit queue (3), the other on pair 0's (1).
+    drv_->add_out(3, ack);
+    drv_->add_out(1, data);
+    net_->poll_pair(0);
+    net_->poll_pair(1);
+    const auto q0 = host_recv(0), q1 = host_recv(1);
+    const auto q0b = host_recv(0), q1b = host_recv(1);
+    if (pin) {
+      const size_t home = *flow_hash(after_header(ack)) % 2;
+      EXPECT_EQ(home == 0 ? q0.size() + q0b.size() : q1.size() + q1b.size(), ack.size() + data.size());
+      EXPECT_EQ(home == 0 ? q1.size() : q0.size(), 0u) << "a frame of the flow left through the other queue";
+      EXPECT_EQ(net_->stats().tx_pinned.load(), 1u);
+    } else {
+      EXPECT_EQ(q0, data);
+      EXPECT_EQ(q1, ack);
+      EXPECT_EQ(net_->stats().tx_pinned.load(), 0u);
+    }
+    EXPECT_EQ(net_->stats().tx_frames.load(), 2u);
+  }
 }
 
 TEST_F(VirtioNetTest, WithoutMqTheControlQueueIsQueueTwo) {
