@@ -4,13 +4,15 @@
 # vCPU threads ("CPU 0/KVM") only with `-name ...,debug-threads=on`, which the benchmarks pass.
 
 # The VMM process (ringvm or qemu-system-x86_64) whose command line mentions WORD (the console
-# path), or nothing.
+# path), or nothing. Always succeeds: the benchmarks run under `set -e`, and right after the
+# launch only `timeout` (not yet the VMM) may match.
 vmm_pid() {
   local p comm
   for p in $(pgrep -f -- "$1"); do
     comm=$(cat "/proc/$p/comm" 2>/dev/null) || continue
-    [[ $comm == ringvm || $comm == qemu-system-x86* ]] && { echo "$p"; return; }
+    [[ $comm == ringvm || $comm == qemu-system-x86* ]] && { echo "$p"; return 0; }
   done
+  return 0
 }
 
 # "VCPU_TICKS OTHER_TICKS" (utime + stime, clock ticks) of process PID's threads. No subprocesses:
