@@ -192,6 +192,7 @@ VirtioNet::VirtioNet(std::unique_ptr<NetBackend> backend, VirtioNetOptions optio
   config_.status = htole16(VIRTIO_NET_S_LINK_UP);
   config_.max_virtqueue_pairs = htole16(static_cast<uint16_t>(pairs_.size()));
   for (size_t i = 0; i < pairs_.size(); ++i) pairs_[i].fd = backend_->queue_fd(i);
+  if (options_.pin_flows && pairs_.size() > 1) flows_ = std::make_unique<std::atomic<uint64_t>[]>(kFlowSlots);
 }
 
 VirtioNet::~VirtioNet() { reset(); }
@@ -435,15 +436,29 @@ VirtioNet::TxResult VirtioNet::transmit(Pair& p, const DescriptorChain& chain) {
   return TxResult::kDone;
 }
 
-int VirtioNet::pinned_fd(const Pair& p, const DescriptorChain& chain) const {
+int VirtioNet::pinned_fd(const Pair& p, const DescriptorChain& chain) {
   const size_t n = active_pairs();
-  if (!options_.pin_flows || n < 2) return -1;
+  if (!options_.pin_flows || n < 2 || !flows_) return -1;
   std::array<uint8_t, kFlowHeaderBytes> head{};
   const size_t got = copy_from_buffers(*mem_, chain.readable, kNetHdrSize, head);
   const auto h = flow_hash(std::span<const uint8_t>(head.data(), got));
   if (!h) return -1;
-  const Pair& to = pairs_[*h % n];
-  return &to == &p ? -1 : to.fd;
+  constexpr uint64_t kStampMask = (1u << 24) - 1;
+  constexpr uint64_t kIdle = 1000;  // ~1 s: nothing of the flow can still be in flight
+  const uint64_t now = (monotonic_ns() >> 20) & kStampMask;
+  const auto own = static_cast<uint64_t>(&p - pairs_.data());
+  std::atomic<uint64_t>& slot = flows_[*h % kFlowSlots];
+  const uint64_t v = slot.load(std::memory_order_relaxed);
+  const uint64_t queue = (v >> 24) & 0xff, stamp = v & kStampMask;
+  const uint64_t idle = (now - stamp) & kStampMask;
+  uint64_t to = own;
+  if ((v >> 32) == *h && queue < n && idle < kIdle) {
+    to = queue;
+    if (idle > 64) slot.store(v - stamp + now, std::memory_order_relaxed);  // refreshed now and then
+  } else {
+    slot.store(uint64_t{*h} << 32 | own << 24 | now, std::memory_order_relaxed);
+  }
+  return to == own ? -1 : pairs_[to].fd;
 }
 
 bool VirtioNet::process_rx(Pair& p) {

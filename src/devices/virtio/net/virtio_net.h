@@ -45,11 +45,13 @@ struct VirtioNetOptions {
   // back after about four recent inter-frame gaps (at most batch_us) instead. 0: off. Needs the
   // workers (a timerfd per pair).
   uint32_t batch_us = 0;
-  // With several queue pairs, every TCP/UDP frame leaves through the tap queue its flow hashes to
-  // (flow_hash, symmetric), not the one the guest sent it on. A Linux tap steers a flow's incoming
-  // frames to the queue its outgoing ones last came through; a guest sends one flow's ACKs from
-  // whichever vCPU is at hand, so without pinning the flow hops between pairs and frames still in
-  // flight on the old one arrive after newer ones: reordering, which TCP takes for loss.
+  // With several queue pairs, every TCP/UDP frame of a flow leaves through the tap queue the flow's
+  // first frame used (flow_hash, symmetric; chosen afresh after a second without frames), not
+  // the one the guest sent it on. A Linux tap steers a flow's incoming frames to the queue its
+  // outgoing ones last came through; a guest sends one flow's ACKs from whichever vCPU is at hand,
+  // so without pinning the flow hops between pairs and frames still in flight on the old one
+  // arrive after newer ones: reordering, which TCP takes for loss. Keeping the first queue (not a
+  // hash's) keeps a connection's replies on the vCPU that opened it.
   bool pin_flows = true;
 };
 
@@ -66,8 +68,8 @@ struct NetStats {
   std::atomic<uint64_t> ctrl_errors{0};  // control commands answered VIRTIO_NET_ERR
   std::atomic<uint64_t> tx_batches{0};   // transmit passes that deferred the next kick (batch_us)
   std::atomic<uint64_t> tx_deferred{0};  // kicks on a busy transmit queue served on the timer (batch_us)
-  std::atomic<uint64_t> tx_rx_polls{0};
-  std::atomic<uint64_t> tx_pinned{0};  // frames sent through another pair's tap queue (pin_flows)  // transmit passes left unkicked while receiving (batch_us)
+  std::atomic<uint64_t> tx_rx_polls{0};  // transmit passes left unkicked while receiving (batch_us)
+  std::atomic<uint64_t> tx_pinned{0};    // frames sent through another pair's tap queue (pin_flows)
   // What the data path cost the guest in exits: the driver's kicks (doorbell writes the workers
   // took from their ioeventfds) and the interrupts raised, per direction.
   std::atomic<uint64_t> rx_kicks{0}, tx_kicks{0};
@@ -147,7 +149,7 @@ class VirtioNet final : public VirtioDevice {
   enum class TxResult { kDone, kParked };
   TxResult transmit(Pair& p, const DescriptorChain& chain);
   // The tap queue fd `chain`'s frame should leave through instead of p's own (pin_flows), or -1.
-  int pinned_fd(const Pair& p, const DescriptorChain& chain) const;
+  int pinned_fd(const Pair& p, const DescriptorChain& chain);
   // Moves the held frame into guest buffers; false when the guest has too few.
   bool deliver(Pair& p);
   // With mergeable buffers and room for the largest frame already posted: reads the next frame
@@ -174,6 +176,10 @@ class VirtioNet final : public VirtioDevice {
   ActivatedQueue ctrl_;
   std::atomic<size_t> active_pairs_{1};
   std::atomic<uint64_t> pairs_gen_{0};  // bumped on every VQ_PAIRS_SET
+  // pin_flows: per flow_hash slot, hash << 32 | queue << 24 | last use (~1 ms units, 24 bits). Any
+  // worker reads and writes any slot; a race at a flow's start only picks one of two queues.
+  static constexpr size_t kFlowSlots = 4096;
+  std::unique_ptr<std::atomic<uint64_t>[]> flows_;
   std::vector<std::unique_ptr<PairWorker>> workers_;
   NetStats stats_;
 };
