@@ -438,7 +438,7 @@ VirtioNet::TxResult VirtioNet::transmit(Pair& p, const DescriptorChain& chain) {
 
 int VirtioNet::pinned_fd(const Pair& p, const DescriptorChain& chain) {
   const size_t n = active_pairs();
-  if (!options_.pin_flows || n < 2 || !flows_) return -1;
+  if (!flows_ || n < 2) return -1;  // flows_ exists with pin_flows and two pairs or more
   std::array<uint8_t, kFlowHeaderBytes> head{};
   const size_t got = copy_from_buffers(*mem_, chain.readable, kNetHdrSize, head);
   const auto h = flow_hash(std::span<const uint8_t>(head.data(), got));

@@ -99,10 +99,10 @@ class VirtioNetTest : public ::testing::Test {
     ASSERT_EQ(::send(be_->host(pair), f.data(), f.size(), 0), static_cast<ssize_t>(f.size()));
   }
 
-  // Sends VQ_PAIRS_SET through the control queue (queue 2 x pairs); returns the device's ack.
-  uint8_t set_pairs(size_t ctrl_queue, uint16_t pairs) {
-    std::vector<uint8_t> out{VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, static_cast<uint8_t>(pairs),
-                             static_cast<uint8_t>(pairs >> 8)};
+  // Sends control command (cls, cmd) with a 16-bit argument on control queue `ctrl_queue`;
+  // returns the device's ack byte.
+  uint8_t ctrl_cmd(size_t ctrl_queue, uint8_t cls, uint8_t cmd, uint16_t arg) {
+    std::vector<uint8_t> out{cls, cmd, static_cast<uint8_t>(arg), static_cast<uint8_t>(arg >> 8)};
     const uint64_t in = drv_->alloc(static_cast<uint32_t>(out.size()));
     drv_->write(in, out);
     const uint64_t ack = drv_->alloc(1);
@@ -110,6 +110,9 @@ class VirtioNetTest : public ::testing::Test {
     drv_->add_chain(ctrl_queue, {{in, 4}}, {{ack, 1}});
     net_->poll_ctrl();
     return drv_->read(ack, 1)[0];
+  }
+  uint8_t set_pairs(size_t ctrl_queue, uint16_t pairs) {
+    return ctrl_cmd(ctrl_queue, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, pairs);
   }
 
   bool pin_flows_ = true;
@@ -617,16 +620,7 @@ TEST_F(VirtioNetTest, WithoutMergeableBuffersOneChainHoldsAFrame) {
 TEST_F(VirtioNetTest, ControlQueueSetsQueuePairs) {
   start(4, kMrg | bit(VIRTIO_NET_F_MQ));
   EXPECT_EQ(be_->active, 1u);
-  auto cmd = [&](uint8_t cls, uint8_t c, uint16_t pairs) {
-    std::vector<uint8_t> out{cls, c, static_cast<uint8_t>(pairs), static_cast<uint8_t>(pairs >> 8)};
-    const uint64_t in = drv_->alloc(static_cast<uint32_t>(out.size()));
-    drv_->write(in, out);
-    const uint64_t ack = drv_->alloc(1);
-    drv_->write(ack, std::vector<uint8_t>{0xee});
-    drv_->add_chain(8, {{in, 4}}, {{ack, 1}});
-    net_->poll_ctrl();
-    return drv_->read(ack, 1)[0];
-  };
+  auto cmd = [&](uint8_t cls, uint8_t c, uint16_t pairs) { return ctrl_cmd(8, cls, c, pairs); };
   EXPECT_EQ(cmd(VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, 3), VIRTIO_NET_OK);
   EXPECT_EQ(net_->active_pairs(), 3u);
   EXPECT_EQ(be_->active, 3u);
