@@ -172,7 +172,8 @@ void add_run_command(CLI::App& app, int* status) {
   cmd->add_option("--net", opts->nets,
                   "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N][,batch_us=N|auto][,pin_flows=on|off] "
                   "or fd=N (an inherited tap fd); repeatable; queues default to one pair per vCPU; pin_flows "
-                  "(default on) keeps each TCP/UDP flow on one queue pair so its frames are not reordered; batch_us=N coalesces "
+                  "(default on) sends a TCP flow's ACKs through the queue pair its data last used, so the tap does not "
+                  "move (and reorder) what the guest receives; batch_us=N coalesces "
                   "transmit kicks under load, and lets the guest's ACKs ride on an incoming stream, for up to "
                   "N µs (default auto, which for now means 0: off) (docs/networking.md)");
   cmd->add_option("--virtio-notify", opts->virtio_notify,

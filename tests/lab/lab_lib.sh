@@ -8,6 +8,7 @@
 #                                 RINGVM_LAB_RESUME=1 a NAME that already has a result is not run again
 #   lab_console NAME              prints run NAME's log and guest console file, CRs removed
 #   lab_marker NAME KEY           prints the value of the guest's first "RINGVM-LAB-KEY value" line
+#   lab_net_mib                   MiB net_main moves each way (RINGVM_LAB_NET_MIB, default 100)
 #   lab_qemu_cmd MACHINE CONSOLE  prints (one per line) a QEMU command booting $LAB_KERNEL and
 #                                 $LAB_INITRD with KVM on MACHINE (microvm|pc), console to file
 #   lab_trace_start               clears and arms tracefs hist triggers counting VM exits
@@ -294,3 +295,7 @@ lab_wait_marker() {
   done
   tr -d '\r' <"$1" | grep -q "$2"
 }
+
+# The volume net_main moves each way, in MiB: issue 6's 100 unless RINGVM_LAB_NET_MIB says
+# otherwise (net_lab.sh moves it; net_check.sh checks it arrived).
+lab_net_mib() { echo "${RINGVM_LAB_NET_MIB:-100}"; }

@@ -8,7 +8,7 @@
 #                         with carrier
 #             ping        the guest pinged the host (3 of 3 replies) and the host pinged the
 #                         guest (3 of 3)
-#             tcp         RINGVM_LAB_NET_MIB (default 16) MiB each way as 2 streams: every
+#             tcp         RINGVM_LAB_NET_MIB (default 100) MiB each way as 2 streams: every
 #                         stream's md5 agrees on both sides and the receiver counted every byte
 #             multiqueue  the guest has 2 rx and 2 tx queues (`queues=2`, `--cpus 2`) and each
 #                         queue's MSI-X vector (virtio0-input.0/.1, virtio0-output.0/.1) fired at
@@ -59,9 +59,9 @@ case $run:$aspect in
       eval 'same "$(m HOST-PING-GUEST)" ok && grep -q "3 packets received" <<<"$(m HOST-PING-GUEST-SUMMARY)"'
     ;;
   net_main:tcp)
-    # RINGVM_LAB_NET_MIB (default 16; the issue's volume is 100) each way, as 2 streams.
-    want=$((${RINGVM_LAB_NET_MIB:-16} * 1048576 / 2))
-    expect "the host sent ${RINGVM_LAB_NET_MIB:-16} MiB each way as 2 streams of $want bytes; got streams of '$chunk' bytes" \
+    # lab_net_mib (the issue's 100 MiB unless RINGVM_LAB_NET_MIB says otherwise) each way, as 2 streams.
+    want=$(($(lab_net_mib) * 1048576 / 2))
+    expect "the host sent $(lab_net_mib) MiB each way as 2 streams of $want bytes; got streams of '$chunk' bytes" \
       same "$chunk" "$want"
     for p in 5003 5004; do
       expect "guest to host :$p: guest sent '$(m NET-TX-$p)', host got '$(m HOST-RX-$p)'" \

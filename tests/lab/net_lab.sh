@@ -13,16 +13,16 @@
 #   net_lab.sh --run WORK RINGVM       the run itself (what lab_run bounds and logs)
 #
 # The run: namespace + tap 10.0.2.1/24 (multi_queue) + listeners on :5003 and :5004; ringvm
-# `--net tap=TAP,queues=2 --cpus 2`; the guest pings the host and sends 2 x 8 MiB (one stream
-# per vCPU; RINGVM_LAB_NET_MIB sets the total each way; RINGVM_LAB_NET_OPTS adds --net options,
-# e.g. batch_us=500, for diagnosis); when it says NET-WAITING the host pings
-# it and sends 2 x 8 MiB to :5001 and :5002.
+# `--net tap=TAP,queues=2 --cpus 2`; the guest pings the host and sends 2 x 50 MiB (one stream
+# per vCPU; RINGVM_LAB_NET_MIB sets the total each way, default 100; RINGVM_LAB_NET_OPTS adds
+# --net options, e.g. batch_us=500, for diagnosis); when it says NET-WAITING the host pings it and
+# sends 2 x 50 MiB to :5001 and :5002.
 # Host-side results are printed as "RINGVM-LAB-HOST-<KEY> value" lines (into the run's log).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lab_lib.sh"
 # Bytes per stream (2 streams each way); the guest learns it from its command line.
-chunk=$((${RINGVM_LAB_NET_MIB:-16} * 1048576 / 2))
+chunk=$(($(lab_net_mib) * 1048576 / 2))
 guest=10.0.2.2
 
 # The bound on ringvm: 100 MiB each way under nested TCG took 458 s on a loaded machine with the
@@ -153,12 +153,12 @@ fi
 work=$(mktemp -d /tmp/net-lab.XXXXXX)
 # The run's own timeouts bound ringvm; this bound covers the host-side steps around it.
 rm -f "$LAB_RESULTS/net_main.skipped"
-# On by default, 16 MiB each way. The guest's streams are plain nc on prepared files since
-# 2026-11-23 (100 MiB each way then took 77 s of VM time by hand, where the tee and md5sum
-# pipelines had taken 27 s for 16 MiB one way), but at full speed the lab's emulator kills the
-# guest after some tens of MiB per stream (docs/lab.md, failure 2): the first fresh-clone run with
-# 100 MiB lost three guests in a row at 17-37 MiB per stream. RINGVM_LAB_NET=0 skips the run;
-# RINGVM_LAB_NET_MIB=100 is the issue's volume.
+# On by default, 100 MiB each way (lab_net_mib). The guest's streams are plain nc on prepared
+# files (16 MiB one way took 27 s through tee and md5sum pipelines). In an L1 of 2 vCPUs the lab's
+# emulator kills the guest after some tens of MiB per stream at full speed (docs/lab.md, failure
+# 2: the first fresh-clone run with 100 MiB lost three guests in a row at 17-37 MiB per stream),
+# so lab_session.sh runs this check in an L1 of one vCPU, where 100 MiB each way passed 3 of 3.
+# RINGVM_LAB_NET=0 skips the run.
 if [[ ${RINGVM_LAB_NET:-1} == 0 ]]; then
   echo "RINGVM_LAB_NET is 0: the network run was switched off" >"$LAB_RESULTS/net_main.skipped"
 else

@@ -78,7 +78,7 @@ uint32_t fmix(uint32_t h) {
 
 }  // namespace
 
-std::optional<uint32_t> flow_hash(std::span<const uint8_t> f) {
+std::optional<Flow> flow_of(std::span<const uint8_t> f) {
   constexpr uint16_t kIpv4 = 0x0800, kIpv6 = 0x86dd, kVlan = 0x8100, kQinQ = 0x88a8;
   constexpr uint8_t kTcp = 6, kUdp = 17;
   if (f.size() < 14) return std::nullopt;
@@ -93,6 +93,7 @@ std::optional<uint32_t> flow_hash(std::span<const uint8_t> f) {
   uint8_t proto = 0;
   size_t l4 = 0;
   bool ports_ok = false;
+  size_t ip_payload = 0;  // what the IP header says follows it; 0: not said (GSO beyond 64 KiB)
   if (type == kIpv4) {
     if (f.size() < l3 + 20) return std::nullopt;
     const size_t ihl = size_t{f[l3] & 0x0fu} * 4;
@@ -102,21 +103,30 @@ std::optional<uint32_t> flow_hash(std::span<const uint8_t> f) {
     addrs = fnv(f.subspan(l3 + 12, 4)) + fnv(f.subspan(l3 + 16, 4));
     l4 = l3 + ihl;
     ports_ok = (be16_at(f, l3 + 6) & 0x3fff) == 0;  // not a fragment
+    const size_t total = be16_at(f, l3 + 2);
+    ip_payload = total > ihl ? total - ihl : 0;
   } else if (type == kIpv6) {
     if (f.size() < l3 + 40) return std::nullopt;
     proto = f[l3 + 6];  // extension headers: addresses only
     addrs = fnv(f.subspan(l3 + 8, 16)) + fnv(f.subspan(l3 + 24, 16));
     l4 = l3 + 40;
     ports_ok = true;
+    ip_payload = be16_at(f, l3 + 4);
   } else {
     return std::nullopt;
   }
+  Flow flow;
   uint32_t ports = 0;
   if (ports_ok && (proto == kTcp || proto == kUdp) && f.size() >= l4 + 4) {
     const uint16_t a = be16_at(f, l4), b = be16_at(f, l4 + 2);
     ports = uint32_t{std::min(a, b)} << 16 | std::max(a, b);
   }
-  return fmix(addrs ^ fmix(ports ^ proto));
+  if (ports_ok && proto == kTcp && f.size() >= l4 + 13 && ip_payload != 0) {
+    const size_t tcp_header = (size_t{f[l4 + 12]} >> 4) * 4;
+    flow.data = tcp_header < 20 || ip_payload > tcp_header;
+  }
+  flow.hash = fmix(addrs ^ fmix(ports ^ proto));
+  return flow;
 }
 
 }  // namespace ringvm

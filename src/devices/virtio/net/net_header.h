@@ -40,13 +40,26 @@ std::string_view tx_header_error_name(TxHeaderError e);
 // header fields are little-endian (VIRTIO_F_VERSION_1).
 TxHeaderError validate_tx_header(const virtio_net_hdr_v1& hdr, uint64_t frame_len, uint64_t acked);
 
-// How many bytes of a frame (after the virtio-net header) flow_hash() may look at: Ethernet, one
-// VLAN tag, an IPv4 header with options or an IPv6 header, and the ports.
-inline constexpr size_t kFlowHeaderBytes = 18 + 60 + 4;
-// A hash of an Ethernet frame's flow that is the same in both directions (addresses and ports
-// swapped): IPv4 or IPv6 addresses, plus the ports for TCP and UDP (not for fragments), behind at
-// most one VLAN tag. nullopt for anything else (ARP, truncated headers). `frame` may be cut short
-// at kFlowHeaderBytes. Every byte is untrusted guest data: only lengths it has are read.
-std::optional<uint32_t> flow_hash(std::span<const uint8_t> frame);
+// How many bytes of a frame (after the virtio-net header) flow_of() may look at: Ethernet, one
+// VLAN tag, an IPv4 header with options or an IPv6 header, and a TCP header without options.
+inline constexpr size_t kFlowHeaderBytes = 18 + 60 + 20;
+
+// What flow_of() learns from a frame's headers.
+struct Flow {
+  // The same in both directions (addresses and ports swapped): IPv4 or IPv6 addresses, plus the
+  // ports for TCP and UDP (not for fragments).
+  uint32_t hash = 0;
+  // False only for a TCP segment whose IP length leaves no payload past its TCP header: a pure
+  // ACK (or SYN, FIN, RST). Everything else, a GSO frame included, counts as data.
+  bool data = true;
+};
+// The flow of an Ethernet frame behind at most one VLAN tag; nullopt for anything but IPv4 and
+// IPv6 (ARP, truncated headers). `frame` may be cut short at kFlowHeaderBytes. Every byte is
+// untrusted guest data: only lengths it has are read.
+std::optional<Flow> flow_of(std::span<const uint8_t> frame);
+inline std::optional<uint32_t> flow_hash(std::span<const uint8_t> frame) {
+  const auto f = flow_of(frame);
+  return f ? std::optional<uint32_t>(f->hash) : std::nullopt;
+}
 
 }  // namespace ringvm

@@ -441,22 +441,29 @@ int VirtioNet::pinned_fd(const Pair& p, const DescriptorChain& chain) {
   if (!flows_ || n < 2) return -1;  // flows_ exists with pin_flows and two pairs or more
   std::array<uint8_t, kFlowHeaderBytes> head{};
   const size_t got = copy_from_buffers(*mem_, chain.readable, kNetHdrSize, head);
-  const auto h = flow_hash(std::span<const uint8_t>(head.data(), got));
-  if (!h) return -1;
+  const auto flow = flow_of(std::span<const uint8_t>(head.data(), got));
+  if (!flow) return -1;
+  const uint32_t h = flow->hash;
   constexpr uint64_t kStampMask = (1u << 24) - 1;
   constexpr uint64_t kIdle = 1000;  // ~1 s: nothing of the flow can still be in flight
   const uint64_t now = (monotonic_ns() >> 20) & kStampMask;
   const auto own = static_cast<uint64_t>(&p - pairs_.data());
-  std::atomic<uint64_t>& slot = flows_[*h % kFlowSlots];
+  std::atomic<uint64_t>& slot = flows_[h % kFlowSlots];
   const uint64_t v = slot.load(std::memory_order_relaxed);
   const uint64_t queue = (v >> 24) & 0xff, stamp = v & kStampMask;
   const uint64_t idle = (now - stamp) & kStampMask;
+  const bool known = (v >> 32) == h && queue < n && idle < kIdle;
   uint64_t to = own;
-  if ((v >> 32) == *h && queue < n && idle < kIdle) {
+  if (known && (!flow->data || queue == own)) {
+    // A pure ACK follows the flow's queue: the tap keeps steering what the guest receives to
+    // one queue, whichever vCPU acknowledged it.
     to = queue;
     if (idle > 64) slot.store(v - stamp + now, std::memory_order_relaxed);  // refreshed now and then
   } else {
-    slot.store(uint64_t{*h} << 32 | own << 24 | now, std::memory_order_relaxed);
+    // A new flow, or data: it leaves through the sending vCPU's own queue, as without pinning
+    // (a guest-to-host stream stays on its sender's queue pair, and the host's ACKs follow), and
+    // the flow's ACKs from now on go this way too.
+    slot.store(uint64_t{h} << 32 | own << 24 | now, std::memory_order_relaxed);
   }
   return to == own ? -1 : pairs_[to].fd;
 }

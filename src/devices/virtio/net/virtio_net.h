@@ -45,13 +45,14 @@ struct VirtioNetOptions {
   // back after about four recent inter-frame gaps (at most batch_us) instead. 0: off. Needs the
   // workers (a timerfd per pair).
   uint32_t batch_us = 0;
-  // With several queue pairs, every TCP/UDP frame of a flow leaves through the tap queue the flow's
-  // first frame used (flow_hash, symmetric; chosen afresh after a second without frames), not
-  // the one the guest sent it on. A Linux tap steers a flow's incoming frames to the queue its
-  // outgoing ones last came through; a guest sends one flow's ACKs from whichever vCPU is at hand,
-  // so without pinning the flow hops between pairs and frames still in flight on the old one
-  // arrive after newer ones: reordering, which TCP takes for loss. Keeping the first queue (not a
-  // hash's) keeps a connection's replies on the vCPU that opened it.
+  // With several queue pairs, a flow's pure ACKs (TCP segments without payload) leave through the
+  // tap queue the flow's last data frame or first frame used (flow_of, symmetric; chosen afresh
+  // after a second without frames), not the one the guest sent them on; data frames leave through
+  // their own pair's queue and move the flow there. A Linux tap steers a flow's incoming frames to
+  // the queue its outgoing ones last came through; a guest sends a received stream's ACKs from
+  // whichever vCPU is at hand, so without pinning that flow hops between pairs and frames still in
+  // flight on the old one arrive after newer ones: reordering, which TCP takes for loss. A stream
+  // the guest sends stays on its sender's pair, as without pinning, and the host's ACKs follow it.
   bool pin_flows = true;
 };
 

@@ -125,8 +125,11 @@ class VirtioNetTest : public ::testing::Test {
 };
 
 // A virtio-net header and an IPv4 TCP (or UDP) frame from src:sport to dst:dport.
+// An IPv4 frame behind a virtio-net header. payload < 0: the IP length is left 0 (as in a GSO
+// frame beyond 64 KiB) and the TCP data offset too; otherwise a 20-byte TCP header and `payload`
+// bytes, with the IP length saying so.
 std::vector<uint8_t> ip_frame(std::array<uint8_t, 4> src, uint16_t sport, std::array<uint8_t, 4> dst, uint16_t dport,
-                              uint8_t proto = 6, uint16_t frag = 0) {
+                              uint8_t proto = 6, uint16_t frag = 0, int payload = -1) {
   std::vector<uint8_t> f(kNetHdrSize, 0);
   const uint8_t eth[14] = {0x52, 0x54, 0, 0, 0, 1, 0x52, 0x54, 0, 0, 0, 2, 0x08, 0x00};
   f.insert(f.end(), eth, eth + 14);
@@ -136,6 +139,10 @@ std::vector<uint8_t> ip_frame(std::array<uint8_t, 4> src, uint16_t sport, std::a
   ip[7] = static_cast<uint8_t>(frag);
   ip[8] = 64;
   ip[9] = proto;
+  if (payload >= 0) {
+    ip[2] = static_cast<uint8_t>((40 + payload) >> 8);
+    ip[3] = static_cast<uint8_t>(40 + payload);
+  }
   std::copy(src.begin(), src.end(), ip.begin() + 12);
   std::copy(dst.begin(), dst.end(), ip.begin() + 16);
   f.insert(f.end(), ip.begin(), ip.end());
@@ -144,7 +151,9 @@ std::vector<uint8_t> ip_frame(std::array<uint8_t, 4> src, uint16_t sport, std::a
   l4[1] = static_cast<uint8_t>(sport);
   l4[2] = static_cast<uint8_t>(dport >> 8);
   l4[3] = static_cast<uint8_t>(dport);
+  if (payload >= 0) l4[12] = 5 << 4;
   f.insert(f.end(), l4.begin(), l4.end());
+  f.resize(f.size() + static_cast<size_t>(std::max(payload, 0)), 0xab);
   return f;
 }
 
@@ -185,6 +194,30 @@ TEST(NetHeaderTest, FlowHashIsTheSameBothWaysAndTellsFlowsApart) {
   EXPECT_EQ(flow_hash(after_header(tagged)), flow_hash(after_header(ab)));
 }
 
+TEST(NetHeaderTest, FlowTellsPureAcksFromData) {
+  const std::array<uint8_t, 4> a{10, 0, 2, 2}, b{10, 0, 2, 1};
+  const auto data_of = [](const std::vector<uint8_t>& f) { return flow_of(after_header(f)).value().data; };
+  EXPECT_FALSE(data_of(ip_frame(a, 40000, b, 5201, 6, 0, 0))) << "a TCP segment without payload";
+  EXPECT_TRUE(data_of(ip_frame(a, 40000, b, 5201, 6, 0, 1)));
+  EXPECT_TRUE(data_of(ip_frame(a, 40000, b, 5201, 6, 0, 1400)));
+  EXPECT_TRUE(data_of(ip_frame(a, 40000, b, 5201))) << "IP length 0: a GSO frame, data";
+  EXPECT_TRUE(data_of(ip_frame(a, 40000, b, 5201, 17, 0, 0))) << "UDP is always data";
+  EXPECT_TRUE(data_of(ip_frame(a, 40000, b, 5201, 6, 0x2000, 0))) << "a fragment is data";
+  // TCP options count as header, not payload: a 32-byte header (timestamps) in a 52-byte packet.
+  auto ts = ip_frame(a, 40000, b, 5201, 6, 0, 12);
+  ts[kNetHdrSize + 14 + 20 + 12] = 8 << 4;
+  EXPECT_FALSE(data_of(ts));
+  // A data offset below 5 words is nonsense: data, as without pinning.
+  auto bad = ip_frame(a, 40000, b, 5201, 6, 0, 0);
+  bad[kNetHdrSize + 14 + 20 + 12] = 4 << 4;
+  EXPECT_TRUE(data_of(bad));
+  // Cut before the data offset: data.
+  EXPECT_TRUE(flow_of(after_header(ip_frame(a, 40000, b, 5201, 6, 0, 0)).first(14 + 20 + 12))->data);
+  // The hash does not depend on the payload.
+  EXPECT_EQ(flow_of(after_header(ip_frame(a, 40000, b, 5201, 6, 0, 0)))->hash,
+            flow_of(after_header(ip_frame(b, 5201, a, 40000, 6, 0, 900)))->hash);
+}
+
 TEST(NetHeaderTest, FlowHashReadsIpv6) {
   std::vector<uint8_t> f{0x52, 0x54, 0, 0, 0, 1, 0x52, 0x54, 0, 0, 0, 2, 0x86, 0xdd};
   std::vector<uint8_t> ip6(40, 0);
@@ -199,6 +232,15 @@ TEST(NetHeaderTest, FlowHashReadsIpv6) {
   std::swap_ranges(g.begin() + 14 + 8, g.begin() + 14 + 24, g.begin() + 14 + 24);
   std::swap_ranges(g.begin() + 54, g.begin() + 56, g.begin() + 56);
   ASSERT_TRUE(flow_hash(f).has_value());
+  EXPECT_EQ(flow_hash(f), flow_hash(g));
+  // A whole TCP header and a payload length: a pure ACK, then one data byte.
+  f.resize(14 + 40 + 20, 0);
+  f[14 + 40 + 12] = 5 << 4;
+  f[14 + 5] = 20;
+  EXPECT_FALSE(flow_of(f)->data);
+  f[14 + 5] = 21;
+  f.push_back(0);
+  EXPECT_TRUE(flow_of(f)->data);
   EXPECT_EQ(flow_hash(f), flow_hash(g));
 }
 
@@ -637,9 +679,10 @@ TEST_F(VirtioNetTest, ControlQueueSetsQueuePairs) {
   EXPECT_EQ(host_recv(2), f);
 }
 
-// With two pairs, a flow's frames leave through the tap queue its first frame used, whichever
-// transmit queue the guest put the later ones on (the tap then steers the flow's replies to that
-// queue only); pin_flows=off keeps every frame on its own pair's queue.
+// With two pairs, a flow's pure ACKs leave through the tap queue its first frame or its last data
+// frame used, whichever transmit queue the guest put them on (the tap then steers the flow's
+// incoming frames to that queue only); data leaves through its own pair's queue;
+// pin_flows=off keeps every frame on its own pair's queue.
 TEST_F(VirtioNetTest, FlowsArePinnedToOneTapQueue) {
   for (const bool pin : {true, false}) {
     SCOPED_TRACE(pin ? "pin_flows=on" : "pin_flows=off");
@@ -648,7 +691,7 @@ TEST_F(VirtioNetTest, FlowsArePinnedToOneTapQueue) {
     start(2, kMrg | bit(VIRTIO_NET_F_MQ));
     ASSERT_EQ(set_pairs(4, 2), VIRTIO_NET_OK);
     const std::array<uint8_t, 4> a{10, 0, 2, 2}, b{10, 0, 2, 1};
-    const auto ack = ip_frame(a, 40000, b, 5201), data = ip_frame(b, 5201, a, 40000);
+    const auto ack = ip_frame(a, 40000, b, 5201, 6, 0, 0), data = ip_frame(b, 5201, a, 40000, 6, 0, 100);
     // The guest sends one on pair 1's transmit queue (3), the other on pair 0's (1).
     drv_->add_out(3, ack);
     drv_->add_out(1, data);
@@ -659,21 +702,31 @@ TEST_F(VirtioNetTest, FlowsArePinnedToOneTapQueue) {
     if (pin) {
       // Pair 0 is served first, so the flow's first frame is `data`, on queue 0: `ack` follows it.
       EXPECT_EQ(q0, data);
-      EXPECT_EQ(q0b, ack) << "a frame of the flow left through the other queue";
+      EXPECT_EQ(q0b, ack) << "an ACK of the flow left through the other queue";
       EXPECT_TRUE(q1.empty());
       EXPECT_EQ(net_->stats().tx_pinned.load(), 1u);
+      // Data sent on pair 1 leaves through pair 1's queue and takes the flow along: the next ACK,
+      // sent on pair 0, follows it there.
+      drv_->add_out(3, data);
+      net_->poll_pair(1);
+      EXPECT_EQ(host_recv(1), data) << "data left through another pair's queue";
+      drv_->add_out(1, ack);
+      net_->poll_pair(0);
+      EXPECT_EQ(host_recv(1), ack) << "an ACK did not follow the flow's data to pair 1";
+      EXPECT_TRUE(host_recv(0).empty());
+      EXPECT_EQ(net_->stats().tx_pinned.load(), 2u);
       // A flow quiet for a second has nothing in flight: its next frame picks the queue afresh.
       std::this_thread::sleep_for(std::chrono::milliseconds(1100));
-      drv_->add_out(3, ack);
-      net_->poll_pair(1);
-      EXPECT_EQ(host_recv(1), ack) << "a flow idle for a second kept its old queue";
-      EXPECT_EQ(net_->stats().tx_pinned.load(), 1u);
+      drv_->add_out(1, ack);
+      net_->poll_pair(0);
+      EXPECT_EQ(host_recv(0), ack) << "a flow idle for a second kept its old queue";
+      EXPECT_EQ(net_->stats().tx_pinned.load(), 2u);
     } else {
       EXPECT_EQ(q0, data);
       EXPECT_EQ(q1, ack);
       EXPECT_EQ(net_->stats().tx_pinned.load(), 0u);
     }
-    EXPECT_EQ(net_->stats().tx_frames.load(), pin ? 3u : 2u);
+    EXPECT_EQ(net_->stats().tx_frames.load(), pin ? 5u : 2u);
   }
 }
 
