@@ -11,7 +11,8 @@
 #
 # With --runs N the two VMMs alternate N times in the same L1 boot and the table gives each
 # run's numbers and the means the ratios are taken from. Each test also counts L1's VM exits
-# (tracefs) and prints them per MiB moved (per ping for the RTT).
+# (tracefs) and prints them per MiB moved (per ping for the RTT); further tables: frames on the
+# tap, the VMM's CPU per MiB, and L1 as a whole (busy %, CPU per MiB, iperf3's share).
 # RINGVM_LAB_NET_VARIANTS="batch_us=2000" adds ringvm runs with those extra --net options
 # (space-separated, labelled ringvm:OPTIONS) to every round; a variant that starts with -- is a
 # `ringvm run` option instead (e.g. --virtio-notify=mmio).
@@ -38,10 +39,13 @@ if [[ ${1:-} == --in-lab ]]; then
   nsx ip tuntap add dev "$tap" mode tap multi_queue
   nsx ip addr add 10.0.2.1/24 dev "$tap"
   nsx ip link set "$tap" up
-  table=$LAB_RESULTS/table cpu=$LAB_RESULTS/cpu frames=$LAB_RESULTS/frames
+  table=$LAB_RESULTS/table cpu=$LAB_RESULTS/cpu frames=$LAB_RESULTS/frames l1cpu=$LAB_RESULTS/l1cpu
   : >"$table"
   : >"$cpu"
   : >"$frames"
+  : >"$l1cpu"
+  # L1's "BUSY TOTAL" clock ticks over all its CPUs (/proc/stat; idle and iowait are not busy).
+  l1_ticks() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat; }
   # The tap's "rx_packets rx_bytes tx_packets tx_bytes tx_dropped qdisc_dropped" (its tx is what
   # reaches the guest; a frame dropped on the way in tells the host's TCP to slow down).
   tap_frames() {
@@ -99,7 +103,9 @@ if [[ ${1:-} == --in-lab ]]; then
         lab_trace_save "$hist.0"
         f0=$(tap_frames)
         c0=$(vmm_cpu_ticks "${vpid:-0}")
+        l0=$(l1_ticks)
         nsx timeout 120 iperf3 -c "$guest" -t "$seconds" -J "${flags[@]}" >"$json" 2>>"$log" || true
+        l1=$(l1_ticks)
         c1=$(vmm_cpu_ticks "${vpid:-0}")
         f1=$(tap_frames)
         e1=$(lab_trace_total kvm_exit 2>/dev/null || echo 0)
@@ -110,6 +116,9 @@ if [[ ${1:-} == --in-lab ]]; then
         ((mib > 0)) && per=$(((e1 - e0) / mib))
         echo "$vmm $run ${dir}_P$streams ${gbps:--} $per" >>"$table"
         echo "$vmm $run ${dir}_P$streams $mib $c0 $c1" >>"$cpu"
+        # iperf3's own CPU in L1 (the client: the receiver in from_guest tests), percent of one CPU.
+        ipc=$(jq -r '.end.cpu_utilization_percent.host_total // "-"' "$json" 2>/dev/null || echo -)
+        echo "$vmm $run ${dir}_P$streams $mib ${l0:-- -} ${l1:-- -} ${ipc:--}" >>"$l1cpu"
         rtx=$(jq -r '.end.sum_sent.retransmits // "-"' "$json" 2>/dev/null || echo -)
         echo "$vmm $run ${dir}_P$streams $mib ${f0:-- - - - - -} ${f1:-- - - - - -} ${rtx:--}" >>"$frames"
       done
@@ -235,6 +244,26 @@ echo
 echo "VMM CPU in L1 per MiB moved, ms: vCPU threads (guest included) / other threads (the VMM's own work)"
 source "$repo/bench/lib/vmm_cpu.sh"
 vmm_cpu_table "$dir/cpu" 1000
+# All of L1 (the VMM, iperf3 at the L1 end, L1's network stack): how busy its CPUs were during the
+# test and what that cost per MiB; when busy nears 100 % the test is bound by L1's CPUs, and what
+# the VMM saves per MiB moves the total only by its share.
+echo
+echo "L1 as a whole during each test: busy % of all its CPUs / busy CPU ms per MiB / iperf3's own CPU % in L1"
+awk -v hz="$(getconf CLK_TCK)" '
+  NF == 9 && $4 > 0 && $5 != "-" && $7 != "-" && $8 > $6 {
+    k = $1 " " $3
+    if (!(k in n)) keys[++nk] = k
+    n[k]++
+    b = $7 - $5; t = $8 - $6
+    pct[k] += t > 0 ? 100 * b / t : 0; ms[k] += b * 1000 / hz / $4
+    if ($9 != "-") { ipc[k] += $9; ni[k]++ }
+  }
+  END {
+    for (i = 1; i <= nk; i++) {
+      k = keys[i]
+      printf "%-40s %7.0f %% %9.1f %9s\n", k, pct[k] / n[k], ms[k] / n[k], ni[k] ? sprintf("%.0f %%", ipc[k] / ni[k]) : "-"
+    }
+  }' "$dir/l1cpu" | sort -k2,2 -k1,1
 # Where the nested page faults come from: emulated MMIO (virtio kicks above all) against the rest
 # (pages L1's KVM had not mapped), per MiB, and the busiest MMIO addresses; first run of each.
 echo
