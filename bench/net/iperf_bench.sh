@@ -90,8 +90,7 @@ if [[ ${1:-} == --in-lab ]]; then
       if ((ready == 0)); then
         # A guest that stalled in boot (docs/lab.md, failures 3 and 5) gets no tests: each would
         # wait out iperf3's bound, and the VMM its own, for nothing. Its console and log stay.
-        # (pkill -P reads /proc/*/stat only: a VMM stuck in L1's kernel can block readers of its
-        # cmdline, as pgrep -f is, which once wedged this bench.)
+        # (Found by parent pid, not pgrep -f: reading a stuck process's cmdline can block.)
         pkill -TERM -P "$pid" 2>/dev/null || true
         kill "$pid" 2>/dev/null || true
         for ((i = 0; i < 60; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done

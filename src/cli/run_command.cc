@@ -2,6 +2,10 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "cli/app.h"
 #include "cli/commands.h"
@@ -112,6 +116,19 @@ int run_vm(const RunOptions& o) {
     }
     const StopReason reason = (*vm)->run();
     if (cfg->stats) std::fputs((*vm)->stats_report().c_str(), stderr);
+    if (const auto& stuck = (*vm)->stuck_vcpus(); !stuck.empty()) {
+      // Their threads still use the VM, so it cannot be torn down: say so and end the process
+      // (the kernel reclaims the rest; disk writes the guest saw complete are already in the files).
+      std::fprintf(stderr,
+                   "ringvm: error: the VM stopped (%s) but vCPU thread(s) %s did not leave KVM_RUN within %llds "
+                   "(kicked every 100 ms): stuck in the host kernel's KVM; exiting without them. If the "
+                   "host is itself a VM (nested), its hypervisor lost the wakeup; otherwise see dmesg\n",
+                   stop_reason_name(reason), fmt::format("{}", fmt::join(stuck, ", ")).c_str(),
+                   static_cast<long long>(Vm::kVcpuStopTimeout.count()));
+      restore_terminal_async_signal_safe();
+      std::fflush(nullptr);
+      std::_Exit(kExitVmmError);
+    }
     const std::string detail = (*vm)->stop_detail();
     switch (reason) {
       case StopReason::kReboot:

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <pthread.h>
 
+#include <algorithm>
 #include <csignal>
 #include <mutex>
 #include <string>
@@ -41,13 +42,32 @@ void VcpuThread::start(KvmVcpu* vcpu, std::function<void()> body) {
     }
     started_.store(true, std::memory_order_release);
     body();
+    finished_.store(true, std::memory_order_release);
   });
 }
 
 void VcpuThread::kick() {
-  if (vcpu_ == nullptr || !thread_.joinable()) return;
-  vcpu_->request_exit();
+  if (!thread_.joinable()) return;
+  kicks_.fetch_add(1, std::memory_order_relaxed);
+  if (vcpu_ != nullptr) vcpu_->request_exit();
   pthread_kill(thread_.native_handle(), kKickSignal);
+}
+
+bool VcpuThread::stop_by(std::chrono::steady_clock::time_point deadline, std::chrono::milliseconds rekick) {
+  if (!thread_.joinable()) return true;
+  auto next_kick = std::chrono::steady_clock::now();
+  while (!finished_.load(std::memory_order_acquire)) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return false;
+    if (now >= next_kick) {
+      kick();
+      next_kick = now + rekick;
+    }
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+        std::chrono::milliseconds(5), deadline - now));
+  }
+  thread_.join();
+  return true;
 }
 
 void VcpuThread::join() {

@@ -8,6 +8,8 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <thread>
 
@@ -29,11 +31,21 @@ class VcpuThread {
   // Asks the vCPU to leave KVM_RUN; safe from any thread, any number of times.
   void kick();
   void join();
+  // Kicks the thread again every `rekick` until its body has returned (then joins it, true) or
+  // `deadline` passes (false: the thread is still inside its body, typically stuck in KVM_RUN in
+  // the host kernel; a kick whose wakeup the host lost is resent, so only a thread the host
+  // kernel never returns stays). A thread never started counts as stopped.
+  bool stop_by(std::chrono::steady_clock::time_point deadline,
+               std::chrono::milliseconds rekick = std::chrono::milliseconds(100));
+  // How many kicks were sent (for tests and diagnostics).
+  uint64_t kicks() const { return kicks_.load(std::memory_order_relaxed); }
 
  private:
   KvmVcpu* vcpu_ = nullptr;
   std::thread thread_;
   std::atomic<bool> started_{false};
+  std::atomic<bool> finished_{false};
+  std::atomic<uint64_t> kicks_{0};
 };
 
 }  // namespace ringvm

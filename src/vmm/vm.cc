@@ -134,7 +134,10 @@ StopReason Vm::run() {
     if (!r) request_stop(StopReason::kError, r.error().message());
   }
   for (auto& t : threads_) t->kick();
-  for (auto& t : threads_) t->join();
+  const auto deadline = std::chrono::steady_clock::now() + kVcpuStopTimeout;
+  for (size_t i = 0; i < threads_.size(); ++i) {
+    if (!threads_[i]->stop_by(deadline)) stuck_vcpus_.push_back(i);
+  }
   (void)loop_->remove(sfd.get());
   if (console_) console_->flush();
   return stop_reason();

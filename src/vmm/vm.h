@@ -6,6 +6,7 @@
 #include <csignal>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -57,6 +58,14 @@ class Vm {
   // Exit counts by reason (ours and, where the host has binary stats, KVM's), for --stats.
   std::string stats_report() const;
 
+  // How long run() waits, after the VM stopped, for every vCPU thread to leave KVM_RUN (kicking
+  // each again every 100 ms).
+  static constexpr std::chrono::seconds kVcpuStopTimeout{10};
+  // The vCPUs whose threads were still inside KVM_RUN when run() gave up on them: stuck in the
+  // host kernel. Such a Vm cannot be destroyed (its threads still use it); the caller reports
+  // them and ends the process (cli/run_command.cc).
+  const std::vector<size_t>& stuck_vcpus() const { return stuck_vcpus_; }
+
  private:
   friend class VmBuilder;
   Vm() = default;
@@ -84,6 +93,7 @@ class Vm {
   // Functions that must run before devices are destroyed (stop worker threads).
   std::vector<std::function<void()>> shutdown_hooks_;
 
+  std::vector<size_t> stuck_vcpus_;
   std::atomic<int> stop_reason_{0};
   mutable std::mutex detail_mu_;
   std::string stop_detail_;
