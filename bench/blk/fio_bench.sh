@@ -177,24 +177,34 @@ awk -v jobs="$jobs" '
       }
     }
   }' "$dir/table"
-# Exits per request by SVM exit code (END minus BEGIN of each job's hist), mean over the runs.
+# Exits per request by SVM exit code, and MSR exits by MSR index (END minus BEGIN of each job's
+# hists), mean over the runs: one exit_hist_table line per job and label.
 source "$repo/bench/lib/exit_hist.sh"
+# per_job_hists EVENT LINES [msr]: EVENT is kvm_exit or kvm_msr, LINES the function that diffs two
+# of its hists (exit_hist_diff or msr_hist_lines).
+per_job_hists() {
+  local label job vmm i name ios b e
+  for label in $(awk '$1 != "qemu" && !s[$1]++ { print $1 }' "$dir/table"); do
+    [[ $label == ringvm ]] || echo "$label:"
+    for job in $jobs; do
+      for vmm in "$label" qemu; do
+        for ((i = 1; i <= runs; i++)); do
+          name=$(awk -v v="$vmm" -v r="$i" -v j="$job" '$1 == v && $2 == r && $4 == j { print $12 }' "$dir/table")
+          b=$dir/$name.RINGVM-FIO-BEGIN_$job.$1.hist e=$dir/$name.RINGVM-FIO-END_$job.$1.hist
+          ios=$(awk -v v="$vmm" -v r="$i" -v j="$job" '$1 == v && $2 == r && $4 == j { print $7 }' "$dir/table")
+          [[ -f $b && -f $e && $ios =~ ^[0-9]+$ && $ios -gt 0 ]] || continue
+          "$2" "$b" "$e" "$([[ $vmm == qemu ]] && echo qemu || echo ringvm)" "$ios"
+        done
+      done | exit_hist_table "$job" ringvm "${3:-}"
+    done
+  done
+}
 echo
 echo "exits per request by SVM exit code (ringvm / qemu), mean over runs; codes in docs/virtio.md"
-for label in $(awk '$1 != "qemu" && !s[$1]++ { print $1 }' "$dir/table"); do
-  [[ $label == ringvm ]] || echo "$label:"
-  for job in $jobs; do
-    for vmm in "$label" qemu; do
-      for ((i = 1; i <= runs; i++)); do
-        name=$(awk -v v="$vmm" -v r="$i" -v j="$job" '$1 == v && $2 == r && $4 == j { print $12 }' "$dir/table")
-        b=$dir/$name.RINGVM-FIO-BEGIN_$job.kvm_exit.hist e=$dir/$name.RINGVM-FIO-END_$job.kvm_exit.hist
-        ios=$(awk -v v="$vmm" -v r="$i" -v j="$job" '$1 == v && $2 == r && $4 == j { print $7 }' "$dir/table")
-        [[ -f $b && -f $e && $ios =~ ^[0-9]+$ && $ios -gt 0 ]] || continue
-        exit_hist_diff "$b" "$e" "$([[ $vmm == qemu ]] && echo qemu || echo ringvm)" "$ios"
-      done
-    done | exit_hist_table "$job" ringvm
-  done
-done
+per_job_hists kvm_exit exit_hist_diff
+echo
+echo "MSR exits per request by MSR index (ringvm / qemu), mean over runs (2059 EOI, 1760 TSC deadline, 2096 ICR)"
+per_job_hists kvm_msr msr_hist_lines msr
 # Where L1's CPU goes per request: the VMM's vCPU threads (L2's own execution included) and its
 # other threads (I/O workers, main loop: the VMM's own cost), µs (10 ms ticks), mean over runs.
 echo

@@ -32,12 +32,22 @@ for job in "randread_4k_qd1 randread 4k 1 read" "randread_4k_qd32 randread 4k 32
   sleep 1
   echo "RINGVM-FIO-BEGIN $1"
   sleep 1
+  cat /proc/interrupts >/tmp/irq0
   fio --name="$1" --filename=/dev/vda --direct=1 --ioengine=libaio --rw="$2" --bs="$3" --iodepth="$4" \
     --size=192M --runtime="$runtime" --time_based --norandommap --randrepeat=0 \
     --output-format=json --output="/tmp/$1.json" >/dev/null 2>"/tmp/$1.err" ||
     echo "RINGVM-FIO-FAILED $1 $(tr '\n' ' ' <"/tmp/$1.err")"
+  cat /proc/interrupts >/tmp/irq1
   echo "RINGVM-FIO-END $1"
   sleep 1
+  # Interrupts the guest took during the job, per CPU: device vectors (which CPU completions reach)
+  # and IPIs (CAL: a completion moved to the submitting CPU; RES: a reschedule).
+  awk -v job="$1" 'FNR == 1 { next }
+    { key = $1; if ($1 ~ /^[0-9]+:$/) key = $1 $NF; n = 0
+      for (f = 2; f <= NF && $f ~ /^[0-9]+$/; f++) v[FILENAME, key, n++] = $f; cpus[key] = n }
+    END { for (k in cpus) { line = ""; any = 0
+      for (c = 0; c < cpus[k]; c++) { d = v["/tmp/irq1", k, c] - v["/tmp/irq0", k, c]; line = line " " d; if (d) any = 1 }
+      if (any) print "RINGVM-FIO-IRQ " job " " k line } }' /tmp/irq0 /tmp/irq1
   # The job's own direction: first iops, bw_bytes and total_ios inside its "read"/"write" object.
   echo "RINGVM-FIO-RESULT $1 $(awk -v want="$5" '
     /"(read|write|trim)" : \{/ { sec = $1; gsub(/"/, "", sec) }

@@ -7,9 +7,12 @@
 #                                             per exit code (codes under 0.01 per unit left out)
 #   hist_diff BEFORE AFTER KEY                "VALUE COUNT" per value of any hist key (gpa,
 #                                             error_code) between the snapshots, most first
-#   exit_hist_table TITLE LABEL               reads exit_hist_diff output of LABEL and "qemu" from
+#   msr_hist_lines BEFORE AFTER LABEL UNITS   "LABEL run", then "LABEL MSR ACCESSES_PER_UNIT" per MSR
+#                                             index (kvm_msr hist; nothing where the kernel lacks it)
+#   exit_hist_table TITLE LABEL [msr]         reads exit_hist_diff output of LABEL and "qemu" from
 #                                             stdin (one per run) and prints one line:
 #                                             TITLE NAME(CODE) label/qemu ..., means over the runs
+#                                             (with "msr", names are MSR indices: msr_hist_lines)
 
 exit_hist_diff() {
   awk -v label="$3" -v units="$4" '
@@ -26,11 +29,16 @@ exit_hist_diff() {
 }
 
 exit_hist_table() {
-  awk -v title="$1" -v label="$2" '
+  awk -v title="$1" -v label="$2" -v msr="${3:-}" '
     BEGIN {
-      name[96] = "INTR"; name[97] = "NMI"; name[100] = "VINTR"; name[114] = "CPUID"; name[120] = "HLT"
-      name[123] = "IOIO"; name[124] = "MSR"; name[127] = "SHUTDOWN"; name[129] = "VMMCALL"; name[1024] = "NPF"
-      name[65] = "EXCP_DB"; name[78] = "EXCP_PF"; name[118] = "PAUSE"; name[137] = "WBINVD"
+      if (msr != "") {
+        name[2059] = "EOI"; name[1760] = "TSC_DEADLINE"; name[2096] = "ICR"; name[2104] = "TMICT"
+        name[2050] = "APIC_ID"; name[27] = "APIC_BASE"; name[72] = "SPEC_CTRL"
+      } else {
+        name[96] = "INTR"; name[97] = "NMI"; name[100] = "VINTR"; name[114] = "CPUID"; name[120] = "HLT"
+        name[123] = "IOIO"; name[124] = "MSR"; name[127] = "SHUTDOWN"; name[129] = "VMMCALL"; name[1024] = "NPF"
+        name[65] = "EXCP_DB"; name[78] = "EXCP_PF"; name[118] = "PAUSE"; name[137] = "WBINVD"
+      }
     }
     $2 == "run" { runs[$1]++; next }
     { sum[$2, $1] += $3; codes[$2] = 1 }
@@ -53,4 +61,12 @@ hist_diff() {
       if (FILENAME == ARGV[1]) before[k] = n; else after[k] = n
     }
     END { for (k in after) if (after[k] - before[k] > 0) print k, after[k] - before[k] }' "$1" "$2" | sort -k2,2nr
+}
+
+# msr_hist_lines BEFORE AFTER LABEL UNITS: MSR accesses (reads and writes the guest exited for) per
+# unit by MSR index, in exit_hist_table's input format, so the table reads "x2APIC_EOI(0x80b) a/b".
+msr_hist_lines() {
+  [[ -f $1 && -f $2 ]] || return 0
+  echo "$3 run"
+  hist_diff "$1" "$2" ecx | awk -v label="$3" -v units="$4" '$2 / units >= 0.01 { printf "%s %s %.3f\n", label, $1, $2 / units }'
 }

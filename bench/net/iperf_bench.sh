@@ -216,26 +216,34 @@ awk '
   }' "$dir/table"
 echo "(throughput in Gbit/s, ratio = ringvm / QEMU, means over runs; ping_rtt_ms in ms, lower is better;"
 echo " exits = L1 VM exits per MiB received, per ping for ping_rtt_ms; logs in $dir)"
-# Exits per MiB by SVM exit code (each test's hist after minus before), mean over the runs that
-# moved data.
+# Exits per MiB by SVM exit code, and MSR exits by MSR index (each test's hists after minus
+# before), mean over the runs that moved data: one exit_hist_table line per test and label.
 source "$repo/bench/lib/exit_hist.sh"
+# per_test_hists EVENT LINES [msr]: EVENT is kvm_exit or kvm_msr, LINES the function that diffs
+# two of its hists (exit_hist_diff or msr_hist_lines).
+per_test_hists() {
+  local label test vmm name i mib
+  for label in $(awk '$1 != "qemu" && !s[$1]++ { print $1 }' "$dir/table"); do
+    [[ $label == ringvm ]] || echo "$label:"
+    for test in to_guest-1 to_guest-4 from_guest-1 from_guest-4; do
+      for vmm in "$label" qemu; do
+        name=$(tr ':=,' '-__' <<<"$vmm")
+        for ((i = 1; i <= runs; i++)); do
+          mib=$(jq -r '(.end.sum_received.bytes // 0) / 1048576 | floor' "$dir/$name-$i-$test.json" 2>/dev/null || echo 0)
+          [[ -f $dir/$name-$i-$test.0.$1.hist && $mib =~ ^[0-9]+$ && $mib -gt 0 ]] || continue
+          "$2" "$dir/$name-$i-$test.0.$1.hist" "$dir/$name-$i-$test.1.$1.hist" \
+            "$([[ $vmm == qemu ]] && echo qemu || echo ringvm)" "$mib"
+        done
+      done | exit_hist_table "$test" ringvm "${3:-}"
+    done
+  done
+}
 echo
 echo "exits per MiB by SVM exit code (ringvm / qemu), mean over runs; codes in docs/virtio.md"
-for label in $(awk '$1 != "qemu" && !s[$1]++ { print $1 }' "$dir/table"); do
-  [[ $label == ringvm ]] || echo "$label:"
-  for test in to_guest-1 to_guest-4 from_guest-1 from_guest-4; do
-    for vmm in "$label" qemu; do
-      name=$(tr ':=,' '-__' <<<"$vmm")
-      for ((i = 1; i <= runs; i++)); do
-        json=$dir/$name-$i-$test.json
-        mib=$(jq -r '(.end.sum_received.bytes // 0) / 1048576 | floor' "$json" 2>/dev/null || echo 0)
-        [[ -f $dir/$name-$i-$test.0.kvm_exit.hist && $mib =~ ^[0-9]+$ && $mib -gt 0 ]] || continue
-        exit_hist_diff "$dir/$name-$i-$test.0.kvm_exit.hist" "$dir/$name-$i-$test.1.kvm_exit.hist" \
-          "$([[ $vmm == qemu ]] && echo qemu || echo ringvm)" "$mib"
-      done
-    done | exit_hist_table "$test" ringvm
-  done
-done
+per_test_hists kvm_exit exit_hist_diff
+echo
+echo "MSR exits per MiB by MSR index (ringvm / qemu), mean over runs (2059 EOI, 1760 TSC deadline, 2096 ICR)"
+per_test_hists kvm_msr msr_hist_lines msr
 # How the data was cut into frames on the tap: the host's TCP sizes its TSO frames to its pacing
 # rate, so a slower receiver gets smaller frames (and more of them, each with its own cost); the
 # other direction's frames are mostly ACKs.

@@ -20,6 +20,7 @@ struct RunOptions {
   std::string kernel, initrd, cmdline, memory = "512M", console = "stdio", on_reboot = "exit",
       console_device = "uart", entry = "linux", virtio_notify = "pio";
   uint32_t cpus = 1;
+  std::optional<uint32_t> halt_poll_us;
   std::vector<std::string> disks;
   std::vector<std::string> nets;
   std::string vsock;
@@ -81,6 +82,10 @@ Result<VmConfig> make_config(const RunOptions& o) {
     cfg.nets.push_back(std::move(n));
   }
   if (!o.vsock.empty()) cfg.vsock = TRY(parse_vsock_spec(o.vsock));
+  if (o.halt_poll_us && *o.halt_poll_us > kMaxHaltPollUs)
+    return make_error(ErrorCode::kInvalidArgument, "--halt-poll-us {}: at most {} (1 s)", *o.halt_poll_us,
+                      kMaxHaltPollUs);
+  cfg.halt_poll_us = o.halt_poll_us;
   cfg.rng = o.rng;
   cfg.stats = o.stats;
   if (o.kernel.empty()) {
@@ -198,6 +203,10 @@ void add_run_command(CLI::App& app, int* status) {
                   "emulating the instruction, the cheaper exit, most of all on AMD and when nested) or mmio "
                   "(the memory BAR, as QEMU does) (docs/virtio.md)")
       ->capture_default_str();
+  cmd->add_option("--halt-poll-us", opts->halt_poll_us,
+                  "Longest a halted vCPU polls for a wake-up before its host thread sleeps, in µs (0: never "
+                  "poll; default: the host's kvm.halt_poll_ns, usually 200). Polling buys wake-up latency with "
+                  "host CPU: turn it down where host CPUs are shared or scarce (--stats shows the time polled)");
   cmd->add_option("--vsock", opts->vsock,
                   "virtio-vsock: cid=N,socket=PATH; the host connects to PATH and writes \"CONNECT <port>\\n\"; "
                   "guest connections to host port P arrive at PATH_P (docs/networking.md)");

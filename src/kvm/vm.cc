@@ -51,6 +51,14 @@ Result<void> KvmVm::create_irqchip() {
   return Ok();
 }
 
+Result<void> KvmVm::set_max_halt_poll_ns(uint32_t ns) {
+  kvm_enable_cap cap{};
+  cap.cap = KVM_CAP_HALT_POLL;
+  cap.args[0] = ns;
+  if (::ioctl(fd_.get(), KVM_ENABLE_CAP, &cap) != 0) return sys_error("KVM_ENABLE_CAP(KVM_CAP_HALT_POLL)");
+  return Ok();
+}
+
 Result<void> KvmVm::create_pit2() {
   kvm_pit_config cfg{};
   cfg.flags = KVM_PIT_SPEAKER_DUMMY;

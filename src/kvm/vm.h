@@ -32,6 +32,9 @@ class KvmVm {
   Result<void> set_identity_map_addr(uint64_t addr);
 
   Result<void> create_irqchip();          // PIC + IOAPIC + LAPICs in the kernel
+  // KVM_CAP_HALT_POLL: the longest a halted vCPU's thread polls for a wake-up before it sleeps
+  // (overrides the kvm.halt_poll_ns module parameter for this VM; 0 turns polling off).
+  Result<void> set_max_halt_poll_ns(uint32_t ns);
   Result<void> create_pit2();             // fails on PVM hosts: callers treat that as optional
   Result<void> set_irq_line(uint32_t gsi, bool level);
   // Replaces the whole GSI routing table.

@@ -107,6 +107,11 @@ Result<void> VmBuilder::create_kvm(Vm& vm) {
   if (auto r = kvm_vm.set_identity_map_addr(kIdentityMapAddr); !r) spdlog::debug("{}", r.error().message());
   if (auto r = kvm_vm.set_tss_addr(kTssAddr); !r) spdlog::debug("{}", r.error().message());
   RETURN_IF_ERROR(kvm_vm.create_irqchip());
+  if (vm.cfg_.halt_poll_us) {
+    if (auto r = kvm_vm.set_max_halt_poll_ns(*vm.cfg_.halt_poll_us * 1000); !r)
+      return wrap(std::move(r).error(), "--halt-poll-us {}: this host's KVM cannot set halt polling per VM "
+                  "(KVM_CAP_HALT_POLL, Linux 5.8+); leave the option out", *vm.cfg_.halt_poll_us);
+  }
   // The PIT is the kernel's first clock source for calibration; PVM hosts cannot create it, and
   // the kernel then calibrates against the TSC and the ACPI PM timer.
   if (auto r = kvm_vm.create_pit2(); !r) spdlog::info("no in-kernel PIT: {}", r.error().message());

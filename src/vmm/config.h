@@ -78,7 +78,13 @@ struct VmConfig {
   // virtio-pci doorbells in an I/O BAR (port writes KVM matches without instruction emulation);
   // false: in the memory BAR (MMIO). See devices/virtio/virtio_pci.h.
   bool virtio_pio_notify = true;
+  // The longest a halted vCPU polls (in the host kernel) for a wake-up before its thread sleeps,
+  // in µs; unset: the host's kvm.halt_poll_ns. Polling trades host CPU for wake-up latency.
+  std::optional<uint32_t> halt_poll_us;
 };
+
+// --halt-poll-us at most (KVM takes nanoseconds in 32 bits).
+inline constexpr uint32_t kMaxHaltPollUs = 1000000;
 
 // "512M", "2G", "1024" (MiB when no suffix, as QEMU's -m), "1.5G" is rejected (whole units only).
 Result<uint64_t> parse_memory_size(std::string_view text);

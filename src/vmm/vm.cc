@@ -170,9 +170,10 @@ std::string Vm::stats_report() const {
     out += "ringvm: KVM's exit counters (all vCPUs, including exits handled in the kernel):\n";
     for (const char* k : {"exits", "io_exits", "mmio_exits", "halt_exits", "irq_exits", "signal_exits",
                           "request_irq_exits", "irq_window_exits", "nmi_window_exits", "insn_emulation",
-                          "hypercalls", "pf_taken"}) {
+                          "hypercalls", "pf_taken", "halt_attempted_poll", "halt_successful_poll",
+                          "halt_wakeup", "halt_poll_success_ns", "halt_poll_fail_ns"}) {
       auto it = kernel.find(k);
-      if (it != kernel.end()) out += fmt::format("  {:<18} {:>10}\n", k, it->second);
+      if (it != kernel.end()) out += fmt::format("  {:<21} {:>12}\n", k, it->second);
     }
   }
   if (!device_stats_.empty()) {

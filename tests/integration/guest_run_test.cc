@@ -294,5 +294,15 @@ TEST_F(GuestRunTest, VcpuThreadKickStopsASpinningGuest) {
   EXPECT_EQ(regs->rip, kLoadAddr) << "the guest spins on its first instruction";
 }
 
+// --halt-poll-us: KVM_CAP_HALT_POLL is a per-VM override of kvm.halt_poll_ns (Linux 5.8+).
+TEST_F(GuestRunTest, VmTakesPerVmHaltPollingLimit) {
+  auto vm = sys_->create_vm();
+  ASSERT_TRUE(vm.ok()) << vm.error().message();
+  if (vm->check_extension(KVM_CAP_HALT_POLL) <= 0) GTEST_SKIP() << "host KVM lacks KVM_CAP_HALT_POLL (Linux < 5.8)";
+  EXPECT_TRUE(vm->set_max_halt_poll_ns(0).ok()) << "polling off";
+  auto r = vm->set_max_halt_poll_ns(50'000);
+  EXPECT_TRUE(r.ok()) << r.error().message();
+}
+
 }  // namespace
 }  // namespace ringvm

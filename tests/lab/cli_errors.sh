@@ -6,7 +6,7 @@
 #   cli_errors.sh RINGVM CASE
 #
 #   CASE  truncated_kernel | not_a_kernel | initrd_too_large | zero_memory | zero_cpus |
-#         too_many_cpus | bad_virtio_notify
+#         too_many_cpus | bad_virtio_notify | bad_halt_poll
 set -uo pipefail
 [[ $# -eq 2 ]] || { echo "usage: $0 RINGVM CASE" >&2; exit 2; }
 ringvm=$1 case=$2
@@ -43,6 +43,7 @@ case $case in
   zero_cpus) cpus=0 want_text="cpus" ;;
   too_many_cpus) cpus=100000 want_text="cpu" ;;
   bad_virtio_notify) extra=(--virtio-notify port) want_text="virtio-notify" ;;
+  bad_halt_poll) extra=(--halt-poll-us 5000000) want_text="halt-poll-us" ;;
   *) echo "unknown case '$case'" >&2; exit 2 ;;
 esac
 

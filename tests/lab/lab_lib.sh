@@ -17,8 +17,9 @@
 #   lab_trace_save PREFIX         copies the hist files to PREFIX.EVENT.hist: kvm_exit (by exit
 #                                 code), kvm_userspace_exit, and where the kernel has them
 #                                 kvm_mmio (emulated MMIO by guest physical address: virtio kicks
-#                                 and APIC writes) and kvm_page_fault (nested page faults by
-#                                 error code)
+#                                 and APIC writes), kvm_page_fault (nested page faults by
+#                                 error code) and kvm_msr (MSR accesses by index: 0x80b is the
+#                                 x2APIC EOI, 0x6e0 the TSC deadline, 0x830 the ICR, i.e. IPIs)
 #
 # Inputs: LAB_RESULTS (directory), LAB_KERNEL, LAB_INITRD, LAB_CMDLINE (guest kernel command line),
 # LAB_CPUS (default 2), LAB_MEMORY_MIB (default 512).
@@ -193,10 +194,10 @@ lab_trace_start() {
   [[ -d $LAB_TRACING/events/kvm ]] || mount -t tracefs tracefs "$LAB_TRACING" 2>/dev/null
   [[ -d $LAB_TRACING/events/kvm ]] || { echo "lab: no kvm trace events in $LAB_TRACING" >&2; return 1; }
   local ev
-  for ev in kvm_exit:exit_reason kvm_userspace_exit:reason kvm_mmio:gpa kvm_page_fault:error_code; do
+  for ev in kvm_exit:exit_reason kvm_userspace_exit:reason kvm_mmio:gpa kvm_page_fault:error_code kvm_msr:ecx; do
     local trigger=$LAB_TRACING/events/kvm/${ev%%:*}/trigger
-    # Removing and re-adding the trigger clears its counts. The last two are extras: a kernel
-    # without them still counts exits.
+    # Removing and re-adding the trigger clears its counts. The last three are extras: a kernel
+    # without them still counts exits (kvm_msr by MSR index tells EOI from timer writes).
     echo "!hist:keys=${ev#*:}:vals=hitcount" >"$trigger" 2>/dev/null
     if ! echo "hist:keys=${ev#*:}:vals=hitcount" >"$trigger" 2>/dev/null; then
       [[ $ev == kvm_exit:* || $ev == kvm_userspace_exit:* ]] && return 1
@@ -206,7 +207,7 @@ lab_trace_start() {
 
 lab_trace_save() {
   local ev
-  for ev in kvm_exit kvm_userspace_exit kvm_mmio kvm_page_fault; do
+  for ev in kvm_exit kvm_userspace_exit kvm_mmio kvm_page_fault kvm_msr; do
     cp "$LAB_TRACING/events/kvm/$ev/hist" "$1.$ev.hist" 2>/dev/null || true
   done
 }
