@@ -9,6 +9,8 @@
 #                                             error_code) between the snapshots, most first
 #   msr_hist_lines BEFORE AFTER LABEL UNITS   "LABEL run", then "LABEL MSR ACCESSES_PER_UNIT" per MSR
 #                                             index (kvm_msr hist; nothing where the kernel lacks it)
+#   l1_irq_lines BEFORE AFTER LABEL UNITS     the same for two /proc/interrupts snapshots: "LABEL NAME
+#                                             PER_UNIT" for LOC, RES, CAL and TLB, summed over CPUs
 #   exit_hist_table TITLE LABEL [msr]         reads exit_hist_diff output of LABEL and "qemu" from
 #                                             stdin (one per run) and prints one line:
 #                                             TITLE NAME(CODE) label/qemu ..., means over the runs
@@ -45,7 +47,7 @@ exit_hist_table() {
     function mean(c, l) { return runs[l] ? sum[c, l] / runs[l] : 0 }
     END {
       line = sprintf("%-17s", title)
-      for (c in codes) line = line sprintf(" %s(%s) %.2f/%.2f", (c in name) ? name[c] : "code", c,
+      for (c in codes) line = line sprintf(" %s %.2f/%.2f", (c in name) ? name[c] "(" c ")" : c ~ /^[0-9]+$/ ? "code(" c ")" : c,
         mean(c, label), mean(c, "qemu"))
       print line
     }'
@@ -69,4 +71,20 @@ msr_hist_lines() {
   [[ -f $1 && -f $2 ]] || return 0
   echo "$3 run"
   hist_diff "$1" "$2" ecx | awk -v label="$3" -v units="$4" '$2 / units >= 0.01 { printf "%s %s %.3f\n", label, $1, $2 / units }'
+}
+
+# l1_irq_lines BEFORE AFTER LABEL UNITS: L1's timer and IPI interrupts between two snapshots of
+# /proc/interrupts, per unit, summed over CPUs, in exit_hist_table's input format.
+l1_irq_lines() {
+  awk -v label="$3" -v units="$4" '
+    $1 ~ /^(LOC|RES|CAL|TLB):$/ {
+      k = substr($1, 1, 3); n = 0
+      for (f = 2; f <= NF && $f ~ /^[0-9]+$/; f++) n += $f
+      if (FILENAME == ARGV[1]) before[k] = n; else after[k] = n
+    }
+    END {
+      if (units <= 0) exit
+      print label, "run"
+      for (k in after) printf "%s %s %.3f\n", label, k, (after[k] - before[k]) / units
+    }' "$1" "$2"
 }

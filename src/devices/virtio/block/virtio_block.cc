@@ -255,7 +255,9 @@ size_t VirtioBlock::uring_queues() const {
 
 void VirtioBlock::reap(size_t index) {
   if (index >= rings_.size() || !rings_[index]) return;
+  const size_t before = rings_[index]->in_flight();
   rings_[index]->reap();
+  if (rings_[index]->in_flight() < before) stats_.late_reaps.fetch_add(1, std::memory_order_relaxed);
   notify_if_needed(index);
 }
 
