@@ -64,6 +64,11 @@ Result<DiskSpec> parse_disk(std::string_view text) {
       else return make_error(ErrorCode::kInvalidArgument, "--disk {}={}: use on or off", key, val);
       return Ok();
     };
+    // A whole number in [lo, hi]; false if `val` is anything else.
+    auto number = [&](unsigned lo, unsigned hi, unsigned* out) {
+      auto [p, ec] = std::from_chars(val.data(), val.data() + val.size(), *out);
+      return ec == std::errc() && p == val.data() + val.size() && *out >= lo && *out <= hi;
+    };
     if (key == "path") {
       if (val.empty()) return make_error(ErrorCode::kInvalidArgument, "--disk path= is empty");
       d.path = std::string(val);
@@ -79,8 +84,7 @@ Result<DiskSpec> parse_disk(std::string_view text) {
       d.serial = std::string(val);
     } else if (key == "queues") {
       unsigned q = 0;
-      auto [p, ec] = std::from_chars(val.data(), val.data() + val.size(), q);
-      if (ec != std::errc() || p != val.data() + val.size() || q == 0 || q > kMaxDiskQueues)
+      if (!number(1, kMaxDiskQueues, &q))
         return make_error(ErrorCode::kInvalidArgument, "--disk queues={}: give a number from 1 to {}", val,
                           kMaxDiskQueues);
       d.queues = static_cast<uint16_t>(q);
@@ -91,6 +95,13 @@ Result<DiskSpec> parse_disk(std::string_view text) {
         return make_error(ErrorCode::kInvalidArgument,
                           "--disk queue_size={}: give a power of two from 4 to 1024 (descriptors per queue)", val);
       d.queue_size = static_cast<uint16_t>(n);
+    } else if (key == "chain") {
+      unsigned n = 0;
+      if (!number(1, kMaxDiskChainPasses, &n))
+        return make_error(ErrorCode::kInvalidArgument,
+                          "--disk chain={}: give the passes that may share an interrupt, 1 (each its own) to {}", val,
+                          kMaxDiskChainPasses);
+      d.chain_passes = static_cast<uint16_t>(n);
     } else if (key == "batch_us" && val == "auto") {
       d.batch_us.reset();
     } else if (key == "poll_us" || key == "batch_us") {
@@ -108,7 +119,7 @@ Result<DiskSpec> parse_disk(std::string_view text) {
       else return make_error(ErrorCode::kInvalidArgument, "--disk cache={}: use writeback, none or unsafe", val);
     } else {
       return make_error(ErrorCode::kInvalidArgument,
-                        "--disk: unknown key '{}' (known: path, format, readonly, serial, queues, queue_size, cache, poll_us, batch_us)", key);
+                        "--disk: unknown key '{}' (known: path, format, readonly, serial, queues, queue_size, cache, poll_us, batch_us, chain)", key);
     }
   }
   if (!have_path) return make_error(ErrorCode::kInvalidArgument, "--disk needs path=FILE");

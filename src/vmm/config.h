@@ -39,6 +39,9 @@ inline constexpr uint32_t kMaxDiskPollUs = 10000;
 inline constexpr unsigned kMaxDiskQueues = 16;
 // The default --disk queue_size (QEMU's virtio-blk default too).
 inline constexpr uint16_t kDefaultDiskQueueSize = 256;
+// --disk chain: passes over a ring that may share one interrupt (VirtioBlockOptions::chain_passes).
+inline constexpr uint16_t kDefaultDiskChainPasses = 4;
+inline constexpr unsigned kMaxDiskChainPasses = 64;
 
 struct DiskSpec {
   std::string path;
@@ -56,6 +59,9 @@ struct DiskSpec {
   // VirtioBlockOptions::batch_us and docs/virtio.md, "Batching". Unset (the default, `auto`):
   // chosen from the measured cost of a VM exit (vmm/exit_probe.h), 0 on hardware-speed exits.
   std::optional<uint32_t> batch_us;
+  // Passes over the ring whose completions may share one interrupt when the driver keeps adding
+  // requests while a pass's I/O runs (VirtioBlockOptions::chain_passes); 1: one interrupt a pass.
+  uint16_t chain_passes = kDefaultDiskChainPasses;
   CacheMode cache = CacheMode::kWriteback;
 };
 

@@ -58,6 +58,14 @@ TEST(Config, Disk) {
   EXPECT_EQ(parse_disk("path=a,batch_us=2000")->batch_us, 2000u);
   EXPECT_EQ(parse_disk("path=a,batch_us=0")->batch_us, 0u);
   EXPECT_FALSE(parse_disk("path=a,batch_us=z").ok());
+  EXPECT_EQ(plain->chain_passes, kDefaultDiskChainPasses);
+  EXPECT_EQ(parse_disk("path=a,chain=1")->chain_passes, 1);
+  EXPECT_EQ(parse_disk("path=a,chain=64")->chain_passes, 64);
+  for (const char* bad : {"path=a,chain=0", "path=a,chain=65", "path=a,chain=x"}) {
+    auto r = parse_disk(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.error().message().find("chain"), std::string::npos) << r.error().message();
+  }
   EXPECT_NE(parse_disk("path=a,batch_us=z").error().message().find("or auto"), std::string::npos);
   EXPECT_FALSE(parse_disk("path=a,poll_us=-1").ok());
   EXPECT_NE(parse_disk("path=a,poll_us=x").error().message().find("poll_us=x"), std::string::npos);
