@@ -215,6 +215,7 @@ size_t VirtioBlock::serve(size_t index, VirtQueue::Arm arm) {
   QueueBatcher* batch = index < polls_.size() && polls_[index].batch.enabled() ? &polls_[index].batch : nullptr;
   UringQueue* ring = index < rings_.size() ? rings_[index].get() : nullptr;
   for (unsigned pass = 0;; ++pass) {
+    const uint64_t bytes_before = polls_[index].completed_bytes;
     size_t n = 0;
     while (auto chain = aq.queue->pop(arm)) {
       ++n;
@@ -234,7 +235,9 @@ size_t VirtioBlock::serve(size_t index, VirtQueue::Arm arm) {
     // the same interrupt: one interrupt for both batches instead of one each. Only after I/O that
     // completed in the submit, which is when such a pass took long; completions that come later
     // raise their own interrupt anyway (reap()).
-    if (n == 0 || !inline_done || pass + 1 >= options_.chain_passes || !aq.queue->has_available()) break;
+    if (n == 0 || !inline_done || pass + 1 >= options_.chain_passes ||
+        polls_[index].completed_bytes - bytes_before >= kChainMaxBytes || !aq.queue->has_available())
+      break;
     stats_.chained.fetch_add(1, std::memory_order_relaxed);
   }
   notify_if_needed(index);
@@ -284,6 +287,7 @@ void VirtioBlock::complete(size_t queue, uint16_t head, uint64_t status_addr, ui
     const bool rd = kind == VIRTIO_BLK_T_IN;
     (rd ? stats_.reads : stats_.writes).fetch_add(1, std::memory_order_relaxed);
     (rd ? stats_.bytes_read : stats_.bytes_written).fetch_add(expected, std::memory_order_relaxed);
+    polls_[queue].completed_bytes += expected;
   }
   (void)mem_->write_obj(status_addr, status);
   queues_[queue].queue->add_used(head, status == VIRTIO_BLK_S_OK ? used_ok : 1);

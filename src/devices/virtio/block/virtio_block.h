@@ -61,8 +61,9 @@ struct VirtioBlockOptions {
   // its own submission (a RAM disk, the page cache, a 1 MiB copy) often finds, when it ends,
   // that the driver added requests meanwhile: with chain_passes above 1 the worker serves those
   // before it raises the interrupt, so the driver hears of both batches at once. At most this
-  // many passes, and only while requests keep arriving during the I/O; 1: interrupt after every
-  // pass.
+  // many passes, only while requests keep arriving during the I/O, and only after passes that
+  // moved little data (kChainMaxBytes): a pass of large transfers is worth announcing at once.
+  // 1: interrupt after every pass.
   uint16_t chain_passes = 4;
 };
 
@@ -91,6 +92,10 @@ struct BlockStats {
 class VirtioBlock final : public VirtioDevice {
  public:
   static constexpr uint32_t kMaxQueues = 16;
+  // A pass that moved this much data or more raises its interrupt rather than chain the next:
+  // in the lab, chaining after 1 MiB requests left the guest idle for the next pass's copy (more
+  // halts and timer exits than it saved), while 4 KiB passes chained cut exits by a fifth.
+  static constexpr uint64_t kChainMaxBytes = 128 * 1024;
   static constexpr uint32_t kMaxDiscardSegments = 32;
   static constexpr uint32_t kMaxDiscardSectors = 1u << 22;  // 2 GiB per segment
   // Request merging (io_uring path): adjacent reads or writes found in one pass become one host
@@ -174,6 +179,7 @@ class VirtioBlock final : public VirtioDevice {
     uint64_t window_ns = 0;
     uint64_t slept_at_ns = 0;
     QueueBatcher batch;  // batch_us
+    uint64_t completed_bytes = 0;  // data moved by this queue's completed reads and writes
   };
   std::vector<PollState> polls_;
   // Per queue, touched only by its worker: the read or write being merged (queue_rw).

@@ -352,17 +352,34 @@ class VirtioBlockWorkerTest : public VirtioBlockTest,
     }
     return false;
   }
-  // Request 1 reads 512 bytes from a pipe into the avail ring (from its idx field on): the bytes
-  // are the ring as it is, with request 2 (a GET_ID, set up but not published) added. Kicked once.
-  void start_self_publishing_read(uint16_t chain_passes) {
+  // A read of 512 bytes from a pipe into the avail ring (from its idx field on): the bytes are
+  // the ring as it is, with a GET_ID request (set up, not published) added. With `lead_bytes`, a
+  // plain read of that many bytes from the pipe comes first in the same pass. Kicked once.
+  void start_self_publishing_read(uint16_t chain_passes, uint32_t lead_bytes = 0) {
     int p[2];
     ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
     pipe_rd_.reset(p[0]);
     pipe_wr_.reset(p[1]);
+    if (lead_bytes > 0) {
+      ASSERT_GE(::fcntl(pipe_wr_.get(), F_SETPIPE_SZ, lead_bytes + 4096), static_cast<int>(lead_bytes));
+    }
     start_worker(0, kFeatures, 0, std::make_shared<FailingDisk>(pipe_rd_.get()), chain_passes);
     if (blk_->uring_queues() == 0) GTEST_SKIP() << "no io_uring on this host";
     constexpr uint64_t kRingIdx = FakeDriver::kAvailAddr + 2;  // avail->idx, then the ring entries
-    virtio_blk_outhdr read{htole32(VIRTIO_BLK_T_IN), 0, 0}, get_id{htole32(VIRTIO_BLK_T_GET_ID), 0, 0};
+    const virtio_blk_outhdr get_id{htole32(VIRTIO_BLK_T_GET_ID), 0, 0};
+    uint16_t published = 0;
+    if (lead_bytes > 0) {
+      const virtio_blk_outhdr lead{htole32(VIRTIO_BLK_T_IN), 0, 0};
+      const uint64_t h = drv_.alloc(sizeof lead), st = drv_.alloc(1);
+      (void)drv_.mem().write_obj(h, lead);
+      drv_.set_desc(6, h, sizeof lead, VRING_DESC_F_NEXT, 7);
+      drv_.set_desc(7, drv_.alloc(lead_bytes), lead_bytes, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 8);
+      drv_.set_desc(8, st, 1, VRING_DESC_F_WRITE);
+      drv_.publish(6);
+      ++published;
+    }
+    // The self-publishing read continues the lead one on the disk (it may merge with it).
+    const virtio_blk_outhdr read{htole32(VIRTIO_BLK_T_IN), 0, htole64(lead_bytes / 512)};
     const uint64_t h1 = drv_.alloc(sizeof read), s1 = drv_.alloc(1), h2 = drv_.alloc(sizeof get_id),
                    id = drv_.alloc(20), s2 = drv_.alloc(1);
     (void)drv_.mem().write_obj(h1, read);
@@ -374,12 +391,17 @@ class VirtioBlockWorkerTest : public VirtioBlockTest,
     drv_.set_desc(4, id, 20, VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, 5);
     drv_.set_desc(5, s2, 1, VRING_DESC_F_WRITE);
     drv_.publish(0);
+    ++published;
     std::vector<uint8_t> ring(512);
     ASSERT_TRUE(drv_.mem().read(kRingIdx, ring).ok());
-    ring[0] = 2;  // avail->idx = 2
+    ring[0] = static_cast<uint8_t>(published + 1);  // avail->idx, one more
     ring[1] = 0;
-    ring[4] = 3;  // avail->ring[1] = head 3 (avail->ring[0], head 0, is bytes 2-3)
-    ring[5] = 0;
+    ring[2 + 2 * published] = 3;  // avail->ring[published] = the GET_ID's head
+    ring[3 + 2 * published] = 0;
+    if (lead_bytes > 0) {
+      std::vector<uint8_t> filler(lead_bytes, 0x11);
+      ASSERT_EQ(::write(pipe_wr_.get(), filler.data(), filler.size()), static_cast<ssize_t>(lead_bytes));
+    }
     ASSERT_EQ(::write(pipe_wr_.get(), ring.data(), ring.size()), 512);
     kick();
   }
@@ -591,6 +613,17 @@ TEST_P(VirtioBlockWorkerTest, ChainOfOnePassInterruptsEachPass) {
   ASSERT_TRUE(wait_used(2));
   EXPECT_EQ(blk_->stats().interrupts.load(), 2u);
   EXPECT_EQ(blk_->stats().chained.load(), 0u);
+}
+
+TEST_P(VirtioBlockWorkerTest, PassThatMovedMuchDataDoesNotChain) {
+  if (GetParam() == VirtioBlockOptions::Engine::kSync) GTEST_SKIP() << "io_uring engine only";
+  ASSERT_NO_FATAL_FAILURE(start_self_publishing_read(4, VirtioBlock::kChainMaxBytes));
+  for (int i = 0; i < 500 && drv_.used_idx() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_GE(drv_.used_idx(), 2) << "the reads were not served";
+  kick();  // the GET_ID was published during the pass but not chained: the next kick serves it
+  ASSERT_TRUE(wait_used(3));
+  EXPECT_EQ(blk_->stats().chained.load(), 0u);
+  EXPECT_EQ(blk_->stats().interrupts.load(), 2u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, VirtioBlockWorkerTest,
