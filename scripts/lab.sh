@@ -24,7 +24,8 @@
 #   RINGVM_LAB_KVER     kernel version for L1 (default: newest /boot/vmlinuz-* with /lib/modules)
 #   RINGVM_LAB_MEMORY   L1 memory, QEMU syntax (default 3072M; --memory overrides)
 #   RINGVM_LAB_CPUS     L1 vCPUs (default 2; --cpus overrides)
-#   RINGVM_LAB_QEMU     QEMU binary (default qemu-system-x86_64)
+#   RINGVM_LAB_QEMU     QEMU binary for L1 (default: scripts/build-lab-qemu.sh's build with the
+#                       lab's fix when it exists, else qemu-system-x86_64)
 #   RINGVM_LAB_CONSOLE  file to write L1's serial console to (default: stderr, prefixed "L1| ")
 #   RINGVM_LAB_CACHE    cache directory for L1's initramfs
 #                       (default ${XDG_CACHE_HOME:-$HOME/.cache}/ringvm-lab)
@@ -74,7 +75,17 @@ if ! flock -n 9; then
   flock 9
 fi
 
-qemu=${RINGVM_LAB_QEMU:-qemu-system-x86_64}
+# The L1 emulator: the build with the lab's fix (scripts/build-lab-qemu.sh, docs/lab.md) when
+# scripts/setup.sh could make one, with the Debian package's firmware; else Debian's own.
+qemu_args=()
+if [[ -n ${RINGVM_LAB_QEMU:-} ]]; then
+  qemu=$RINGVM_LAB_QEMU
+elif qemu=$("$(dirname "$0")/build-lab-qemu.sh" --built 2>/dev/null); then
+  qemu_args=(-L /usr/share/qemu -L /usr/share/seabios)
+else
+  qemu=qemu-system-x86_64
+  echo "lab.sh: using Debian's QEMU for L1, without the lab's fix (scripts/build-lab-qemu.sh could not build it); expect L1 panics (docs/lab.md)" >&2
+fi
 command -v "$qemu" >/dev/null || die "$qemu not found: install qemu-system-x86 (scripts/setup.sh)"
 busybox=$(command -v busybox) || die "busybox not found: install busybox-static"
 command -v modprobe >/dev/null || die "modprobe not found: install kmod"
@@ -211,7 +222,7 @@ EOF
 
 console=$work/console.log
 # No terminal, no stdin: the serial port writes to a file (with stdin closed, `-serial stdio` fails).
-"$qemu" -M q35 -accel "${RINGVM_LAB_ACCEL:-tcg}" -cpu EPYC,+svm,+npt -smp "$cpus" -m "$memory" \
+"$qemu" "${qemu_args[@]}" -M q35 -accel "${RINGVM_LAB_ACCEL:-tcg}" -cpu EPYC,+svm,+npt -smp "$cpus" -m "$memory" \
   -nodefaults -display none -no-user-config -no-reboot \
   -chardev file,id=con0,path="$console" -serial chardev:con0 \
   -kernel "$kernel" -initrd "$initramfs" \

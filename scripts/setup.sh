@@ -16,12 +16,16 @@ PACKAGES=(
   socat
   # iasl: the arch tests disassemble the generated DSDT with it
   acpica-tools
+  # scripts/build-lab-qemu.sh: the lab's L1 emulator, Debian's QEMU source with the lab's fix
+  curl xz-utils patch libglib2.0-dev libpixman-1-dev flex bison python3-venv
 )
 
 # QEMU comes from bookworm-backports (10.x) on Debian 12: the lab's L1 runs on QEMU's TCG
 # emulation of AMD-V, and under bookworm's QEMU 7.2 L1 took interrupts right after VMRUN with
 # the L2 guest's GS base still loaded (an L1 kernel panic) and L2 stalled; see docs/lab.md.
 BACKPORTED=(qemu-system-x86 qemu-utils)
+# QEMU 10's build needs meson 1.5 or newer (bookworm has 1.0) and pycotap.
+BUILD_BACKPORTED=(meson python3-pycotap)
 BACKPORTS_MIN_QEMU=1:10
 
 SUDO=""
@@ -57,6 +61,21 @@ if grep -q '^VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null; then
     $SUDO apt-get install -y -q --no-install-recommends -t bookworm-backports "${BACKPORTED[@]}"
   fi
 fi
+
+if grep -q '^VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null; then
+  missing=()
+  for p in "${BUILD_BACKPORTED[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})) || ! dpkg --compare-versions "$(dpkg-query -W -f='${Version}' meson 2>/dev/null || echo 0)" ge 1.5; then
+    apt_update
+    $SUDO apt-get install -y -q --no-install-recommends -t bookworm-backports "${BUILD_BACKPORTED[@]}" ||
+      echo "setup: could not install ${BUILD_BACKPORTED[*]} from bookworm-backports; the lab keeps Debian's QEMU"
+  fi
+fi
+# The lab's L1 emulator (docs/lab.md): built once and cached; without it the lab runs on Debian's
+# QEMU, whose emulated AMD-V crashes L1 and its guests now and then.
+scripts/build-lab-qemu.sh >/dev/null || echo "setup: the lab's QEMU was not built; the lab uses Debian's QEMU"
 
 cmake --preset release >/dev/null
 cmake --build --preset release -j "$(nproc)"

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Builds the lab's L1 emulator: the QEMU version Debian installed (qemu-system-x86), from Debian's
+# own source tarball, with one fix to its TCG emulation of AMD-V (docs/lab.md, "The emulator's
+# stale event"): after VMRUN injects an interrupt into the guest, QEMU 10.0 leaves the vector in
+# cs->exception_index, and the next exit of the vCPU loop that is not itself an exception
+# (another thread's kick) delivers that vector a second time, ignoring IF and GIF. That is what
+# crashed L1 (a vector taken right after VMRUN, with L2's GS base still loaded) and killed L2
+# guests (a double fault at the first instruction of the syscall entry, IF still 0).
+#
+#   scripts/build-lab-qemu.sh           prints the binary's path (builds it once, ~5 min on 2 cores)
+#   scripts/build-lab-qemu.sh --built   prints it only if it is already built (exit 1 if not)
+#
+# The binary is cached in RINGVM_LAB_CACHE (default ~/.cache/ringvm-lab), keyed by the Debian
+# version and this script's fix level; scripts/lab.sh uses it when it exists. Exit status 1 when
+# it cannot be built (no network, a QEMU whose source lacks the anchor line): the lab then runs on
+# the stock emulator, as before.
+set -euo pipefail
+fix=1
+ver=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null) || { echo "build-lab-qemu: qemu-system-x86 is not installed" >&2; exit 1; }
+upstream=${ver#*:}
+upstream=${upstream%%-*}  # e.g. 10.0.2+ds (Debian's repacked source)
+cache=${RINGVM_LAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ringvm-lab}/qemu-$upstream-fix$fix
+bin=$cache/qemu-system-x86_64
+if [[ -x $bin ]]; then
+  echo "$bin"
+  exit 0
+fi
+[[ ${1:-} == --built ]] && exit 1
+work=$(mktemp -d "${TMPDIR:-/tmp}/ringvm-lab-qemu.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+url=http://deb.debian.org/debian/pool/main/q/qemu/qemu_${upstream}.orig.tar.xz
+echo "build-lab-qemu: fetching $url" >&2
+curl -fsSL --retry 3 -o "$work/src.tar.xz" "$url" || { echo "build-lab-qemu: cannot download $url" >&2; exit 1; }
+tar -C "$work" -xf "$work/src.tar.xz"
+src=$(find "$work" -maxdepth 1 -type d -name 'qemu-*' | head -n1)
+helper=$src/target/i386/tcg/system/svm_helper.c
+anchor='do_interrupt_x86_hardirq(env, vector, 1);'
+if [[ $(grep -cF "$anchor" "$helper" 2>/dev/null) != 1 ]]; then
+  echo "build-lab-qemu: $helper does not have the injection line this fix expects; not building" >&2
+  exit 1
+fi
+# The fix: once VMRUN delivered the injected interrupt, nothing is pending.
+awk -v a="$anchor" '{ print } index($0, a) { match($0, /^ */)
+  printf "%*scs->exception_index = -1;  /* ringvm lab fix: delivered, not pending */\n", RLENGTH, "" }' \
+  "$helper" >"$helper.new" && mv "$helper.new" "$helper"
+grep -qF 'ringvm lab fix' "$helper" || { echo "build-lab-qemu: the fix did not apply" >&2; exit 1; }
+# Debian's repacked source has no firmware images; the Debian package's are used at run time.
+sed -i 's/^\( *unpack_edk2_blobs = \)bzip2.found()/\1false/' "$src/meson.build"
+mkdir "$src/build"
+(
+  cd "$src/build"
+  ../configure --python=/usr/bin/python3 --target-list=x86_64-softmmu --enable-virtfs --disable-download \
+    --disable-install-blobs --disable-docs --disable-user --disable-tools --disable-werror --disable-rust \
+    --disable-gtk --disable-sdl --disable-vnc --disable-opengl --disable-slirp --disable-curses \
+    --disable-spice --disable-libusb --disable-usb-redir --disable-xen --disable-guest-agent \
+    --disable-capstone --disable-fdt >"$work/configure.log" 2>&1 ||
+    { tail -20 "$work/configure.log" >&2; exit 1; }
+  ninja -j "$(nproc)" qemu-system-x86_64 >"$work/build.log" 2>&1 || { tail -20 "$work/build.log" >&2; exit 1; }
+)
+install -D -m 0755 "$src/build/qemu-system-x86_64" "$bin"
+echo "build-lab-qemu: built $bin" >&2
+echo "$bin"
