@@ -3,9 +3,10 @@
 # own source tarball, with one fix to its TCG emulation of AMD-V (docs/lab.md, "The emulator's
 # stale event"): after VMRUN injects an interrupt into the guest, QEMU 10.0 leaves the vector in
 # cs->exception_index, and the next exit of the vCPU loop that is not itself an exception
-# (another thread's kick) delivers that vector a second time, ignoring IF and GIF. That is what
-# crashed L1 (a vector taken right after VMRUN, with L2's GS base still loaded) and killed L2
-# guests (a double fault at the first instruction of the syscall entry, IF still 0).
+# (another thread's kick) delivers that vector a second time, ignoring IF and GIF: one way L1
+# crashed (a vector taken right after VMRUN, with L2's GS base still loaded) and L2 guests died
+# (a double fault at the first instruction of the syscall entry, IF still 0). With the fix the
+# panics became rare, not impossible: docs/lab.md.
 #
 #   scripts/build-lab-qemu.sh           prints the binary's path (builds it once, ~5 min on 2 cores)
 #   scripts/build-lab-qemu.sh --built   prints it only if it is already built (exit 1 if not)
