@@ -17,7 +17,7 @@ PACKAGES=(
   # iasl: the arch tests disassemble the generated DSDT with it
   acpica-tools
   # scripts/build-lab-qemu.sh: the lab's L1 emulator, Debian's QEMU source with the lab's fix
-  curl xz-utils patch libglib2.0-dev libpixman-1-dev flex bison python3-venv
+  curl xz-utils libglib2.0-dev libpixman-1-dev flex bison python3-venv
 )
 
 # QEMU comes from bookworm-backports (10.x) on Debian 12: the lab's L1 runs on QEMU's TCG
@@ -37,10 +37,15 @@ apt_update() {
   updated=1
 }
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+# The packages among the arguments that are not installed, one per line.
+not_installed() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
+
+mapfile -t missing < <(not_installed "${PACKAGES[@]}")
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   apt_update
@@ -63,10 +68,7 @@ if grep -q '^VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null; then
 fi
 
 if grep -q '^VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null; then
-  missing=()
-  for p in "${BUILD_BACKPORTED[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
+  mapfile -t missing < <(not_installed "${BUILD_BACKPORTED[@]}")
   if ((${#missing[@]})) || ! dpkg --compare-versions "$(dpkg-query -W -f='${Version}' meson 2>/dev/null || echo 0)" ge 1.5; then
     apt_update
     $SUDO apt-get install -y -q --no-install-recommends -t bookworm-backports "${BUILD_BACKPORTED[@]}" ||

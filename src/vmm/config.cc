@@ -90,8 +90,7 @@ Result<DiskSpec> parse_disk(std::string_view text) {
       d.queues = static_cast<uint16_t>(q);
     } else if (key == "queue_size") {
       unsigned n = 0;
-      auto [p, ec] = std::from_chars(val.data(), val.data() + val.size(), n);
-      if (ec != std::errc() || p != val.data() + val.size() || n < 4 || n > 1024 || (n & (n - 1)) != 0)
+      if (!number(4, 1024, &n) || (n & (n - 1)) != 0)
         return make_error(ErrorCode::kInvalidArgument,
                           "--disk queue_size={}: give a power of two from 4 to 1024 (descriptors per queue)", val);
       d.queue_size = static_cast<uint16_t>(n);
@@ -106,8 +105,7 @@ Result<DiskSpec> parse_disk(std::string_view text) {
       d.batch_us.reset();
     } else if (key == "poll_us" || key == "batch_us") {
       unsigned us = 0;
-      auto [p, ec] = std::from_chars(val.data(), val.data() + val.size(), us);
-      if (ec != std::errc() || p != val.data() + val.size() || us > kMaxDiskPollUs)
+      if (!number(0, kMaxDiskPollUs, &us))
         return make_error(ErrorCode::kInvalidArgument, "--disk {}={}: give microseconds from 0 (off) to {}{}", key,
                           val, kMaxDiskPollUs, key == "batch_us" ? ", or auto" : "");
       if (key == "poll_us") d.poll_us = us;
