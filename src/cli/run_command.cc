@@ -184,21 +184,25 @@ void add_run_command(CLI::App& app, int* status) {
       ->capture_default_str();
   cmd->add_option("--disk", opts->disks,
                   "virtio-blk disk: path=FILE[,format=raw|qcow2][,readonly=on][,serial=ID][,queues=N][,queue_size=N]"
-                  "[,cache=writeback|none|unsafe][,poll_us=N][,batch_us=N|auto][,chain=N]; repeatable; the format is never "
+                  "[,cache=writeback|none|unsafe][,poll_us=N][,batch_us=N|auto][,chain=N][,merge_kib=N]; repeatable; the format is never "
                   "guessed; queues default to one per vCPU; queue_size (default 256, a power of two up to 1024) bounds "
                   "a request's segments; poll_us=N lets a queue poll for requests up to N "
                   "µs before it sleeps (default 0: off); batch_us=N lets a busy queue gather requests for up "
                   "to N µs instead of taking a kick for each (0: off; default auto: off where a VM exit is "
                   "cheap, as on hardware, on where it is slow, as when nested; --stats shows the choice); "
                   "chain=N (default 4, 1 to 64) lets up to N passes over a queue share one interrupt while "
-                  "the guest keeps adding requests during I/O that completes at once (docs/virtio.md)");
+                  "the guest keeps adding requests during I/O that completes at once; merge_kib=N (default 4096, "
+                  "0: never) joins adjacent requests into host I/Os of up to N KiB (docs/virtio.md)");
   cmd->add_option("--net", opts->nets,
-                  "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N][,batch_us=N|auto][,pin_flows=on|off] "
+                  "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N][,batch_us=N|auto][,pin_flows=on|off]"
+                  "[,tx_early_irq_kib=N] "
                   "or fd=N (an inherited tap fd); repeatable; queues default to one pair per vCPU; pin_flows "
                   "(default on) sends a TCP flow's ACKs through the queue pair its data last used, so the tap does not "
                   "move (and reorder) what the guest receives; batch_us=N coalesces "
                   "transmit kicks under load, and lets the guest's ACKs ride on an incoming stream, for up to "
-                  "N µs (default auto, which for now means 0: off) (docs/networking.md)");
+                  "N µs (default auto, which for now means 0: off); tx_early_irq_kib=N (default 16, 0: off) tells "
+                  "the guest of each sent frame of N KiB or more as soon as it is written, so a TCP sender "
+                  "waiting on its completions goes on at once (docs/networking.md)");
   cmd->add_option("--virtio-notify", opts->virtio_notify,
                   "Where virtio-pci doorbells live: pio (an I/O BAR: KVM matches a port write without "
                   "emulating the instruction, the cheaper exit, most of all on AMD and when nested) or mmio "

@@ -42,6 +42,9 @@ inline constexpr uint16_t kDefaultDiskQueueSize = 256;
 // --disk chain: passes over a ring that may share one interrupt (VirtioBlockOptions::chain_passes).
 inline constexpr uint16_t kDefaultDiskChainPasses = 4;
 inline constexpr unsigned kMaxDiskChainPasses = 64;
+// --disk merge_kib (VirtioBlockOptions::merge_bytes).
+inline constexpr uint32_t kDefaultDiskMergeKib = 4096;
+inline constexpr unsigned kMaxDiskMergeKib = 16384;
 
 struct DiskSpec {
   std::string path;
@@ -62,6 +65,8 @@ struct DiskSpec {
   // Passes over the ring whose completions may share one interrupt when the driver keeps adding
   // requests while a pass's I/O runs (VirtioBlockOptions::chain_passes); 1: one interrupt a pass.
   uint16_t chain_passes = kDefaultDiskChainPasses;
+  // Largest host I/O that adjacent requests are merged into, in KiB (0: no merging).
+  uint32_t merge_kib = kDefaultDiskMergeKib;
   CacheMode cache = CacheMode::kWriteback;
 };
 

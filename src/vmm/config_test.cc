@@ -66,6 +66,14 @@ TEST(Config, Disk) {
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_NE(r.error().message().find("chain"), std::string::npos) << r.error().message();
   }
+  EXPECT_EQ(plain->merge_kib, kDefaultDiskMergeKib);
+  EXPECT_EQ(parse_disk("path=a,merge_kib=128")->merge_kib, 128u);
+  EXPECT_EQ(parse_disk("path=a,merge_kib=0")->merge_kib, 0u);
+  for (const char* bad : {"path=a,merge_kib=16385", "path=a,merge_kib=1M", "path=a,merge_kib="}) {
+    auto r = parse_disk(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.error().message().find("merge_kib"), std::string::npos) << r.error().message();
+  }
   EXPECT_NE(parse_disk("path=a,batch_us=z").error().message().find("or auto"), std::string::npos);
   EXPECT_FALSE(parse_disk("path=a,poll_us=-1").ok());
   EXPECT_NE(parse_disk("path=a,poll_us=x").error().message().find("poll_us=x"), std::string::npos);

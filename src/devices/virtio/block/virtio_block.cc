@@ -404,7 +404,7 @@ void VirtioBlock::queue_rw(size_t queue, uint32_t type, uint64_t sector, std::ve
   PendingRw& p = pending_[queue];
   if (!p.parts.empty()) {
     const bool continues = p.type == type && p.sector + p.bytes / kSector == sector &&
-                           p.bytes + bytes <= kMaxMergedBytes && p.iov.size() + iov.size() <= IOV_MAX;
+                           p.bytes + bytes <= options_.merge_bytes && p.iov.size() + iov.size() <= IOV_MAX;
     if (!continues) flush_rw(queue);
   }
   if (p.parts.empty()) {

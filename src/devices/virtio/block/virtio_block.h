@@ -65,6 +65,10 @@ struct VirtioBlockOptions {
   // moved little data (kChainMaxBytes): a pass of large transfers is worth announcing at once.
   // 1: interrupt after every pass.
   uint16_t chain_passes = 4;
+  // Request merging (io_uring path): adjacent reads or writes found in one pass become one host
+  // I/O while it stays within this many bytes (and IOV_MAX buffers). 0: never merge.
+  static constexpr uint64_t kDefaultMergeBytes = 4u << 20;
+  uint64_t merge_bytes = kDefaultMergeBytes;
 };
 
 // Counters for --stats; readable from any thread.
@@ -98,9 +102,6 @@ class VirtioBlock final : public VirtioDevice {
   static constexpr uint64_t kChainMaxBytes = 128 * 1024;
   static constexpr uint32_t kMaxDiscardSegments = 32;
   static constexpr uint32_t kMaxDiscardSectors = 1u << 22;  // 2 GiB per segment
-  // Request merging (io_uring path): adjacent reads or writes found in one pass become one host
-  // I/O of at most this many bytes and IOV_MAX buffers.
-  static constexpr uint64_t kMaxMergedBytes = 4u << 20;
 
   // Checks the options (serial length, queue count and size); the Disk is shared with whoever
   // else needs it (snapshot, stats).

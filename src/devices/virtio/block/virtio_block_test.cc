@@ -317,13 +317,15 @@ class VirtioBlockWorkerTest : public VirtioBlockTest,
                               public ::testing::WithParamInterface<VirtioBlockOptions::Engine> {
  protected:
   void start_worker(uint32_t poll_us = 0, uint64_t features = kFeatures, uint32_t batch_us = 0,
-                    std::shared_ptr<Disk> disk = nullptr, uint16_t chain_passes = 4) {
+                    std::shared_ptr<Disk> disk = nullptr, uint16_t chain_passes = 4,
+                    uint64_t merge_bytes = VirtioBlockOptions::kDefaultMergeBytes) {
     if (!disk) disk = std::shared_ptr<Disk>(std::move(*RawDisk::open(path_, false)));
     VirtioBlockOptions opts;
     opts.engine = GetParam();
     opts.poll_us = poll_us;
     opts.batch_us = batch_us;
     opts.chain_passes = chain_passes;
+    opts.merge_bytes = merge_bytes;
     auto b = VirtioBlock::create(disk, opts);
     ASSERT_TRUE(b.ok());
     blk_ = std::move(*b);
@@ -565,6 +567,39 @@ TEST_P(VirtioBlockWorkerTest, AdjacentRequestsInOnePassBecomeOneHostIo) {
   EXPECT_EQ(blk_->stats().merged.load(), blk_->uring_queues() == 1 ? 3u : 0u);
 }
 
+// merge_bytes bounds the host I/O that adjacent requests are joined into; 0 joins nothing.
+// Three adjacent 4 KiB writes, all waiting for the worker's first pass; returns what merged.
+class VirtioBlockMergeTest : public VirtioBlockWorkerTest {
+ protected:
+  void write_three_adjacent(uint64_t merge_bytes, uint64_t want_merged) {
+    std::vector<std::vector<uint8_t>> blocks;
+    for (int i = 0; i < 3; ++i) blocks.emplace_back(4096, static_cast<uint8_t>(0x40 + i));
+    std::vector<Request> w;
+    for (int i = 0; i < 3; ++i) w.push_back(submit(VIRTIO_BLK_T_OUT, 8 * static_cast<uint64_t>(i), blocks[static_cast<size_t>(i)], 0));
+    start_worker(0, kFeatures, 0, nullptr, 4, merge_bytes);
+    if (blk_->uring_queues() == 0) GTEST_SKIP() << "no io_uring on this host";
+    ASSERT_TRUE(wait_used(3));
+    for (const auto& r : w) EXPECT_EQ(status(r), VIRTIO_BLK_S_OK);
+    EXPECT_EQ(blk_->stats().merged.load(), want_merged);
+    UniqueFd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+    std::vector<uint8_t> got(4096);
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_EQ(::pread(fd.get(), got.data(), got.size(), i * 4096), 4096);
+      EXPECT_EQ(got, blocks[static_cast<size_t>(i)]) << "block " << i;
+    }
+  }
+};
+
+TEST_P(VirtioBlockMergeTest, MergingStopsAtTheMergeLimit) {
+  if (GetParam() == VirtioBlockOptions::Engine::kSync) GTEST_SKIP() << "io_uring engine only";
+  write_three_adjacent(8192, 1);  // the first two join; the third would make 12 KiB
+}
+
+TEST_P(VirtioBlockMergeTest, MergeLimitZeroJoinsNothing) {
+  if (GetParam() == VirtioBlockOptions::Engine::kSync) GTEST_SKIP() << "io_uring engine only";
+  write_three_adjacent(0, 0);
+}
+
 // A read that completes after its pass reaches the guest through io_uring's eventfd, with its
 // own interrupt; --stats counts such passes (late completions), which a RAM disk never has.
 TEST_P(VirtioBlockWorkerTest, CompletionAfterTheSubmittingPassIsReapedAndSignalled) {
@@ -627,6 +662,8 @@ TEST_P(VirtioBlockWorkerTest, PassThatMovedMuchDataDoesNotChain) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, VirtioBlockWorkerTest,
+                         ::testing::Values(VirtioBlockOptions::Engine::kSync, VirtioBlockOptions::Engine::kAuto));
+INSTANTIATE_TEST_SUITE_P(Engines, VirtioBlockMergeTest,
                          ::testing::Values(VirtioBlockOptions::Engine::kSync, VirtioBlockOptions::Engine::kAuto));
 
 }  // namespace

@@ -45,7 +45,8 @@ Result<NetSpec> parse_net_spec(std::string_view text) {
   constexpr std::string_view kWhat = "--net";
   NetSpec spec;
   const auto opts =
-      TRY(split_device_options(text, kWhat, {"tap", "fd", "mac", "queues", "id", "queue_size", "batch_us", "pin_flows"}));
+      TRY(split_device_options(text, kWhat, {"tap", "fd", "mac", "queues", "id", "queue_size", "batch_us", "pin_flows",
+                                                        "tx_early_irq_kib"}));
   bool have_fd = false;
   for (const auto& [key, value] : opts) {
     if (key == "tap") {
@@ -72,6 +73,8 @@ Result<NetSpec> parse_net_spec(std::string_view text) {
       if (value == "on") spec.pin_flows = true;
       else if (value == "off") spec.pin_flows = false;
       else return make_error(ErrorCode::kInvalidArgument, "--net pin_flows={}: use on or off", value);
+    } else if (key == "tx_early_irq_kib") {
+      spec.tx_early_irq_kib = static_cast<uint32_t>(TRY(parse_option_uint(kWhat, key, value, 0, 64)));
     } else if (key == "queue_size") {
       spec.queue_size = static_cast<uint16_t>(TRY(parse_option_uint(kWhat, key, value, 4, 512)));
     } else if (key == "id") {
@@ -111,6 +114,7 @@ Result<std::shared_ptr<VirtioNet>> make_virtio_net(const NetSpec& spec, uint32_t
   o.queue_size = spec.queue_size;
   o.batch_us = spec.batch_us.value_or(0);
   o.pin_flows = spec.pin_flows;
+  o.tx_early_irq_bytes = uint64_t{spec.tx_early_irq_kib} * 1024;
   auto dev = VirtioNet::create(std::move(tap), std::move(o));
   if (!dev.ok()) return std::move(dev).error();
   return std::shared_ptr<VirtioNet>(std::move(*dev));

@@ -67,6 +67,11 @@ TEST(NetSpecTest, ClearErrors) {
   EXPECT_EQ(parse_net_spec("tap=a,batch_us=2000")->batch_us, 2000u);
   EXPECT_EQ(parse_net_spec("tap=a,batch_us=0")->batch_us, 0u);
   EXPECT_NE(parse_error("tap=a,batch_us=soon").find("batch_us"), std::string::npos);
+  EXPECT_EQ(parse_net_spec("tap=a")->tx_early_irq_kib, 16u);
+  EXPECT_EQ(parse_net_spec("tap=a,tx_early_irq_kib=0")->tx_early_irq_kib, 0u);
+  EXPECT_EQ(parse_net_spec("tap=a,tx_early_irq_kib=64")->tx_early_irq_kib, 64u);
+  EXPECT_NE(parse_error("tap=a,tx_early_irq_kib=65").find("tx_early_irq_kib"), std::string::npos);
+  EXPECT_NE(parse_error("tap=a,tx_early_irq_kib=x").find("tx_early_irq_kib"), std::string::npos);
   EXPECT_TRUE(parse_net_spec("tap=a")->pin_flows);
   EXPECT_FALSE(parse_net_spec("tap=a,pin_flows=off")->pin_flows);
   EXPECT_TRUE(parse_net_spec("tap=a,pin_flows=on")->pin_flows);

@@ -433,6 +433,12 @@ VirtioNet::TxResult VirtioNet::transmit(Pair& p, const DescriptorChain& chain) {
     stats_.tx_bytes.fetch_add(frame_len, std::memory_order_relaxed);
   }
   q->add_used(chain.head, 0);
+  if (options_.tx_early_irq_bytes != 0 && frame_len >= options_.tx_early_irq_bytes && p.tx.notify &&
+      q->needs_notification()) {
+    stats_.tx_interrupts.fetch_add(1, std::memory_order_relaxed);
+    stats_.tx_early_interrupts.fetch_add(1, std::memory_order_relaxed);
+    p.tx.notify();
+  }
   return TxResult::kDone;
 }
 

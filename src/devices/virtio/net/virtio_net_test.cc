@@ -63,6 +63,7 @@ class VirtioNetTest : public ::testing::Test {
     o.run_workers = workers;
     o.batch_us = batch_us;
     o.pin_flows = pin_flows_;
+    o.tx_early_irq_bytes = tx_early_irq_bytes_;
     auto d = VirtioNet::create(std::move(backend), o);
     ASSERT_TRUE(d.ok()) << d.error().message();
     net_ = std::move(*d);
@@ -76,9 +77,14 @@ class VirtioNetTest : public ::testing::Test {
     for (size_t i = 0; i < nq; ++i) {
       drv_->configure(i, *queues_[i]);
       UniqueFd kick(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-      aq.push_back(ActivatedQueue{queues_[i].get(), kick.get(), [this, i] { ++irqs_[i]; }});
+      aq.push_back(ActivatedQueue{queues_[i].get(), kick.get(), [this, i] {
+                                    ++irqs_[i];
+                                    if (!workers_) irq_used_idx_.emplace_back(i, drv_->used_idx(i));
+                                  }});
       kicks_.push_back(std::move(kick));
     }
+    workers_ = workers;
+    irq_used_idx_.clear();
     if (before) before();
     ASSERT_TRUE(net_->activate(drv_->mem(), features, std::move(aq)).ok());
   }
@@ -116,6 +122,10 @@ class VirtioNetTest : public ::testing::Test {
   }
 
   bool pin_flows_ = true;
+  uint64_t tx_early_irq_bytes_ = VirtioNetOptions::kDefaultTxEarlyIrqBytes;
+  bool workers_ = false;
+  // Without workers: each interrupt as (queue, the queue's used idx when it was raised).
+  std::vector<std::pair<size_t, uint16_t>> irq_used_idx_;
   SocketBackend* be_ = nullptr;
   std::unique_ptr<VirtioNet> net_;
   std::unique_ptr<NetTestDriver> drv_;
@@ -340,6 +350,32 @@ TEST_F(VirtioNetTest, TransmitsSplitFrameWithHeader) {
   EXPECT_EQ(net_->stats().tx_frames.load(), 1u);
   EXPECT_EQ(net_->stats().tx_bytes.load(), 1000u);
   EXPECT_EQ(irqs_[1].load(), 1);
+}
+
+// tx_early_irq_bytes: a large frame is announced as soon as it is written (the driver, which
+// asks for every interrupt here, hears of frame 1 before frame 2 is sent); small frames, and by
+// default every frame, wait for the end of the pass: one interrupt for the whole pass.
+TEST_F(VirtioNetTest, LargeTransmittedFramesAreAnnouncedAtOnce) {
+  EXPECT_EQ(VirtioNetOptions{}.tx_early_irq_bytes, 16u * 1024);
+  for (uint64_t early : {uint64_t{0}, uint64_t{1024}}) {
+    SCOPED_TRACE(early);
+    tx_early_irq_bytes_ = early;
+    start();
+    const auto big = frame(2000, 1, virtio_net_hdr_v1{});
+    const auto small = frame(500, 2, virtio_net_hdr_v1{});
+    drv_->add_out(1, big, 4096);
+    drv_->add_out(1, big, 4096);
+    drv_->add_out(1, small, 4096);
+    net_->poll_pair(0);
+    for (const auto& f : {big, big, small}) EXPECT_EQ(host_recv(), f);
+    ASSERT_EQ(drv_->used_idx(1), 3);
+    std::vector<std::pair<size_t, uint16_t>> want{{1, 3}};  // one, after the pass
+    if (early != 0) want = {{1, 1}, {1, 2}, {1, 3}};         // each big frame, then the pass's end
+    EXPECT_EQ(irq_used_idx_, want);
+    EXPECT_EQ(net_->stats().tx_early_interrupts.load(), early != 0 ? 2u : 0u);
+    EXPECT_EQ(net_->stats().tx_interrupts.load(), want.size());
+    net_->reset();
+  }
 }
 
 TEST_F(VirtioNetTest, DropsAndCountsMalformedFramesAndKeepsGoing) {
