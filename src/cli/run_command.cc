@@ -184,7 +184,7 @@ void add_run_command(CLI::App& app, int* status) {
       ->capture_default_str();
   cmd->add_option("--disk", opts->disks,
                   "virtio-blk disk: path=FILE[,format=raw|qcow2][,readonly=on][,serial=ID][,queues=N][,queue_size=N]"
-                  "[,cache=writeback|none|unsafe][,poll_us=N][,batch_us=N|auto][,chain=N][,merge_kib=N][,early_irq_kib=N]; repeatable; the format is never "
+                  "[,cache=writeback|none|unsafe][,poll_us=N][,batch_us=N|auto][,chain=N][,merge_kib=N]; repeatable; the format is never "
                   "guessed; queues default to one per vCPU; queue_size (default 256, a power of two up to 1024) bounds "
                   "a request's segments; poll_us=N lets a queue poll for requests up to N "
                   "µs before it sleeps (default 0: off); batch_us=N lets a busy queue gather requests for up "
@@ -192,8 +192,7 @@ void add_run_command(CLI::App& app, int* status) {
                   "cheap, as on hardware, on where it is slow, as when nested; --stats shows the choice); "
                   "chain=N (default 4, 1 to 64) lets up to N passes over a queue share one interrupt while "
                   "the guest keeps adding requests during I/O that completes at once; merge_kib=N (default 4096, "
-                  "0: never) joins adjacent requests into host I/Os of up to N KiB; early_irq_kib=N (default 0: off) "
-                  "announces each read or write of N KiB or more as soon as it completes (docs/virtio.md)");
+                  "0: never) joins adjacent requests into host I/Os of up to N KiB (docs/virtio.md)");
   cmd->add_option("--net", opts->nets,
                   "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N][,batch_us=N|auto][,pin_flows=on|off]"
                   "[,tx_early_irq_kib=N] "

@@ -218,7 +218,6 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     o.batch_us = resolve_batch(d.batch_us);
     o.chain_passes = d.chain_passes;
     o.merge_bytes = uint64_t{d.merge_kib} * 1024;
-    o.early_irq_bytes = uint64_t{d.early_irq_kib} * 1024;
     auto blk = VirtioBlock::create(std::move(*disk), o);
     if (!blk) return wrap(std::move(blk).error(), "--disk path={}", d.path);
     std::shared_ptr<VirtioBlock> dev = std::move(*blk);
@@ -227,13 +226,13 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
       const BlockStats& s = dev->stats();
       return fmt::format("  {} ({}): reads {} ({} bytes), writes {} ({} bytes), flushes {}, discards {}, "
                          "write-zeroes {}, I/O errors {}, bad requests {}, unsupported {}, polls that found "
-                         "requests {} (that did not {}), batched serves {} (kicks deferred {}), merged {}, chained passes {}, late completion passes {}, "
-                         "early announced {}; kicks {}, interrupts {}\n",
+                         "requests {} (that did not {}), batched serves {} (kicks deferred {}), merged {}, chained passes {}, late completion passes {}; "
+                         "kicks {}, interrupts {}\n",
                          dev->name(), path, s.reads.load(), s.bytes_read.load(), s.writes.load(),
                          s.bytes_written.load(), s.flushes.load(), s.discards.load(), s.write_zeroes.load(),
                          s.io_errors.load(), s.bad_requests.load(), s.unsupported.load(), s.poll_hits.load(),
-                         s.poll_misses.load(), s.batches.load(), s.deferred.load(), s.merged.load(), s.chained.load(), s.late_reaps.load(),
-                         s.early.load(), s.kicks.load(), s.interrupts.load());
+                         s.poll_misses.load(), s.batches.load(), s.deferred.load(), s.merged.load(), s.chained.load(), s.late_reaps.load(), s.kicks.load(),
+                         s.interrupts.load());
     });
   }
   for (NetSpec n : vm.cfg_.nets) {

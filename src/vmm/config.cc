@@ -101,15 +101,13 @@ Result<DiskSpec> parse_disk(std::string_view text) {
                           "--disk chain={}: give the passes that may share an interrupt, 1 (each its own) to {}", val,
                           kMaxDiskChainPasses);
       d.chain_passes = static_cast<uint16_t>(n);
-    } else if (key == "merge_kib" || key == "early_irq_kib") {
+    } else if (key == "merge_kib") {
       unsigned n = 0;
-      const bool merge = key == "merge_kib";
       if (!number(0, kMaxDiskMergeKib, &n))
-        return make_error(ErrorCode::kInvalidArgument, "--disk {}={}: give {}, in KiB, 0 ({}) to {}", key, val,
-                          merge ? "the largest host I/O adjacent requests may be joined into"
-                                : "the smallest read or write announced as soon as it completes",
-                          merge ? "never join" : "off", kMaxDiskMergeKib);
-      (merge ? d.merge_kib : d.early_irq_kib) = n;
+        return make_error(ErrorCode::kInvalidArgument,
+                          "--disk merge_kib={}: give the largest host I/O adjacent requests may be joined into, "
+                          "in KiB, 0 (never join) to {}", val, kMaxDiskMergeKib);
+      d.merge_kib = n;
     } else if (key == "batch_us" && val == "auto") {
       d.batch_us.reset();
     } else if (key == "poll_us" || key == "batch_us") {
@@ -126,7 +124,7 @@ Result<DiskSpec> parse_disk(std::string_view text) {
       else return make_error(ErrorCode::kInvalidArgument, "--disk cache={}: use writeback, none or unsafe", val);
     } else {
       return make_error(ErrorCode::kInvalidArgument,
-                        "--disk: unknown key '{}' (known: path, format, readonly, serial, queues, queue_size, cache, poll_us, batch_us, chain, merge_kib, early_irq_kib)", key);
+                        "--disk: unknown key '{}' (known: path, format, readonly, serial, queues, queue_size, cache, poll_us, batch_us, chain, merge_kib)", key);
     }
   }
   if (!have_path) return make_error(ErrorCode::kInvalidArgument, "--disk needs path=FILE");

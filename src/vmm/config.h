@@ -67,9 +67,6 @@ struct DiskSpec {
   uint16_t chain_passes = kDefaultDiskChainPasses;
   // Largest host I/O that adjacent requests are merged into, in KiB (0: no merging).
   uint32_t merge_kib = kDefaultDiskMergeKib;
-  // Reads and writes of at least this many KiB are announced as soon as they complete, not at the
-  // end of their pass (VirtioBlockOptions::early_irq_bytes); 0: off.
-  uint32_t early_irq_kib = 0;
   CacheMode cache = CacheMode::kWriteback;
 };
 

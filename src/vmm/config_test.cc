@@ -74,9 +74,6 @@ TEST(Config, Disk) {
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_NE(r.error().message().find("merge_kib"), std::string::npos) << r.error().message();
   }
-  EXPECT_EQ(plain->early_irq_kib, 0u);
-  EXPECT_EQ(parse_disk("path=a,early_irq_kib=512")->early_irq_kib, 512u);
-  EXPECT_NE(parse_disk("path=a,early_irq_kib=x").error().message().find("early_irq_kib=x"), std::string::npos);
   EXPECT_NE(parse_disk("path=a,batch_us=z").error().message().find("or auto"), std::string::npos);
   EXPECT_FALSE(parse_disk("path=a,poll_us=-1").ok());
   EXPECT_NE(parse_disk("path=a,poll_us=x").error().message().find("poll_us=x"), std::string::npos);

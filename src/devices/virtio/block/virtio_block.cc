@@ -220,19 +220,7 @@ size_t VirtioBlock::serve(size_t index, VirtQueue::Arm arm) {
     while (auto chain = aq.queue->pop(arm)) {
       ++n;
       if (batch != nullptr) batch->note_request();
-      if (auto used = handle(index, *chain)) {
-        aq.queue->add_used(chain->head, *used);
-      } else if (options_.early_irq_bytes != 0 && ring != nullptr && !pending_[index].parts.empty() &&
-                 pending_[index].bytes >= options_.early_irq_bytes) {
-        // A large transfer: run it now, and if it completed during the submit, announce it
-        // before popping the next (which may take as long again).
-        flush_rw(index);
-        ring->submit();
-        if (ring->reap_if_ready()) {
-          stats_.early.fetch_add(1, std::memory_order_relaxed);
-          notify_if_needed(index);
-        }
-      }
+      if (auto used = handle(index, *chain)) aq.queue->add_used(chain->head, *used);
     }
     found += n;
     if (ring == nullptr) break;

@@ -67,11 +67,6 @@ struct VirtioBlockOptions {
   uint16_t chain_passes = 4;
   // Request merging (io_uring path): adjacent reads or writes found in one pass become one host
   // I/O while it stays within this many bytes (and IOV_MAX buffers). 0: never merge.
-  // A read or write of at least this many bytes (after merging) is submitted as soon as it is
-  // popped, and when it completes during the submit (a RAM disk, the page cache) the driver hears
-  // of it before the worker pops the next request, instead of at the end of the pass: the guest
-  // reaps and resubmits while the worker copies the rest. 0: the whole pass shares one interrupt.
-  uint64_t early_irq_bytes = 0;
   static constexpr uint64_t kDefaultMergeBytes = 4u << 20;
   uint64_t merge_bytes = kDefaultMergeBytes;
 };
@@ -96,8 +91,6 @@ struct BlockStats {
   std::atomic<uint64_t> late_reaps{0};
   // Passes served after another one before its interrupt (chain_passes).
   std::atomic<uint64_t> chained{0};
-  // Large transfers completed and announced before their pass ended (early_irq_bytes).
-  std::atomic<uint64_t> early{0};
 };
 
 class VirtioBlock final : public VirtioDevice {

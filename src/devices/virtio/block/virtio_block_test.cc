@@ -12,7 +12,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <mutex>
 #include <thread>
 
 #include "block/raw_disk.h"
@@ -319,7 +318,7 @@ class VirtioBlockWorkerTest : public VirtioBlockTest,
  protected:
   void start_worker(uint32_t poll_us = 0, uint64_t features = kFeatures, uint32_t batch_us = 0,
                     std::shared_ptr<Disk> disk = nullptr, uint16_t chain_passes = 4,
-                    uint64_t merge_bytes = VirtioBlockOptions::kDefaultMergeBytes, uint64_t early_irq_bytes = 0) {
+                    uint64_t merge_bytes = VirtioBlockOptions::kDefaultMergeBytes) {
     if (!disk) disk = std::shared_ptr<Disk>(std::move(*RawDisk::open(path_, false)));
     VirtioBlockOptions opts;
     opts.engine = GetParam();
@@ -327,7 +326,6 @@ class VirtioBlockWorkerTest : public VirtioBlockTest,
     opts.batch_us = batch_us;
     opts.chain_passes = chain_passes;
     opts.merge_bytes = merge_bytes;
-    opts.early_irq_bytes = early_irq_bytes;
     auto b = VirtioBlock::create(disk, opts);
     ASSERT_TRUE(b.ok());
     blk_ = std::move(*b);
@@ -335,12 +333,7 @@ class VirtioBlockWorkerTest : public VirtioBlockTest,
     irq_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     drv_.configure(q_);
     const int irq_fd = irq_.get();
-    irq_used_.clear();
-    std::vector<ActivatedQueue> qs{ActivatedQueue{&q_, kick_.get(), [this, irq_fd] {
-                                                    {
-                                                      std::lock_guard lock(irq_mu_);
-                                                      irq_used_.push_back(drv_.used_idx());
-                                                    }
+    std::vector<ActivatedQueue> qs{ActivatedQueue{&q_, kick_.get(), [irq_fd] {
                                                     const uint64_t one = 1;
                                                     [[maybe_unused]] auto n = ::write(irq_fd, &one, 8);
                                                   }}};
@@ -416,8 +409,6 @@ class VirtioBlockWorkerTest : public VirtioBlockTest,
     if (blk_->uring_queues() == 0) GTEST_SKIP() << "no io_uring on this host";
   }
   UniqueFd kick_, irq_, pipe_rd_, pipe_wr_;
-  std::mutex irq_mu_;
-  std::vector<uint16_t> irq_used_;  // the used idx at each interrupt (raised on the worker)
 };
 
 TEST_P(VirtioBlockWorkerTest, ServesKicksAndStopsOnReset) {
@@ -610,35 +601,6 @@ TEST_P(VirtioBlockMergeTest, MergeLimitZeroJoinsNothing) {
   write_three_adjacent(0, 0);
 }
 
-// early_irq_bytes: a large read that completes during its own submit (the test file is in the
-// page cache) is announced before the worker pops the next request; by default the pass's
-// requests share one interrupt at its end. Two large reads that do not continue each other (no
-// merging) and a small one, all waiting for the worker's first pass; `want`: the used idx the
-// driver saw at each interrupt.
-class VirtioBlockEarlyIrqTest : public VirtioBlockWorkerTest {
- protected:
-  void read_three(uint64_t early, const std::vector<uint16_t>& want) {
-    if (GetParam() == VirtioBlockOptions::Engine::kSync) GTEST_SKIP() << "io_uring engine only";
-    auto r0 = submit(VIRTIO_BLK_T_IN, 0, {}, 16384);
-    auto r1 = submit(VIRTIO_BLK_T_IN, 128, {}, 16384);
-    auto r2 = submit(VIRTIO_BLK_T_IN, 256, {}, 512);
-    start_worker(0, kFeatures, 0, nullptr, 4, VirtioBlockOptions::kDefaultMergeBytes, early);
-    if (blk_->uring_queues() == 0) GTEST_SKIP() << "no io_uring on this host";
-    ASSERT_TRUE(wait_used(3));
-    for (const auto& r : {r0, r1, r2}) EXPECT_EQ(status(r), VIRTIO_BLK_S_OK);
-    if (blk_->stats().late_reaps.load() != 0) GTEST_SKIP() << "the page cache did not answer during the submit";
-    std::lock_guard lock(irq_mu_);
-    EXPECT_EQ(irq_used_, want);
-    EXPECT_EQ(blk_->stats().early.load(), early == 0 ? 0u : 2u);
-  }
-};
-
-TEST_P(VirtioBlockEarlyIrqTest, ByDefaultAPassSharesOneInterrupt) { read_three(0, {3}); }
-
-TEST_P(VirtioBlockEarlyIrqTest, LargeInlineCompletionsAreAnnouncedBeforeTheNextRequest) {
-  read_three(8192, {1, 2, 3});
-}
-
 // A read that completes after its pass reaches the guest through io_uring's eventfd, with its
 // own interrupt; --stats counts such passes (late completions), which a RAM disk never has.
 TEST_P(VirtioBlockWorkerTest, CompletionAfterTheSubmittingPassIsReapedAndSignalled) {
@@ -701,8 +663,6 @@ TEST_P(VirtioBlockWorkerTest, PassThatMovedMuchDataDoesNotChain) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, VirtioBlockWorkerTest,
-                         ::testing::Values(VirtioBlockOptions::Engine::kSync, VirtioBlockOptions::Engine::kAuto));
-INSTANTIATE_TEST_SUITE_P(Engines, VirtioBlockEarlyIrqTest,
                          ::testing::Values(VirtioBlockOptions::Engine::kSync, VirtioBlockOptions::Engine::kAuto));
 INSTANTIATE_TEST_SUITE_P(Engines, VirtioBlockMergeTest,
                          ::testing::Values(VirtioBlockOptions::Engine::kSync, VirtioBlockOptions::Engine::kAuto));
