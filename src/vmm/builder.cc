@@ -30,6 +30,10 @@
 
 namespace ringvm {
 
+// --disk's defaults (vmm/config.h, which does not include the device) are the device's own.
+static_assert(uint64_t{kDefaultDiskMergeKib} * 1024 == VirtioBlockOptions::kDefaultMergeBytes);
+static_assert(kDefaultDiskChainPasses == VirtioBlockOptions::kDefaultChainPasses);
+
 namespace {
 
 // Identity-map and TSS pages Intel's VMX needs for real-mode emulation; just below the LAPIC

@@ -64,7 +64,8 @@ struct VirtioBlockOptions {
   // many passes, only while requests keep arriving during the I/O, and only after passes that
   // moved little data (kChainMaxBytes): a pass of large transfers is worth announcing at once.
   // 1: interrupt after every pass.
-  uint16_t chain_passes = 4;
+  static constexpr uint16_t kDefaultChainPasses = 4;
+  uint16_t chain_passes = kDefaultChainPasses;
   // Request merging (io_uring path): adjacent reads or writes found in one pass become one host
   // I/O while it stays within this many bytes (and IOV_MAX buffers). 0: never merge.
   static constexpr uint64_t kDefaultMergeBytes = 4u << 20;

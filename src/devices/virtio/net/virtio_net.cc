@@ -369,10 +369,7 @@ bool VirtioNet::process_tx(Pair& p) {
       }
     }
   }
-  if (used && q->needs_notification() && p.tx.notify) {
-    stats_.tx_interrupts.fetch_add(1, std::memory_order_relaxed);
-    p.tx.notify();
-  }
+  if (used) signal_tx(p);
   return more;
 }
 
@@ -433,13 +430,16 @@ VirtioNet::TxResult VirtioNet::transmit(Pair& p, const DescriptorChain& chain) {
     stats_.tx_bytes.fetch_add(frame_len, std::memory_order_relaxed);
   }
   q->add_used(chain.head, 0);
-  if (options_.tx_early_irq_bytes != 0 && frame_len >= options_.tx_early_irq_bytes && p.tx.notify &&
-      q->needs_notification()) {
-    stats_.tx_interrupts.fetch_add(1, std::memory_order_relaxed);
+  if (options_.tx_early_irq_bytes != 0 && frame_len >= options_.tx_early_irq_bytes && signal_tx(p))
     stats_.tx_early_interrupts.fetch_add(1, std::memory_order_relaxed);
-    p.tx.notify();
-  }
   return TxResult::kDone;
+}
+
+bool VirtioNet::signal_tx(Pair& p) {
+  if (!p.tx.queue->needs_notification() || !p.tx.notify) return false;
+  stats_.tx_interrupts.fetch_add(1, std::memory_order_relaxed);
+  p.tx.notify();
+  return true;
 }
 
 int VirtioNet::pinned_fd(const Pair& p, const DescriptorChain& chain) {

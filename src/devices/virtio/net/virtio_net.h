@@ -158,6 +158,8 @@ class VirtioNet final : public VirtioDevice {
   // kDone: the chain went back to the guest (sent or dropped); kParked: the backend is full.
   enum class TxResult { kDone, kParked };
   TxResult transmit(Pair& p, const DescriptorChain& chain);
+  // Raises the transmit interrupt if the driver asked for one since the last; true if raised.
+  bool signal_tx(Pair& p);
   // The tap queue fd `chain`'s frame should leave through instead of p's own (pin_flows), or -1.
   int pinned_fd(const Pair& p, const DescriptorChain& chain);
   // Moves the held frame into guest buffers; false when the guest has too few.
