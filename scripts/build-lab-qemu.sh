@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Builds the lab's L1 emulator: the QEMU version Debian installed (qemu-system-x86), from Debian's
-# own source tarball, with one fix to its TCG emulation of AMD-V (docs/lab.md, "The emulator's
-# stale event"): after VMRUN injects an interrupt into the guest, QEMU 10.0 leaves the vector in
-# cs->exception_index, and the next exit of the vCPU loop that is not itself an exception
-# (another thread's kick) delivers that vector a second time, ignoring IF and GIF: one way L1
-# crashed (a vector taken right after VMRUN, with L2's GS base still loaded) and L2 guests died
-# (a double fault at the first instruction of the syscall entry, IF still 0). With the fix the
-# panics became rare, not impossible: docs/lab.md.
+# own source tarball, with two fixes to its TCG emulation (docs/lab.md, "The emulator's two
+# races"):
+#  1. after VMRUN injects an interrupt into the guest, QEMU 10.0 leaves the vector in
+#     cs->exception_index, and the next exit of the vCPU loop that is not itself an exception
+#     (another thread's kick) delivers that vector a second time, ignoring IF and GIF (L2 guests
+#     died of a double fault at the first instruction of the syscall entry, IF still 0);
+#  2. loading x87 state (XRSTOR, FRSTOR, FLDENV) on any vCPU clears IGNNE in the *first* vCPU's
+#     hflags2 with a plain read-modify-write from the loading vCPU's thread; when that races the
+#     first vCPU's own update of hflags2 (#VMEXIT clearing GIF and NPT), the stale value is written
+#     back: GIF stays set after #VMEXIT and an interrupt lands right after VMRUN with L2's GS base
+#     loaded (L1's panic, always on CPU 0), or an L2 loses nested paging (dead L2 guests), or GIF
+#     stays clear (L1 hangs). The fix makes both IGNNE updates atomic and skips the clear when
+#     the bit is already clear.
 #
 #   scripts/build-lab-qemu.sh           prints the binary's path (builds it once, ~5 min on 2 cores)
 #   scripts/build-lab-qemu.sh --built   prints it only if it is already built (exit 1 if not)
@@ -16,7 +22,7 @@
 # it cannot be built (no network, a QEMU whose source lacks the anchor line): the lab then runs on
 # the stock emulator, as before.
 set -euo pipefail
-fix=1
+fix=2
 ver=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null) || { echo "build-lab-qemu: qemu-system-x86 is not installed" >&2; exit 1; }
 upstream=${ver#*:}
 upstream=${upstream%%-*}  # e.g. 10.0.2+ds (Debian's repacked source)
@@ -45,6 +51,25 @@ awk -v a="$anchor" '{ print } index($0, a) { match($0, /^ */)
   printf "%*scs->exception_index = -1;  /* ringvm lab fix: delivered, not pending */\n", RLENGTH, "" }' \
   "$helper" >"$helper.new" && mv "$helper.new" "$helper"
 grep -qF 'ringvm lab fix' "$helper" || { echo "build-lab-qemu: the fix did not apply" >&2; exit 1; }
+# Fix 2: IGNNE updates on the first vCPU's env from any thread, atomically.
+fpu=$src/target/i386/tcg/system/fpu_helper.c
+python3 - "$fpu" <<'PY' || { echo "build-lab-qemu: $fpu is not what fix 2 expects; not building" >&2; exit 1; }
+import sys
+path = sys.argv[1]
+text = open(path).read()
+edits = [("    env->hflags2 &= ~HF2_IGNNE_MASK;",
+          "    /* ringvm lab fix: any vCPU thread gets here for the first vCPU's env */\n"
+          "    if (qatomic_read(&env->hflags2) & HF2_IGNNE_MASK) {\n"
+          "        qatomic_and(&env->hflags2, ~HF2_IGNNE_MASK);\n"
+          "    }"),
+         ("    env->hflags2 |= HF2_IGNNE_MASK;",
+          "    qatomic_or(&env->hflags2, HF2_IGNNE_MASK);  /* ringvm lab fix */")]
+for old, new in edits:
+    if text.count(old) != 1:
+        sys.exit(1)
+    text = text.replace(old, new)
+open(path, "w").write(text)
+PY
 # Debian's repacked source has no firmware images; the Debian package's are used at run time.
 sed -i 's/^\( *unpack_edk2_blobs = \)bzip2.found()/\1false/' "$src/meson.build"
 mkdir "$src/build"
