@@ -25,7 +25,6 @@ struct NetSpec {
   std::optional<uint32_t> batch_us;  // VirtioNetOptions::batch_us; unset: auto (the caller decides)
   bool pin_flows = true;             // VirtioNetOptions::pin_flows
   uint32_t tx_early_irq_kib = VirtioNetOptions::kDefaultTxEarlyIrqBytes / 1024;  // in KiB (0: off)
-  uint32_t tx_copy_kib = 0;  // VirtioNetOptions::tx_copy_bytes in KiB (0: off)
 };
 
 // Errors name the option and the fix ("mac=zz: expected six hex pairs like 52:54:00:12:34:56").

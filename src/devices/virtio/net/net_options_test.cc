@@ -72,9 +72,6 @@ TEST(NetSpecTest, ClearErrors) {
   EXPECT_EQ(parse_net_spec("tap=a,tx_early_irq_kib=64")->tx_early_irq_kib, 64u);
   EXPECT_NE(parse_error("tap=a,tx_early_irq_kib=65").find("tx_early_irq_kib"), std::string::npos);
   EXPECT_NE(parse_error("tap=a,tx_early_irq_kib=x").find("tx_early_irq_kib"), std::string::npos);
-  EXPECT_EQ(parse_net_spec("tap=a")->tx_copy_kib, 0u);
-  EXPECT_EQ(parse_net_spec("tap=a,tx_copy_kib=32")->tx_copy_kib, 32u);
-  EXPECT_NE(parse_error("tap=a,tx_copy_kib=65").find("tx_copy_kib"), std::string::npos);
   EXPECT_TRUE(parse_net_spec("tap=a")->pin_flows);
   EXPECT_FALSE(parse_net_spec("tap=a,pin_flows=off")->pin_flows);
   EXPECT_TRUE(parse_net_spec("tap=a,pin_flows=on")->pin_flows);

@@ -83,7 +83,7 @@ class VirtioNet::PairWorker {
     }
     uint32_t want = 0;
     if (p.rx.queue != nullptr && !p.rx_pending) want |= EPOLLIN;
-    if (dev_.tx_blocked(p)) want |= EPOLLOUT;
+    if (p.tx_chain) want |= EPOLLOUT;
     if (registered_ && want == interest_) return;
     epoll_event ev{};
     ev.events = want;
@@ -288,7 +288,7 @@ void VirtioNet::reset() {
 }
 
 bool VirtioNet::tx_parked(size_t index) const {
-  return index < pairs_.size() && tx_blocked(pairs_[index]);
+  return index < pairs_.size() && pairs_[index].tx_chain.has_value();
 }
 bool VirtioNet::rx_held(size_t index) const { return index < pairs_.size() && pairs_[index].rx_pending; }
 
@@ -308,7 +308,7 @@ bool VirtioNet::poll_pair_budgeted(size_t index) {
 }
 
 void VirtioNet::on_tx_kick(Pair& p) {
-  if (!tx_blocked(p) && p.tx_batch.defer_kick()) {
+  if (!p.tx_chain && p.tx_batch.defer_kick()) {
     p.tx_deferred = true;
     stats_.tx_deferred.fetch_add(1, std::memory_order_relaxed);
   }
@@ -319,7 +319,6 @@ bool VirtioNet::process_tx(Pair& p) {
   if (q == nullptr || p.tx_deferred) return false;
   bool used = false;
   bool more = false;
-  if (p.tx_copy_len != 0 && write_copy(p, -1) == TxResult::kParked) return false;
   if (p.tx_chain) {
     if (transmit(p, *p.tx_chain) == TxResult::kParked) return false;
     p.tx_chain.reset();
@@ -349,7 +348,6 @@ bool VirtioNet::process_tx(Pair& p) {
       p.tx_chain = std::move(chain);
       break;
     }
-    if (p.tx_copy_len != 0) break;  // given back, but its copy waits for the backend
   }
   if (batching && (found >= 2 || riding)) {
     if (found >= 2) {
@@ -362,13 +360,12 @@ bool VirtioNet::process_tx(Pair& p) {
     // whole window (or the next receive pass). Without the timer nobody would come back: ask for
     // kicks after all.
     const bool timer = found >= 2 ? p.tx_batch.arm() : p.tx_batch.ensure_armed(/*whole=*/true);
-    if (!timer && !more && !tx_blocked(p)) {
+    if (!timer && !more && !p.tx_chain) {
       while (auto chain = q->pop(VirtQueue::Arm::kYes)) {
         if (transmit(p, *chain) == TxResult::kParked) {
           p.tx_chain = std::move(chain);
           break;
         }
-        if (p.tx_copy_len != 0) break;
       }
     }
   }
@@ -402,37 +399,6 @@ VirtioNet::TxResult VirtioNet::transmit(Pair& p, const DescriptorChain& chain) {
   iov.reserve(data->size() + 1);
   iov.push_back(iovec{&p.tx_hdr, kNetHdrSize});
   iov.insert(iov.end(), data->begin(), data->end());
-  const int pinned = pinned_fd(p, chain);
-  if (options_.tx_copy_bytes != 0 && frame_len >= options_.tx_copy_bytes) {
-    // Copy, give back, then write: validate_tx_header bounded frame_len (kMaxFrameBytes).
-    p.tx_copy.resize(kNetHdrSize + frame_len);
-    std::memcpy(p.tx_copy.data(), &p.tx_hdr, kNetHdrSize);
-    if (copy_from_buffers(*mem_, chain.readable, kNetHdrSize,
-                          std::span<uint8_t>(p.tx_copy.data() + kNetHdrSize, frame_len)) != frame_len)
-      return drop(TxHeaderError::kOversize);
-    p.tx_copy_len = kNetHdrSize + frame_len;
-    q->add_used(chain.head, 0);
-    stats_.tx_copied.fetch_add(1, std::memory_order_relaxed);
-    if (signal_tx(p)) stats_.tx_early_interrupts.fetch_add(1, std::memory_order_relaxed);
-    (void)write_copy(p, pinned);  // a full backend keeps the copy (tx_copy_len) for the next pass
-    return TxResult::kDone;
-  }
-  if (write_frame(p, pinned, iov, frame_len) == TxResult::kParked) return TxResult::kParked;
-  q->add_used(chain.head, 0);
-  if (options_.tx_early_irq_bytes != 0 && frame_len >= options_.tx_early_irq_bytes && signal_tx(p))
-    stats_.tx_early_interrupts.fetch_add(1, std::memory_order_relaxed);
-  return TxResult::kDone;
-}
-
-VirtioNet::TxResult VirtioNet::write_copy(Pair& p, int pinned) {
-  const iovec whole{p.tx_copy.data(), p.tx_copy_len};
-  if (write_frame(p, pinned, {&whole, 1}, p.tx_copy_len - kNetHdrSize) == TxResult::kParked)
-    return TxResult::kParked;
-  p.tx_copy_len = 0;
-  return TxResult::kDone;
-}
-
-VirtioNet::TxResult VirtioNet::write_frame(Pair& p, int pinned, std::span<const iovec> iov, uint64_t frame_len) {
   auto write_to = [&](int fd) {
     ssize_t n;
     do {
@@ -440,6 +406,7 @@ VirtioNet::TxResult VirtioNet::write_frame(Pair& p, int pinned, std::span<const 
     } while (n < 0 && errno == EINTR);
     return n;
   };
+  const int pinned = pinned_fd(p, chain);
   ssize_t w = -1;
   if (pinned >= 0) {
     w = write_to(pinned);
@@ -462,6 +429,9 @@ VirtioNet::TxResult VirtioNet::write_frame(Pair& p, int pinned, std::span<const 
     stats_.tx_frames.fetch_add(1, std::memory_order_relaxed);
     stats_.tx_bytes.fetch_add(frame_len, std::memory_order_relaxed);
   }
+  q->add_used(chain.head, 0);
+  if (options_.tx_early_irq_bytes != 0 && frame_len >= options_.tx_early_irq_bytes && signal_tx(p))
+    stats_.tx_early_interrupts.fetch_add(1, std::memory_order_relaxed);
   return TxResult::kDone;
 }
 

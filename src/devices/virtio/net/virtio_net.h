@@ -20,7 +20,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <span>
 #include <string>
 #include <vector>
 
@@ -63,12 +62,6 @@ struct VirtioNetOptions {
   // interrupts"). 0: every pass announces at its end.
   static constexpr uint64_t kDefaultTxEarlyIrqBytes = 16 * 1024;
   uint64_t tx_early_irq_bytes = kDefaultTxEarlyIrqBytes;
-  // A transmitted frame of at least this many bytes is copied out of guest memory and given back
-  // to the driver (its interrupt raised when asked for) *before* it is written to the tap: the
-  // guest's TCP sender learns of the completion a whole tap write earlier (the host's receive
-  // path runs inside that write), for one extra copy of the frame. A full tap keeps the copy, not
-  // the chain. 0: never copy; a frame is given back once written.
-  uint64_t tx_copy_bytes = 0;
 };
 
 // Counters for --stats; readable from any thread.
@@ -91,7 +84,6 @@ struct NetStats {
   std::atomic<uint64_t> rx_kicks{0}, tx_kicks{0};
   std::atomic<uint64_t> rx_interrupts{0}, tx_interrupts{0};
   std::atomic<uint64_t> tx_early_interrupts{0};  // of tx_interrupts: raised right after a large frame
-  std::atomic<uint64_t> tx_copied{0};  // frames given back before their write (tx_copy_bytes)
 };
 
 class VirtioNet final : public VirtioDevice {
@@ -145,10 +137,6 @@ class VirtioNet final : public VirtioDevice {
     // A transmit frame the backend refused with EAGAIN: its chain and our copy of the header.
     std::optional<DescriptorChain> tx_chain;
     virtio_net_hdr_v1 tx_hdr{};
-    // tx_copy_bytes: the frame (header included) copied out of guest memory, its chain already
-    // used; tx_copy_len > 0 while the backend refused it (EAGAIN) and it waits for EPOLLOUT.
-    std::vector<uint8_t> tx_copy;
-    size_t tx_copy_len = 0;
     QueueBatcher tx_batch;  // batch_us, transmit queue
     // batch_us: a transmit kick on a queue busy lately (tx_batch.defer_kick()) is served on
     // tx_batch's timer; set until that timer fires.
@@ -170,12 +158,6 @@ class VirtioNet final : public VirtioDevice {
   // kDone: the chain went back to the guest (sent or dropped); kParked: the backend is full.
   enum class TxResult { kDone, kParked };
   TxResult transmit(Pair& p, const DescriptorChain& chain);
-  // Writes p.tx_copy through `pinned` (see write_frame); kParked keeps it for the next pass.
-  TxResult write_copy(Pair& p, int pinned);
-  // Writes a frame (header first) through the tap queue `pinned` when >= 0, else or when that
-  // refuses through p's own, and counts what happened; kParked: p's queue is full (EAGAIN).
-  TxResult write_frame(Pair& p, int pinned, std::span<const iovec> iov, uint64_t frame_len);
-  bool tx_blocked(const Pair& p) const { return p.tx_chain.has_value() || p.tx_copy_len != 0; }
   // Raises the transmit interrupt if the driver asked for one since the last; true if raised.
   bool signal_tx(Pair& p);
   // The tap queue fd `chain`'s frame should leave through instead of p's own (pin_flows), or -1.

@@ -63,7 +63,6 @@ class VirtioNetTest : public ::testing::Test {
     o.batch_us = batch_us;
     o.pin_flows = pin_flows_;
     o.tx_early_irq_bytes = tx_early_irq_bytes_;
-    o.tx_copy_bytes = tx_copy_bytes_;
     auto d = VirtioNet::create(std::move(backend), o);
     ASSERT_TRUE(d.ok()) << d.error().message();
     net_ = std::move(*d);
@@ -123,7 +122,6 @@ class VirtioNetTest : public ::testing::Test {
 
   bool pin_flows_ = true;
   uint64_t tx_early_irq_bytes_ = VirtioNetOptions::kDefaultTxEarlyIrqBytes;
-  uint64_t tx_copy_bytes_ = 0;
   bool workers_ = false;
   // Without workers: each interrupt as (queue, the queue's used idx when it was raised).
   std::vector<std::pair<size_t, uint16_t>> irq_used_idx_;
@@ -214,48 +212,6 @@ TEST_F(VirtioNetTest, LargeTransmittedFramesAreAnnouncedAtOnce) {
     EXPECT_EQ(net_->stats().tx_interrupts.load(), want.size());
     net_->reset();
   }
-}
-
-TEST_F(VirtioNetTest, CopiedFramesAreGivenBackBeforeTheyAreWritten) {
-  EXPECT_EQ(VirtioNetOptions{}.tx_copy_bytes, 0u);
-  tx_early_irq_bytes_ = 0;  // every early interrupt here is the copy's doing
-  tx_copy_bytes_ = 1024;
-  start();
-  // Large frames until the backend refuses one: each is given back before it is written, the
-  // refused one included (its copy waits in the device, not its chain).
-  std::vector<uint8_t> last;
-  uint64_t last_addr = 0;
-  int sent = 0;
-  for (; sent < 1000 && !net_->tx_parked(0); ++sent) {
-    last = frame(2000, static_cast<uint8_t>(sent));
-    last_addr = drv_->alloc(static_cast<uint32_t>(last.size()));
-    drv_->write(last_addr, last);
-    drv_->add_chain(1, {{last_addr, static_cast<uint32_t>(last.size())}}, {});
-    net_->poll_pair(0);
-  }
-  ASSERT_TRUE(net_->tx_parked(0)) << "the socket never filled";
-  EXPECT_EQ(drv_->used_idx(1), sent);
-  EXPECT_EQ(net_->stats().tx_copied.load(), static_cast<uint64_t>(sent));
-  EXPECT_EQ(net_->stats().tx_frames.load(), static_cast<uint64_t>(sent - 1));
-  ASSERT_FALSE(irq_used_idx_.empty());
-  EXPECT_EQ(irq_used_idx_.back(), (std::pair<size_t, uint16_t>{1, static_cast<uint16_t>(sent)}));
-  // The guest reuses the refused frame's buffer at once; the backend still gets the frame.
-  drv_->write(last_addr, std::vector<uint8_t>(last.size(), 0xee));
-  // What the guest queues next waits behind the copy, in order; a small frame is not copied.
-  const auto small = frame(500, 0xab);
-  drv_->add_out(1, small);
-  net_->poll_pair(0);
-  EXPECT_TRUE(net_->tx_parked(0));
-  EXPECT_EQ(drv_->used_idx(1), sent);
-  for (int i = 0; i + 1 < sent; ++i) ASSERT_EQ(host_recv()[kNetHdrSize], static_cast<uint8_t>(i));
-  net_->poll_pair(0);
-  EXPECT_FALSE(net_->tx_parked(0));
-  EXPECT_EQ(host_recv(), last);
-  EXPECT_EQ(host_recv(), small);
-  EXPECT_EQ(drv_->used_idx(1), sent + 1);
-  EXPECT_EQ(net_->stats().tx_frames.load(), static_cast<uint64_t>(sent + 1));
-  EXPECT_EQ(net_->stats().tx_copied.load(), static_cast<uint64_t>(sent));
-  EXPECT_EQ(net_->stats().tx_drops.load(), 0u);
 }
 
 TEST_F(VirtioNetTest, DropsAndCountsMalformedFramesAndKeepsGoing) {
