@@ -184,14 +184,15 @@ void add_run_command(CLI::App& app, int* status) {
       ->capture_default_str();
   cmd->add_option("--disk", opts->disks,
                   "virtio-blk disk: path=FILE[,format=raw|qcow2][,readonly=on][,serial=ID][,queues=N][,queue_size=N]"
-                  "[,cache=writeback|none|unsafe][,poll_us=N][,batch_us=N|auto][,chain=N][,merge_kib=N]; repeatable; the format is never "
+                  "[,cache=writeback|none|unsafe][,poll_us=N][,batch_us=N|auto][,chain=N][,chain_kib=N][,merge_kib=N]; repeatable; the format is never "
                   "guessed; queues default to one per vCPU; queue_size (default 256, a power of two up to 1024) bounds "
                   "a request's segments; poll_us=N lets a queue poll for requests up to N "
                   "µs before it sleeps (default 0: off); batch_us=N lets a busy queue gather requests for up "
                   "to N µs instead of taking a kick for each (0: off; default auto: off where a VM exit is "
                   "cheap, as on hardware, on where it is slow, as when nested; --stats shows the choice); "
                   "chain=N (default 4, 1 to 64) lets up to N passes over a queue share one interrupt while "
-                  "the guest keeps adding requests during I/O that completes at once; merge_kib=N (default 4096, "
+                  "the guest keeps adding requests during I/O that completes at once, after passes that moved less than "
+                  "chain_kib=N KiB (default 128); merge_kib=N (default 4096, "
                   "0: never) joins adjacent requests into host I/Os of up to N KiB (docs/virtio.md)");
   cmd->add_option("--net", opts->nets,
                   "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N][,batch_us=N|auto][,pin_flows=on|off]"

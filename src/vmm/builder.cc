@@ -33,6 +33,7 @@ namespace ringvm {
 // --disk's defaults (vmm/config.h, which does not include the device) are the device's own.
 static_assert(uint64_t{kDefaultDiskMergeKib} * 1024 == VirtioBlockOptions::kDefaultMergeBytes);
 static_assert(kDefaultDiskChainPasses == VirtioBlockOptions::kDefaultChainPasses);
+static_assert(uint64_t{kDefaultDiskChainKib} * 1024 == VirtioBlockOptions::kDefaultChainMaxBytes);
 
 namespace {
 
@@ -222,6 +223,7 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     o.batch_us = resolve_batch(d.batch_us);
     o.chain_passes = d.chain_passes;
     o.merge_bytes = uint64_t{d.merge_kib} * 1024;
+    o.chain_max_bytes = uint64_t{d.chain_kib} * 1024;
     auto blk = VirtioBlock::create(std::move(*disk), o);
     if (!blk) return wrap(std::move(blk).error(), "--disk path={}", d.path);
     std::shared_ptr<VirtioBlock> dev = std::move(*blk);

@@ -101,6 +101,13 @@ Result<DiskSpec> parse_disk(std::string_view text) {
                           "--disk chain={}: give the passes that may share an interrupt, 1 (each its own) to {}", val,
                           kMaxDiskChainPasses);
       d.chain_passes = static_cast<uint16_t>(n);
+    } else if (key == "chain_kib") {
+      unsigned n = 0;
+      if (!number(1, kMaxDiskChainKib, &n))
+        return make_error(ErrorCode::kInvalidArgument,
+                          "--disk chain_kib={}: give the data a pass may move and still chain the next, in KiB, 1 to {}",
+                          val, kMaxDiskChainKib);
+      d.chain_kib = n;
     } else if (key == "merge_kib") {
       unsigned n = 0;
       if (!number(0, kMaxDiskMergeKib, &n))
@@ -124,7 +131,7 @@ Result<DiskSpec> parse_disk(std::string_view text) {
       else return make_error(ErrorCode::kInvalidArgument, "--disk cache={}: use writeback, none or unsafe", val);
     } else {
       return make_error(ErrorCode::kInvalidArgument,
-                        "--disk: unknown key '{}' (known: path, format, readonly, serial, queues, queue_size, cache, poll_us, batch_us, chain, merge_kib)", key);
+                        "--disk: unknown key '{}' (known: path, format, readonly, serial, queues, queue_size, cache, poll_us, batch_us, chain, chain_kib, merge_kib)", key);
     }
   }
   if (!have_path) return make_error(ErrorCode::kInvalidArgument, "--disk needs path=FILE");

@@ -42,6 +42,9 @@ inline constexpr uint16_t kDefaultDiskQueueSize = 256;
 // --disk chain: passes over a ring that may share one interrupt (VirtioBlockOptions::chain_passes).
 inline constexpr uint16_t kDefaultDiskChainPasses = 4;
 inline constexpr unsigned kMaxDiskChainPasses = 64;
+// --disk chain_kib: a pass that moved this much raises its interrupt (VirtioBlockOptions::chain_max_bytes).
+inline constexpr uint32_t kDefaultDiskChainKib = 128;
+inline constexpr unsigned kMaxDiskChainKib = 65536;
 // --disk merge_kib (VirtioBlockOptions::merge_bytes).
 inline constexpr uint32_t kDefaultDiskMergeKib = 4096;
 inline constexpr unsigned kMaxDiskMergeKib = 16384;
@@ -65,6 +68,8 @@ struct DiskSpec {
   // Passes over the ring whose completions may share one interrupt when the driver keeps adding
   // requests while a pass's I/O runs (VirtioBlockOptions::chain_passes); 1: one interrupt a pass.
   uint16_t chain_passes = kDefaultDiskChainPasses;
+  // Only passes that moved less than this many KiB chain (VirtioBlockOptions::chain_max_bytes).
+  uint32_t chain_kib = kDefaultDiskChainKib;
   // Largest host I/O that adjacent requests are merged into, in KiB (0: no merging).
   uint32_t merge_kib = kDefaultDiskMergeKib;
   CacheMode cache = CacheMode::kWriteback;

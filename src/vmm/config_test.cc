@@ -61,6 +61,9 @@ TEST(Config, Disk) {
   EXPECT_EQ(plain->chain_passes, kDefaultDiskChainPasses);
   EXPECT_EQ(parse_disk("path=a,chain=1")->chain_passes, 1);
   EXPECT_EQ(parse_disk("path=a,chain=64")->chain_passes, 64);
+  EXPECT_EQ(plain->chain_kib, kDefaultDiskChainKib);
+  EXPECT_EQ(parse_disk("path=a,chain_kib=2048")->chain_kib, 2048u);
+  EXPECT_FALSE(parse_disk("path=a,chain_kib=0").ok());
   for (const char* bad : {"path=a,chain=0", "path=a,chain=65", "path=a,chain=x"}) {
     auto r = parse_disk(bad);
     ASSERT_FALSE(r.ok()) << bad;

@@ -236,7 +236,7 @@ size_t VirtioBlock::serve(size_t index, VirtQueue::Arm arm) {
     // completed in the submit, which is when such a pass took long; completions that come later
     // raise their own interrupt anyway (reap()).
     if (n == 0 || !inline_done || pass + 1 >= options_.chain_passes ||
-        polls_[index].completed_bytes - bytes_before >= kChainMaxBytes || !aq.queue->has_available())
+        polls_[index].completed_bytes - bytes_before >= options_.chain_max_bytes || !aq.queue->has_available())
       break;
     stats_.chained.fetch_add(1, std::memory_order_relaxed);
   }

@@ -62,10 +62,15 @@ struct VirtioBlockOptions {
   // that the driver added requests meanwhile: with chain_passes above 1 the worker serves those
   // before it raises the interrupt, so the driver hears of both batches at once. At most this
   // many passes, only while requests keep arriving during the I/O, and only after passes that
-  // moved little data (kChainMaxBytes): a pass of large transfers is worth announcing at once.
+  // moved less than chain_max_bytes: a pass of large transfers is announced at once by default.
   // 1: interrupt after every pass.
   static constexpr uint16_t kDefaultChainPasses = 4;
   uint16_t chain_passes = kDefaultChainPasses;
+  // A pass that moved this much data or more raises its interrupt rather than chain the next: in
+  // the lab, chaining after 1 MiB requests left the guest idle for the next pass's copy (more
+  // halts and timer exits than it saved), while 4 KiB passes chained cut exits by a fifth.
+  static constexpr uint64_t kDefaultChainMaxBytes = 128 * 1024;
+  uint64_t chain_max_bytes = kDefaultChainMaxBytes;
   // Request merging (io_uring path): adjacent reads or writes found in one pass become one host
   // I/O while it stays within this many bytes (and IOV_MAX buffers). 0: never merge.
   static constexpr uint64_t kDefaultMergeBytes = 4u << 20;
@@ -97,10 +102,6 @@ struct BlockStats {
 class VirtioBlock final : public VirtioDevice {
  public:
   static constexpr uint32_t kMaxQueues = 16;
-  // A pass that moved this much data or more raises its interrupt rather than chain the next:
-  // in the lab, chaining after 1 MiB requests left the guest idle for the next pass's copy (more
-  // halts and timer exits than it saved), while 4 KiB passes chained cut exits by a fifth.
-  static constexpr uint64_t kChainMaxBytes = 128 * 1024;
   static constexpr uint32_t kMaxDiscardSegments = 32;
   static constexpr uint32_t kMaxDiscardSectors = 1u << 22;  // 2 GiB per segment
 

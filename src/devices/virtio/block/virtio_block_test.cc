@@ -326,6 +326,7 @@ class VirtioBlockWorkerTest : public VirtioBlockTest,
     opts.batch_us = batch_us;
     opts.chain_passes = chain_passes;
     opts.merge_bytes = merge_bytes;
+    opts.chain_max_bytes = chain_max_bytes_;
     auto b = VirtioBlock::create(disk, opts);
     ASSERT_TRUE(b.ok());
     blk_ = std::move(*b);
@@ -409,6 +410,7 @@ class VirtioBlockWorkerTest : public VirtioBlockTest,
     if (blk_->uring_queues() == 0) GTEST_SKIP() << "no io_uring on this host";
   }
   UniqueFd kick_, irq_, pipe_rd_, pipe_wr_;
+  uint64_t chain_max_bytes_ = VirtioBlockOptions::kDefaultChainMaxBytes;
 };
 
 TEST_P(VirtioBlockWorkerTest, ServesKicksAndStopsOnReset) {
@@ -653,13 +655,22 @@ TEST_P(VirtioBlockWorkerTest, ChainOfOnePassInterruptsEachPass) {
 
 TEST_P(VirtioBlockWorkerTest, PassThatMovedMuchDataDoesNotChain) {
   if (GetParam() == VirtioBlockOptions::Engine::kSync) GTEST_SKIP() << "io_uring engine only";
-  ASSERT_NO_FATAL_FAILURE(start_self_publishing_read(4, VirtioBlock::kChainMaxBytes));
+  ASSERT_NO_FATAL_FAILURE(start_self_publishing_read(4, VirtioBlockOptions::kDefaultChainMaxBytes));
   for (int i = 0; i < 500 && drv_.used_idx() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_GE(drv_.used_idx(), 2) << "the reads were not served";
   kick();  // the GET_ID was published during the pass but not chained: the next kick serves it
   ASSERT_TRUE(wait_used(3));
   EXPECT_EQ(blk_->stats().chained.load(), 0u);
   EXPECT_EQ(blk_->stats().interrupts.load(), 2u);
+}
+
+TEST_P(VirtioBlockWorkerTest, HigherChainLimitChainsAfterMuchData) {
+  if (GetParam() == VirtioBlockOptions::Engine::kSync) GTEST_SKIP() << "io_uring engine only";
+  chain_max_bytes_ = 2 * VirtioBlockOptions::kDefaultChainMaxBytes;
+  ASSERT_NO_FATAL_FAILURE(start_self_publishing_read(4, VirtioBlockOptions::kDefaultChainMaxBytes));
+  ASSERT_TRUE(wait_used(3)) << "the GET_ID published during the pass was not chained";
+  EXPECT_EQ(blk_->stats().chained.load(), 1u);
+  EXPECT_EQ(blk_->stats().interrupts.load(), 1u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, VirtioBlockWorkerTest,
