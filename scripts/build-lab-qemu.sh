@@ -40,35 +40,31 @@ echo "build-lab-qemu: fetching $url" >&2
 curl -fsSL --retry 3 -o "$work/src.tar.xz" "$url" || { echo "build-lab-qemu: cannot download $url" >&2; exit 1; }
 tar -C "$work" -xf "$work/src.tar.xz"
 src=$(find "$work" -maxdepth 1 -type d -name 'qemu-*' | head -n1)
-helper=$src/target/i386/tcg/system/svm_helper.c
-anchor='do_interrupt_x86_hardirq(env, vector, 1);'
-if [[ $(grep -cF "$anchor" "$helper" 2>/dev/null) != 1 ]]; then
-  echo "build-lab-qemu: $helper does not have the injection line this fix expects; not building" >&2
-  exit 1
-fi
-# The fix: once VMRUN delivered the injected interrupt, nothing is pending.
-awk -v a="$anchor" '{ print } index($0, a) { match($0, /^ */)
-  printf "%*scs->exception_index = -1;  /* ringvm lab fix: delivered, not pending */\n", RLENGTH, "" }' \
-  "$helper" >"$helper.new" && mv "$helper.new" "$helper"
-grep -qF 'ringvm lab fix' "$helper" || { echo "build-lab-qemu: the fix did not apply" >&2; exit 1; }
-# Fix 2: IGNNE updates on the first vCPU's env from any thread, atomically.
-fpu=$src/target/i386/tcg/system/fpu_helper.c
-python3 - "$fpu" <<'PY' || { echo "build-lab-qemu: $fpu is not what fix 2 expects; not building" >&2; exit 1; }
-import sys
-path = sys.argv[1]
-text = open(path).read()
-edits = [("    env->hflags2 &= ~HF2_IGNNE_MASK;",
-          "    /* ringvm lab fix: any vCPU thread gets here for the first vCPU's env */\n"
-          "    if (qatomic_read(&env->hflags2) & HF2_IGNNE_MASK) {\n"
-          "        qatomic_and(&env->hflags2, ~HF2_IGNNE_MASK);\n"
-          "    }"),
-         ("    env->hflags2 |= HF2_IGNNE_MASK;",
-          "    qatomic_or(&env->hflags2, HF2_IGNNE_MASK);  /* ringvm lab fix */")]
-for old, new in edits:
-    if text.count(old) != 1:
-        sys.exit(1)
-    text = text.replace(old, new)
-open(path, "w").write(text)
+# Both fixes, each an edit at a line that must occur exactly once (else the source is not the one
+# they were written for: nothing is built and the lab falls back to the stock emulator).
+python3 - "$src/target/i386/tcg/system" <<'PY' || { echo "build-lab-qemu: the source is not what the fixes expect; not building" >&2; exit 1; }
+import re, sys
+system = sys.argv[1]
+edits = [
+    # 1: once VMRUN delivered the injected interrupt, nothing is pending.
+    ("svm_helper.c", r"^( *)(do_interrupt_x86_hardirq\(env, vector, 1\);)$",
+     r"\1\2\n\1cs->exception_index = -1;  /* ringvm lab fix: delivered, not pending */"),
+    # 2: IGNNE updates on the first vCPU's env come from any vCPU's thread: atomically.
+    ("fpu_helper.c", r"^( *)env->hflags2 &= ~HF2_IGNNE_MASK;$",
+     r"\1/* ringvm lab fix: any vCPU thread gets here for the first vCPU's env */\n"
+     r"\1if (qatomic_read(&env->hflags2) & HF2_IGNNE_MASK) {\n"
+     r"\1    qatomic_and(&env->hflags2, ~HF2_IGNNE_MASK);\n"
+     r"\1}"),
+    ("fpu_helper.c", r"^( *)env->hflags2 \|= HF2_IGNNE_MASK;$",
+     r"\1qatomic_or(&env->hflags2, HF2_IGNNE_MASK);  /* ringvm lab fix */"),
+]
+for name, pattern, replacement in edits:
+    path = f"{system}/{name}"
+    text = open(path).read()
+    text, n = re.subn(pattern, replacement, text, flags=re.M)
+    if n != 1:
+        sys.exit(f"build-lab-qemu: {path}: {n} matches for {pattern!r}, expected 1")
+    open(path, "w").write(text)
 PY
 # Debian's repacked source has no firmware images; the Debian package's are used at run time.
 sed -i 's/^\( *unpack_edk2_blobs = \)bzip2.found()/\1false/' "$src/meson.build"
