@@ -673,10 +673,17 @@ TEST_P(VirtioBlockWorkerTest, HigherChainLimitChainsAfterMuchData) {
   EXPECT_EQ(blk_->stats().interrupts.load(), 1u);
 }
 
+// Named, so test names (and CTest labels) say which engine ran: Engines/...Test.Name/Sync.
+std::string engine_name(const ::testing::TestParamInfo<VirtioBlockOptions::Engine>& info) {
+  return info.param == VirtioBlockOptions::Engine::kSync ? "Sync" : "Auto";
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, VirtioBlockWorkerTest,
-                         ::testing::Values(VirtioBlockOptions::Engine::kSync, VirtioBlockOptions::Engine::kAuto));
+                         ::testing::Values(VirtioBlockOptions::Engine::kSync, VirtioBlockOptions::Engine::kAuto),
+                         engine_name);
 INSTANTIATE_TEST_SUITE_P(Engines, VirtioBlockMergeTest,
-                         ::testing::Values(VirtioBlockOptions::Engine::kSync, VirtioBlockOptions::Engine::kAuto));
+                         ::testing::Values(VirtioBlockOptions::Engine::kSync, VirtioBlockOptions::Engine::kAuto),
+                         engine_name);
 
 }  // namespace
 }  // namespace ringvm
