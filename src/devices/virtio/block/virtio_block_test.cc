@@ -678,6 +678,15 @@ std::string engine_name(const ::testing::TestParamInfo<VirtioBlockOptions::Engin
   return info.param == VirtioBlockOptions::Engine::kSync ? "Sync" : "Auto";
 }
 
+}  // namespace
+
+// Found by argument-dependent lookup, so GoogleTest prints "GetParam() = Sync", not raw bytes.
+void PrintTo(VirtioBlockOptions::Engine engine, std::ostream* os) {
+  *os << (engine == VirtioBlockOptions::Engine::kSync ? "Sync" : "Auto");
+}
+
+namespace {
+
 INSTANTIATE_TEST_SUITE_P(Engines, VirtioBlockWorkerTest,
                          ::testing::Values(VirtioBlockOptions::Engine::kSync, VirtioBlockOptions::Engine::kAuto),
                          engine_name);
