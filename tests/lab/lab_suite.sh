@@ -40,12 +40,12 @@ mapfile -t qemu_cmd < <(lab_qemu_cmd microvm "$LAB_RESULTS/qemu_microvm_poweroff
 lab_run qemu_microvm_poweroff "$secs" "${qemu_cmd[@]}"
 
 # 2. ringvm's host-KVM integration tests on real (nested) AMD-V.
-# Opt-in (RINGVM_LAB_KVM_TESTS=1): it passed in L1 in four runs, then in one run L1 stopped
-# answering inside its real-mode guest test (nothing after it, not even the run's own timeout),
-# which takes the whole session down. A defect to diagnose (docs/lab.md).
+# On by default since the lab's emulator lost its two races (docs/lab.md): the one L1 hang inside
+# its real-mode guest test had the signature of the second race (GIF left clear). RINGVM_LAB_KVM_TESTS=0
+# skips it (reported as Skipped, with this reason).
 rm -f "$LAB_RESULTS/kvm_integration.skipped"
-if [[ $integration != - && ${RINGVM_LAB_KVM_TESTS:-0} != 1 ]]; then
-  echo "RINGVM_LAB_KVM_TESTS is not 1: L1 hung once inside the real-mode guest test (docs/lab.md)" \
+if [[ $integration != - && ${RINGVM_LAB_KVM_TESTS:-1} == 0 ]]; then
+  echo "RINGVM_LAB_KVM_TESTS=0: the KVM integration tests in L1 were turned off" \
     >"$LAB_RESULTS/kvm_integration.skipped"
 elif [[ $integration != - ]]; then
   lab_run kvm_integration "$secs" "$integration" --gtest_color=no
