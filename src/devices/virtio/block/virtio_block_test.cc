@@ -673,11 +673,6 @@ TEST_P(VirtioBlockWorkerTest, HigherChainLimitChainsAfterMuchData) {
   EXPECT_EQ(blk_->stats().interrupts.load(), 1u);
 }
 
-// Named, so test names (and CTest labels) say which engine ran: Engines/...Test.Name/Sync.
-std::string engine_name(const ::testing::TestParamInfo<VirtioBlockOptions::Engine>& info) {
-  return info.param == VirtioBlockOptions::Engine::kSync ? "Sync" : "Auto";
-}
-
 }  // namespace
 
 // Found by argument-dependent lookup, so GoogleTest prints "GetParam() = Sync", not raw bytes.
@@ -686,6 +681,11 @@ void PrintTo(VirtioBlockOptions::Engine engine, std::ostream* os) {
 }
 
 namespace {
+
+// Named, so test names (and CTest labels) say which engine ran: Engines/...Test.Name/Sync.
+std::string engine_name(const ::testing::TestParamInfo<VirtioBlockOptions::Engine>& info) {
+  return ::testing::PrintToString(info.param);
+}
 
 INSTANTIATE_TEST_SUITE_P(Engines, VirtioBlockWorkerTest,
                          ::testing::Values(VirtioBlockOptions::Engine::kSync, VirtioBlockOptions::Engine::kAuto),
