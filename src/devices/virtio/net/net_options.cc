@@ -46,7 +46,7 @@ Result<NetSpec> parse_net_spec(std::string_view text) {
   NetSpec spec;
   const auto opts =
       TRY(split_device_options(text, kWhat, {"tap", "fd", "mac", "queues", "id", "queue_size", "batch_us", "pin_flows",
-                                                        "tx_early_irq_kib"}));
+                                                        "tx_early_irq_kib", "workers"}));
   bool have_fd = false;
   for (const auto& [key, value] : opts) {
     if (key == "tap") {
@@ -75,6 +75,8 @@ Result<NetSpec> parse_net_spec(std::string_view text) {
       else return make_error(ErrorCode::kInvalidArgument, "--net pin_flows={}: use on or off", value);
     } else if (key == "tx_early_irq_kib") {
       spec.tx_early_irq_kib = static_cast<uint32_t>(TRY(parse_option_uint(kWhat, key, value, 0, 64)));
+    } else if (key == "workers") {
+      spec.workers = static_cast<uint32_t>(TRY(parse_option_uint(kWhat, key, value, 0, VirtioNet::kMaxQueuePairs)));
     } else if (key == "queue_size") {
       spec.queue_size = static_cast<uint16_t>(TRY(parse_option_uint(kWhat, key, value, 4, 512)));
     } else if (key == "id") {
@@ -115,6 +117,7 @@ Result<std::shared_ptr<VirtioNet>> make_virtio_net(const NetSpec& spec, uint32_t
   o.batch_us = spec.batch_us.value_or(0);
   o.pin_flows = spec.pin_flows;
   o.tx_early_irq_bytes = uint64_t{spec.tx_early_irq_kib} * 1024;
+  o.workers = spec.workers;
   auto dev = VirtioNet::create(std::move(tap), std::move(o));
   if (!dev.ok()) return std::move(dev).error();
   return std::shared_ptr<VirtioNet>(std::move(*dev));

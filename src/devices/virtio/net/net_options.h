@@ -25,6 +25,7 @@ struct NetSpec {
   std::optional<uint32_t> batch_us;  // VirtioNetOptions::batch_us; unset: auto (the caller decides)
   bool pin_flows = true;             // VirtioNetOptions::pin_flows
   uint32_t tx_early_irq_kib = VirtioNetOptions::kDefaultTxEarlyIrqBytes / 1024;  // in KiB (0: off)
+  uint32_t workers = 0;              // VirtioNetOptions::workers (0: one thread per queue pair)
 };
 
 // Errors name the option and the fix ("mac=zz: expected six hex pairs like 52:54:00:12:34:56").

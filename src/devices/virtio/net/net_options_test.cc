@@ -72,6 +72,9 @@ TEST(NetSpecTest, ClearErrors) {
   EXPECT_EQ(parse_net_spec("tap=a,tx_early_irq_kib=64")->tx_early_irq_kib, 64u);
   EXPECT_NE(parse_error("tap=a,tx_early_irq_kib=65").find("tx_early_irq_kib"), std::string::npos);
   EXPECT_NE(parse_error("tap=a,tx_early_irq_kib=x").find("tx_early_irq_kib"), std::string::npos);
+  EXPECT_EQ(parse_net_spec("tap=a")->workers, 0u);
+  EXPECT_EQ(parse_net_spec("tap=a,workers=1")->workers, 1u);
+  EXPECT_NE(parse_error("tap=a,workers=65").find("workers"), std::string::npos);
   EXPECT_TRUE(parse_net_spec("tap=a")->pin_flows);
   EXPECT_FALSE(parse_net_spec("tap=a,pin_flows=off")->pin_flows);
   EXPECT_TRUE(parse_net_spec("tap=a,pin_flows=on")->pin_flows);

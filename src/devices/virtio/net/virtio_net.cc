@@ -32,22 +32,26 @@ constexpr int kBudget = 256;
 
 }  // namespace
 
-// The thread serving one queue pair (and, for pair 0, the control queue). It waits on the kick
-// eventfds and on the backend fd, whose interest set follows the pair's state: EPOLLIN only when
-// a received frame has somewhere to go, EPOLLOUT only while a transmit frame is parked.
+// A thread serving one or more queue pairs (and, with pair 0, the control queue). It waits on the
+// kick eventfds and on each pair's backend fd, whose interest set follows the pair's state:
+// EPOLLIN only when a received frame has somewhere to go, EPOLLOUT only while a transmit frame is
+// parked. One thread per pair by default; `workers=1` serves every pair from one thread, as
+// QEMU's main loop does (fewer threads to wake on a host short of CPUs).
 class VirtioNet::PairWorker {
  public:
-  static Result<std::unique_ptr<PairWorker>> start(VirtioNet& dev, size_t index) {
-    std::unique_ptr<PairWorker> w(new PairWorker(dev, index));
+  static Result<std::unique_ptr<PairWorker>> start(VirtioNet& dev, std::vector<size_t> pairs) {
+    std::unique_ptr<PairWorker> w(new PairWorker(dev, std::move(pairs)));
     w->epfd_.reset(::epoll_create1(EPOLL_CLOEXEC));
     if (!w->epfd_) return sys_error(fmt::format("{}: epoll_create1", dev.name()));
     w->stopfd_ = TRY(make_eventfd(dev.name()));
-    const Pair& p = dev.pairs_[index];
-    RETURN_IF_ERROR(w->add(w->stopfd_.get(), kStop, EPOLLIN));
-    RETURN_IF_ERROR(w->add(p.rx.kick_fd, kRxKick, EPOLLIN));
-    RETURN_IF_ERROR(w->add(p.tx.kick_fd, kTxKick, EPOLLIN));
-    if (index == 0) RETURN_IF_ERROR(w->add(dev.ctrl_.kick_fd, kCtrlKick, EPOLLIN));
-    RETURN_IF_ERROR(w->add(p.tx_batch.fd(), kTxTimer, EPOLLIN));
+    RETURN_IF_ERROR(w->add(w->stopfd_.get(), token(0, kStop), EPOLLIN));
+    for (const Served& s : w->served_) {
+      const Pair& p = dev.pairs_[s.index];
+      RETURN_IF_ERROR(w->add(p.rx.kick_fd, token(s.index, kRxKick), EPOLLIN));
+      RETURN_IF_ERROR(w->add(p.tx.kick_fd, token(s.index, kTxKick), EPOLLIN));
+      if (s.index == 0) RETURN_IF_ERROR(w->add(dev.ctrl_.kick_fd, token(0, kCtrlKick), EPOLLIN));
+      RETURN_IF_ERROR(w->add(p.tx_batch.fd(), token(s.index, kTxTimer), EPOLLIN));
+    }
     w->thread_ = std::thread([p = w.get()] { p->run(); });
     return w;
   }
@@ -58,105 +62,130 @@ class VirtioNet::PairWorker {
   }
 
  private:
-  enum Token : uint64_t { kStop, kRxKick, kTxKick, kCtrlKick, kBackend, kTxTimer };
-  PairWorker(VirtioNet& dev, size_t index) : dev_(dev), index_(index) {}
+  enum Kind : uint64_t { kStop, kRxKick, kTxKick, kCtrlKick, kBackend, kTxTimer };
+  // epoll data: the pair's index above the kind.
+  static uint64_t token(size_t pair, Kind kind) { return uint64_t{pair} << 8 | kind; }
+  // Per served pair: its backend fd's registration, and whether it has work left over.
+  struct Served {
+    size_t index;
+    uint32_t interest = 0;
+    bool registered = false;
+    bool more = true;                      // serve whatever the driver queued before activation
+    uint64_t error_gen = ~uint64_t{0};     // pairs_gen_ when the backend fd last failed
+  };
+  PairWorker(VirtioNet& dev, std::vector<size_t> pairs) : dev_(dev) {
+    for (size_t i : pairs) served_.push_back(Served{.index = i});
+  }
 
-  Result<void> add(int fd, Token token, uint32_t events) {
+  Result<void> add(int fd, uint64_t tok, uint32_t events) {
     if (fd < 0) return Ok();
     epoll_event ev{};
     ev.events = events;
-    ev.data.u64 = token;
+    ev.data.u64 = tok;
     if (::epoll_ctl(epfd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
       return sys_error(fmt::format("{}: epoll_ctl add fd {}", dev_.name(), fd));
     return Ok();
   }
 
+  Served* find(size_t index) {
+    for (Served& s : served_)
+      if (s.index == index) return &s;
+    return nullptr;
+  }
+
   // The backend fd is watched only while the driver has this pair enabled: a detached tap queue
   // reports EPOLLERR for as long as it stays detached.
-  void update_backend_interest() {
-    const Pair& p = dev_.pairs_[index_];
-    const bool enabled = index_ < dev_.active_pairs() && error_gen_ != dev_.pairs_gen_.load();
+  void update_backend_interest(Served& s) {
+    const Pair& p = dev_.pairs_[s.index];
+    const bool enabled = s.index < dev_.active_pairs() && s.error_gen != dev_.pairs_gen_.load();
     if (!enabled) {
-      if (registered_) (void)::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, p.fd, nullptr);
-      registered_ = false;
+      if (s.registered) (void)::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, p.fd, nullptr);
+      s.registered = false;
       return;
     }
     uint32_t want = 0;
     if (p.rx.queue != nullptr && !p.rx_pending) want |= EPOLLIN;
     if (p.tx_chain) want |= EPOLLOUT;
-    if (registered_ && want == interest_) return;
+    if (s.registered && want == s.interest) return;
     epoll_event ev{};
     ev.events = want;
-    ev.data.u64 = kBackend;
-    if (::epoll_ctl(epfd_.get(), registered_ ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, p.fd, &ev) == 0) {
-      interest_ = want;
-      registered_ = true;
+    ev.data.u64 = token(s.index, kBackend);
+    if (::epoll_ctl(epfd_.get(), s.registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, p.fd, &ev) == 0) {
+      s.interest = want;
+      s.registered = true;
     }
   }
 
   void run() {
-    ::pthread_setname_np(::pthread_self(), fmt::format("net-q{}", index_).substr(0, 15).c_str());
-    std::array<epoll_event, 8> events{};
-    bool more = true;  // serve whatever the driver queued before activation
-    bool ctrl = index_ == 0;
+    const std::string name = served_.size() == 1 ? fmt::format("net-q{}", served_.front().index) : "net-qs";
+    ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
+    std::array<epoll_event, 16> events{};
+    bool ctrl = find(0) != nullptr;
     for (;;) {
       if (ctrl) dev_.poll_ctrl();
-      if (more) more = dev_.poll_pair_budgeted(index_);
-      update_backend_interest();
+      bool any_more = false;
+      for (Served& s : served_) {
+        if (s.more) s.more = dev_.poll_pair_budgeted(s.index);
+        update_backend_interest(s);
+        any_more |= s.more;
+      }
       // With work left over (budget spent) only peek at the fds; otherwise sleep until one fires.
-      const int n = ::epoll_wait(epfd_.get(), events.data(), static_cast<int>(events.size()), more ? 0 : -1);
+      const int n = ::epoll_wait(epfd_.get(), events.data(), static_cast<int>(events.size()), any_more ? 0 : -1);
       if (n < 0) {
         if (errno == EINTR) continue;
-        spdlog::error("{}: epoll_wait failed ({}); queue pair {} stops", dev_.name(), std::strerror(errno),
-                      index_);
+        spdlog::error("{}: epoll_wait failed ({}); its queue pairs stop", dev_.name(), std::strerror(errno));
         return;
       }
       ctrl = false;
       for (int k = 0; k < n; ++k) {
         const epoll_event& ev = events[static_cast<size_t>(k)];
-        switch (ev.data.u64) {
-          case kStop: return;
+        const auto kind = static_cast<Kind>(ev.data.u64 & 0xff);
+        if (kind == kStop) return;
+        if (kind == kCtrlKick) {
+          // The command may enable or disable pairs: look at all of them again.
+          drain_eventfd(dev_.ctrl_.kick_fd);
+          ctrl = true;
+          for (Served& s : served_) s.more = true;
+          continue;
+        }
+        Served* s = find(static_cast<size_t>(ev.data.u64 >> 8));
+        if (s == nullptr) continue;
+        s->more = true;
+        Pair& p = dev_.pairs_[s->index];
+        switch (kind) {
           case kRxKick:
-            dev_.stats_.rx_kicks.fetch_add(drain_eventfd(dev_.pairs_[index_].rx.kick_fd), std::memory_order_relaxed);
+            dev_.stats_.rx_kicks.fetch_add(drain_eventfd(p.rx.kick_fd), std::memory_order_relaxed);
             break;
           case kTxKick:
-            dev_.stats_.tx_kicks.fetch_add(drain_eventfd(dev_.pairs_[index_].tx.kick_fd), std::memory_order_relaxed);
-            dev_.on_tx_kick(dev_.pairs_[index_]);
+            dev_.stats_.tx_kicks.fetch_add(drain_eventfd(p.tx.kick_fd), std::memory_order_relaxed);
+            dev_.on_tx_kick(p);
             break;
           case kTxTimer:
-            drain_eventfd(dev_.pairs_[index_].tx_batch.fd());
-            dev_.pairs_[index_].tx_batch.fired();
-            dev_.pairs_[index_].tx_deferred = false;
-            break;
-          case kCtrlKick:
-            drain_eventfd(dev_.ctrl_.kick_fd);
-            ctrl = true;
+            drain_eventfd(p.tx_batch.fd());
+            p.tx_batch.fired();
+            p.tx_deferred = false;
             break;
           case kBackend:
             if (ev.events & (EPOLLERR | EPOLLHUP)) {
               // A failed backend queue would fire forever: stop polling it until the driver
               // changes its queue pairs again.
               RINGVM_LOG_RATELIMITED(error, "{}: backend queue {} failed; it is no longer polled",
-                                     dev_.name(), index_);
-              (void)::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, dev_.pairs_[index_].fd, nullptr);
-              registered_ = false;
-              error_gen_ = dev_.pairs_gen_.load();
+                                     dev_.name(), s->index);
+              (void)::epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, p.fd, nullptr);
+              s->registered = false;
+              s->error_gen = dev_.pairs_gen_.load();
             }
             break;
           default: break;
         }
       }
-      more = true;
     }
   }
 
   VirtioNet& dev_;
-  size_t index_;
+  std::vector<Served> served_;
   UniqueFd epfd_;
   UniqueFd stopfd_;
-  uint32_t interest_ = 0;
-  bool registered_ = false;
-  uint64_t error_gen_ = ~uint64_t{0};  // pairs_gen_ when the backend fd last failed
   std::thread thread_;
 };
 
@@ -259,10 +288,17 @@ Result<void> VirtioNet::activate(const GuestMemory& mem, uint64_t acked_features
     if (b.ok()) pairs_[i].tx_batch = std::move(*b);
     else RINGVM_LOG_RATELIMITED(warn, "virtio-net {}: {}; no transmit batching", options_.id, b.error().message());
   }
+  // Pair i goes to worker i % threads.
+  const size_t threads = options_.workers == 0 ? pairs : std::min<size_t>(options_.workers, pairs);
+  std::vector<std::vector<size_t>> served(threads);
   for (size_t i = 0; i < pairs; ++i) {
     if (pairs_[i].rx.queue == nullptr && pairs_[i].tx.queue == nullptr && (i != 0 || ctrl_.queue == nullptr))
       continue;
-    auto w = PairWorker::start(*this, i);
+    served[i % threads].push_back(i);
+  }
+  for (auto& set : served) {
+    if (set.empty()) continue;
+    auto w = PairWorker::start(*this, std::move(set));
     if (!w.ok()) {
       workers_.clear();
       mem_ = nullptr;

@@ -1,9 +1,9 @@
 // VirtioNet: virtio-net (virtio 1.x section 5.1) over a NetBackend (a Linux tap).
 //
 // Queues: receiveq1, transmitq1, ..., receiveqN, transmitqN, controlq (N = max queue pairs).
-// Each queue pair is served by its own worker thread bound to one backend queue fd, so a
-// multiqueue guest spreads its traffic over host cores and nothing here ever blocks the event
-// loop. The worker never spins:
+// Each queue pair is served by a worker thread (by default its own) bound to the pair's backend
+// queue fd, so a multiqueue guest spreads its traffic over host cores and nothing here ever
+// blocks the event loop. The worker never spins:
 //   - transmit: a full tap (EAGAIN) parks the frame in hand and the worker waits for EPOLLOUT;
 //   - receive: a frame with no guest buffer to go to is held, and the worker stops polling the
 //     tap for input until the guest adds buffers (its kick);
@@ -62,6 +62,10 @@ struct VirtioNetOptions {
   // interrupts"). 0: every pass announces at its end.
   static constexpr uint64_t kDefaultTxEarlyIrqBytes = 16 * 1024;
   uint64_t tx_early_irq_bytes = kDefaultTxEarlyIrqBytes;
+  // Worker threads serving the queue pairs (pair i goes to thread i % workers). 0: one per pair,
+  // so a multiqueue guest's traffic spreads over host cores; fewer threads wake less often on a
+  // host short of CPUs (docs/networking.md, "Workers").
+  uint32_t workers = 0;
 };
 
 // Counters for --stats; readable from any thread.

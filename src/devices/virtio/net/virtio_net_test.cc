@@ -1,5 +1,7 @@
 #include "devices/virtio/net/virtio_net.h"
 
+#include <filesystem>
+#include <fstream>
 #include <gtest/gtest.h>
 #include <linux/if_tun.h>
 #include <poll.h>
@@ -63,6 +65,7 @@ class VirtioNetTest : public ::testing::Test {
     o.batch_us = batch_us;
     o.pin_flows = pin_flows_;
     o.tx_early_irq_bytes = tx_early_irq_bytes_;
+    o.workers = worker_threads_;
     auto d = VirtioNet::create(std::move(backend), o);
     ASSERT_TRUE(d.ok()) << d.error().message();
     net_ = std::move(*d);
@@ -122,6 +125,7 @@ class VirtioNetTest : public ::testing::Test {
 
   bool pin_flows_ = true;
   uint64_t tx_early_irq_bytes_ = VirtioNetOptions::kDefaultTxEarlyIrqBytes;
+  uint32_t worker_threads_ = 0;  // VirtioNetOptions::workers
   bool workers_ = false;
   // Without workers: each interrupt as (queue, the queue's used idx when it was raised).
   std::vector<std::pair<size_t, uint16_t>> irq_used_idx_;
@@ -639,6 +643,50 @@ TEST_F(VirtioNetTest, WorkersServeKicksAndNeverSpin) {
   EXPECT_EQ(net_->stats().rx_kicks.load(), 1u);
   EXPECT_EQ(net_->stats().rx_interrupts.load(), static_cast<uint64_t>(irqs_[0].load()));
   EXPECT_EQ(net_->stats().tx_interrupts.load(), static_cast<uint64_t>(irqs_[1].load()));
+}
+
+size_t threads_named(std::string_view prefix) {
+  size_t n = 0;
+  for (const auto& t : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(t.path() / "comm");
+    std::string name;
+    if (std::getline(comm, name) && name.starts_with(prefix)) ++n;
+  }
+  return n;
+}
+
+// workers=1: one thread serves every pair, the control queue included, and each pair's traffic
+// still flows through its own tap queue both ways.
+TEST_F(VirtioNetTest, OneWorkerServesEveryPair) {
+  worker_threads_ = 1;
+  start(3, kMrg | bit(VIRTIO_NET_F_MQ) | bit(VIRTIO_NET_F_CTRL_VQ), /*workers=*/true);
+  // (The thread names itself when it starts.)
+  EXPECT_TRUE(wait_for([] { return threads_named("net-qs") == 1; }));
+  // VQ_PAIRS_SET 3 through the control queue (queue 6), served by the worker.
+  const uint64_t in = drv_->alloc(4), ack = drv_->alloc(1);
+  drv_->write(in, std::vector<uint8_t>{VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, 3, 0});
+  drv_->add_chain(6, {{in, 4}}, {{ack, 1}});
+  kick(6);
+  ASSERT_TRUE(wait_for([&] { return drv_->used_idx(6) == 1; }));
+  EXPECT_EQ(drv_->read(ack, 1)[0], VIRTIO_NET_OK);
+  ASSERT_EQ(net_->active_pairs(), 3u);
+  for (size_t pair = 0; pair < 3; ++pair) {
+    SCOPED_TRACE(pair);
+    const auto out = frame(100 + pair, static_cast<uint8_t>(pair));
+    drv_->add_out(2 * pair + 1, out);
+    kick(2 * pair + 1);
+    std::vector<uint8_t> got;
+    ASSERT_TRUE(wait_for([&] { return !(got = host_recv(pair)).empty(); }));
+    EXPECT_EQ(got, out);
+    drv_->add_in(2 * pair, 1500);
+    kick(2 * pair);
+    host_send(frame(200 + pair, 3), pair);
+    ASSERT_TRUE(wait_for([&] { return drv_->used_idx(2 * pair) == 1; }));
+    EXPECT_EQ(drv_->used(2 * pair, 0).len, kNetHdrSize + 200 + pair);
+  }
+  EXPECT_EQ(net_->stats().tx_frames.load(), 3u);
+  EXPECT_EQ(net_->stats().rx_frames.load(), 3u);
+  EXPECT_EQ(threads_named("net-q"), 1u) << "one thread for three pairs";
 }
 
 TEST(MacTest, ParsesAndRefuses) {
