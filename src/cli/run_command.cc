@@ -196,7 +196,7 @@ void add_run_command(CLI::App& app, int* status) {
                   "0: never) joins adjacent requests into host I/Os of up to N KiB (docs/virtio.md)");
   cmd->add_option("--net", opts->nets,
                   "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N][,batch_us=N|auto][,pin_flows=on|off]"
-                  "[,tx_early_irq_kib=N][,workers=N] "
+                  "[,tx_early_irq_kib=N][,workers=N|auto] "
                   "or fd=N (an inherited tap fd); repeatable; queues default to one pair per vCPU; pin_flows "
                   "(default on) sends a TCP flow's ACKs through the queue pair its data last used, so the tap does not "
                   "move (and reorder) what the guest receives; batch_us=N coalesces "
@@ -204,7 +204,8 @@ void add_run_command(CLI::App& app, int* status) {
                   "N µs (default auto, which for now means 0: off); tx_early_irq_kib=N (default 16, 0: off) tells "
                   "the guest of each sent frame of N KiB or more as soon as it is written, so a TCP sender "
                   "waiting on its completions goes on at once; workers=N serves the queue pairs from N threads "
-                  "(default 0: one per pair) (docs/networking.md)");
+                  "(0: one per pair; default auto: one per pair while the host has a CPU for each beyond the "
+                  "vCPUs, else fewer, at least one) (docs/networking.md)");
   cmd->add_option("--virtio-notify", opts->virtio_notify,
                   "Where virtio-pci doorbells live: pio (an I/O BAR: KVM matches a port write without "
                   "emulating the instruction, the cheaper exit, most of all on AMD and when nested) or mmio "

@@ -1,5 +1,7 @@
 #include "devices/virtio/net/net_options.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <charconv>
 
@@ -76,7 +78,8 @@ Result<NetSpec> parse_net_spec(std::string_view text) {
     } else if (key == "tx_early_irq_kib") {
       spec.tx_early_irq_kib = static_cast<uint32_t>(TRY(parse_option_uint(kWhat, key, value, 0, 64)));
     } else if (key == "workers") {
-      spec.workers = static_cast<uint32_t>(TRY(parse_option_uint(kWhat, key, value, 0, VirtioNet::kMaxQueuePairs)));
+      if (value == "auto") spec.workers.reset();
+      else spec.workers = static_cast<uint32_t>(TRY(parse_option_uint(kWhat, key, value, 0, VirtioNet::kMaxQueuePairs)));
     } else if (key == "queue_size") {
       spec.queue_size = static_cast<uint16_t>(TRY(parse_option_uint(kWhat, key, value, 4, 512)));
     } else if (key == "id") {
@@ -95,6 +98,11 @@ Result<NetSpec> parse_net_spec(std::string_view text) {
         "--net: fd={} is one tap queue, so queues={} cannot be served; use tap=NAME for multiqueue", spec.fd,
         spec.queues);
   return spec;
+}
+
+uint32_t auto_net_workers(size_t pairs, size_t host_cpus, uint32_t num_vcpus) {
+  const size_t spare = host_cpus > num_vcpus ? host_cpus - num_vcpus : 0;
+  return static_cast<uint32_t>(std::clamp<size_t>(std::min(pairs, spare), 1, std::max<size_t>(pairs, 1)));
 }
 
 Result<std::shared_ptr<VirtioNet>> make_virtio_net(const NetSpec& spec, uint32_t num_vcpus) {
@@ -117,7 +125,14 @@ Result<std::shared_ptr<VirtioNet>> make_virtio_net(const NetSpec& spec, uint32_t
   o.batch_us = spec.batch_us.value_or(0);
   o.pin_flows = spec.pin_flows;
   o.tx_early_irq_bytes = uint64_t{spec.tx_early_irq_kib} * 1024;
-  o.workers = spec.workers;
+  if (spec.workers) {
+    o.workers = *spec.workers;
+  } else {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    const size_t host_cpus = ::sched_getaffinity(0, sizeof set, &set) == 0 ? static_cast<size_t>(CPU_COUNT(&set)) : 1;
+    o.workers = auto_net_workers(tap->queue_count(), host_cpus, num_vcpus);
+  }
   auto dev = VirtioNet::create(std::move(tap), std::move(o));
   if (!dev.ok()) return std::move(dev).error();
   return std::shared_ptr<VirtioNet>(std::move(*dev));

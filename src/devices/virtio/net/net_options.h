@@ -25,8 +25,14 @@ struct NetSpec {
   std::optional<uint32_t> batch_us;  // VirtioNetOptions::batch_us; unset: auto (the caller decides)
   bool pin_flows = true;             // VirtioNetOptions::pin_flows
   uint32_t tx_early_irq_kib = VirtioNetOptions::kDefaultTxEarlyIrqBytes / 1024;  // in KiB (0: off)
-  uint32_t workers = 0;              // VirtioNetOptions::workers (0: one thread per queue pair)
+  // VirtioNetOptions::workers (0: one thread per queue pair); unset: auto, auto_net_workers().
+  std::optional<uint32_t> workers;
 };
+
+// `workers=auto`: one worker thread per queue pair while the host has a CPU for each beyond the
+// vCPUs, fewer (at least one) when it has not: on a host short of CPUs every extra thread to wake
+// costs more than the parallelism it buys (docs/networking.md, "Workers").
+uint32_t auto_net_workers(size_t pairs, size_t host_cpus, uint32_t num_vcpus);
 
 // Errors name the option and the fix ("mac=zz: expected six hex pairs like 52:54:00:12:34:56").
 Result<NetSpec> parse_net_spec(std::string_view spec);

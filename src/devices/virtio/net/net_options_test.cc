@@ -72,7 +72,9 @@ TEST(NetSpecTest, ClearErrors) {
   EXPECT_EQ(parse_net_spec("tap=a,tx_early_irq_kib=64")->tx_early_irq_kib, 64u);
   EXPECT_NE(parse_error("tap=a,tx_early_irq_kib=65").find("tx_early_irq_kib"), std::string::npos);
   EXPECT_NE(parse_error("tap=a,tx_early_irq_kib=x").find("tx_early_irq_kib"), std::string::npos);
-  EXPECT_EQ(parse_net_spec("tap=a")->workers, 0u);
+  EXPECT_FALSE(parse_net_spec("tap=a")->workers.has_value()) << "auto by default";
+  EXPECT_FALSE(parse_net_spec("tap=a,workers=auto")->workers.has_value());
+  EXPECT_EQ(parse_net_spec("tap=a,workers=0")->workers, 0u);
   EXPECT_EQ(parse_net_spec("tap=a,workers=1")->workers, 1u);
   EXPECT_NE(parse_error("tap=a,workers=65").find("workers"), std::string::npos);
   EXPECT_TRUE(parse_net_spec("tap=a")->pin_flows);
@@ -81,6 +83,16 @@ TEST(NetSpecTest, ClearErrors) {
   EXPECT_NE(parse_error("tap=a,pin_flows=yes").find("pin_flows=yes: use on or off"), std::string::npos);
   EXPECT_NE(parse_error("").find("empty"), std::string::npos);
   EXPECT_NE(parse_error("tap").find("not key=value"), std::string::npos);
+}
+
+// workers=auto: a thread per pair while the host has a spare CPU for each, never fewer than one.
+TEST(NetSpecTest, AutoWorkersFollowSpareHostCpus) {
+  EXPECT_EQ(auto_net_workers(2, 2, 2), 1u) << "the lab's L1: no CPU beyond the vCPUs";
+  EXPECT_EQ(auto_net_workers(2, 3, 2), 1u);
+  EXPECT_EQ(auto_net_workers(2, 4, 2), 2u);
+  EXPECT_EQ(auto_net_workers(4, 64, 4), 4u) << "a big host: one per pair";
+  EXPECT_EQ(auto_net_workers(4, 6, 4), 2u);
+  EXPECT_EQ(auto_net_workers(1, 1, 8), 1u);
 }
 
 TEST(NetSpecTest, MissingOrWrongFdIsAClearError) {
