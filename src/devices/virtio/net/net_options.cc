@@ -78,8 +78,11 @@ Result<NetSpec> parse_net_spec(std::string_view text) {
     } else if (key == "tx_early_irq_kib") {
       spec.tx_early_irq_kib = static_cast<uint32_t>(TRY(parse_option_uint(kWhat, key, value, 0, 64)));
     } else if (key == "workers") {
-      if (value == "auto") spec.workers.reset();
-      else spec.workers = static_cast<uint32_t>(TRY(parse_option_uint(kWhat, key, value, 0, VirtioNet::kMaxQueuePairs)));
+      if (value == "auto")
+        spec.workers.reset();
+      else
+        spec.workers =
+            static_cast<uint32_t>(TRY(parse_option_uint(kWhat, key, value, 0, VirtioNet::kMaxQueuePairs)));
     } else if (key == "queue_size") {
       spec.queue_size = static_cast<uint16_t>(TRY(parse_option_uint(kWhat, key, value, 4, 512)));
     } else if (key == "id") {
@@ -130,7 +133,8 @@ Result<std::shared_ptr<VirtioNet>> make_virtio_net(const NetSpec& spec, uint32_t
   } else {
     cpu_set_t set;
     CPU_ZERO(&set);
-    const size_t host_cpus = ::sched_getaffinity(0, sizeof set, &set) == 0 ? static_cast<size_t>(CPU_COUNT(&set)) : 1;
+    const size_t host_cpus =
+        ::sched_getaffinity(0, sizeof set, &set) == 0 ? static_cast<size_t>(CPU_COUNT(&set)) : 1;
     o.workers = auto_net_workers(tap->queue_count(), host_cpus, num_vcpus);
   }
   auto dev = VirtioNet::create(std::move(tap), std::move(o));

@@ -35,8 +35,8 @@ constexpr int kBudget = 256;
 // A thread serving one or more queue pairs (and, with pair 0, the control queue). It waits on the
 // kick eventfds and on each pair's backend fd, whose interest set follows the pair's state:
 // EPOLLIN only when a received frame has somewhere to go, EPOLLOUT only while a transmit frame is
-// parked. One thread per pair by default; `workers=1` serves every pair from one thread, as
-// QEMU's main loop does (fewer threads to wake on a host short of CPUs).
+// parked. How many threads share the pairs is VirtioNetOptions::workers: one thread for every
+// pair is what QEMU's main loop does, and wakes fewer threads on a host short of CPUs.
 class VirtioNet::PairWorker {
  public:
   static Result<std::unique_ptr<PairWorker>> start(VirtioNet& dev, std::vector<size_t> pairs) {
@@ -70,8 +70,8 @@ class VirtioNet::PairWorker {
     size_t index;
     uint32_t interest = 0;
     bool registered = false;
-    bool more = true;                      // serve whatever the driver queued before activation
-    uint64_t error_gen = ~uint64_t{0};     // pairs_gen_ when the backend fd last failed
+    bool more = true;                   // serve whatever the driver queued before activation
+    uint64_t error_gen = ~uint64_t{0};  // pairs_gen_ when the backend fd last failed
   };
   PairWorker(VirtioNet& dev, std::vector<size_t> pairs) : dev_(dev) {
     for (size_t i : pairs) served_.push_back(Served{.index = i});
@@ -130,7 +130,8 @@ class VirtioNet::PairWorker {
         any_more |= s.more;
       }
       // With work left over (budget spent) only peek at the fds; otherwise sleep until one fires.
-      const int n = ::epoll_wait(epfd_.get(), events.data(), static_cast<int>(events.size()), any_more ? 0 : -1);
+      const int n =
+          ::epoll_wait(epfd_.get(), events.data(), static_cast<int>(events.size()), any_more ? 0 : -1);
       if (n < 0) {
         if (errno == EINTR) continue;
         spdlog::error("{}: epoll_wait failed ({}); its queue pairs stop", dev_.name(), std::strerror(errno));
