@@ -105,7 +105,7 @@ Result<NetSpec> parse_net_spec(std::string_view text) {
 
 uint32_t auto_net_workers(size_t pairs, size_t host_cpus, uint32_t num_vcpus) {
   const size_t spare = host_cpus > num_vcpus ? host_cpus - num_vcpus : 0;
-  return static_cast<uint32_t>(std::clamp<size_t>(std::min(pairs, spare), 1, std::max<size_t>(pairs, 1)));
+  return static_cast<uint32_t>(std::max<size_t>(1, std::min(pairs, spare)));
 }
 
 Result<std::shared_ptr<VirtioNet>> make_virtio_net(const NetSpec& spec, uint32_t num_vcpus) {

@@ -45,12 +45,13 @@ class VirtioNet::PairWorker {
     if (!w->epfd_) return sys_error(fmt::format("{}: epoll_create1", dev.name()));
     w->stopfd_ = TRY(make_eventfd(dev.name()));
     RETURN_IF_ERROR(w->add(w->stopfd_.get(), token(0, kStop), EPOLLIN));
-    for (const Served& s : w->served_) {
-      const Pair& p = dev.pairs_[s.index];
-      RETURN_IF_ERROR(w->add(p.rx.kick_fd, token(s.index, kRxKick), EPOLLIN));
-      RETURN_IF_ERROR(w->add(p.tx.kick_fd, token(s.index, kTxKick), EPOLLIN));
-      if (s.index == 0) RETURN_IF_ERROR(w->add(dev.ctrl_.kick_fd, token(0, kCtrlKick), EPOLLIN));
-      RETURN_IF_ERROR(w->add(p.tx_batch.fd(), token(s.index, kTxTimer), EPOLLIN));
+    for (size_t slot = 0; slot < w->served_.size(); ++slot) {
+      const Pair& p = dev.pairs_[w->served_[slot].index];
+      RETURN_IF_ERROR(w->add(p.rx.kick_fd, token(slot, kRxKick), EPOLLIN));
+      RETURN_IF_ERROR(w->add(p.tx.kick_fd, token(slot, kTxKick), EPOLLIN));
+      if (w->served_[slot].index == 0)
+        RETURN_IF_ERROR(w->add(dev.ctrl_.kick_fd, token(slot, kCtrlKick), EPOLLIN));
+      RETURN_IF_ERROR(w->add(p.tx_batch.fd(), token(slot, kTxTimer), EPOLLIN));
     }
     w->thread_ = std::thread([p = w.get()] { p->run(); });
     return w;
@@ -63,8 +64,8 @@ class VirtioNet::PairWorker {
 
  private:
   enum Kind : uint64_t { kStop, kRxKick, kTxKick, kCtrlKick, kBackend, kTxTimer };
-  // epoll data: the pair's index above the kind.
-  static uint64_t token(size_t pair, Kind kind) { return uint64_t{pair} << 8 | kind; }
+  // epoll data: the pair's place in served_ above the kind, so an event finds its pair at once.
+  static uint64_t token(size_t slot, Kind kind) { return uint64_t{slot} << 8 | kind; }
   // Per served pair: its backend fd's registration, and whether it has work left over.
   struct Served {
     size_t index;
@@ -87,15 +88,10 @@ class VirtioNet::PairWorker {
     return Ok();
   }
 
-  Served* find(size_t index) {
-    for (Served& s : served_)
-      if (s.index == index) return &s;
-    return nullptr;
-  }
-
   // The backend fd is watched only while the driver has this pair enabled: a detached tap queue
   // reports EPOLLERR for as long as it stays detached.
-  void update_backend_interest(Served& s) {
+  void update_backend_interest(size_t slot) {
+    Served& s = served_[slot];
     const Pair& p = dev_.pairs_[s.index];
     const bool enabled = s.index < dev_.active_pairs() && s.error_gen != dev_.pairs_gen_.load();
     if (!enabled) {
@@ -109,7 +105,7 @@ class VirtioNet::PairWorker {
     if (s.registered && want == s.interest) return;
     epoll_event ev{};
     ev.events = want;
-    ev.data.u64 = token(s.index, kBackend);
+    ev.data.u64 = token(slot, kBackend);
     if (::epoll_ctl(epfd_.get(), s.registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, p.fd, &ev) == 0) {
       s.interest = want;
       s.registered = true;
@@ -120,13 +116,14 @@ class VirtioNet::PairWorker {
     const std::string name = served_.size() == 1 ? fmt::format("net-q{}", served_.front().index) : "net-qs";
     ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
     std::array<epoll_event, 16> events{};
-    bool ctrl = find(0) != nullptr;
+    bool ctrl = std::any_of(served_.begin(), served_.end(), [](const Served& s) { return s.index == 0; });
     for (;;) {
       if (ctrl) dev_.poll_ctrl();
       bool any_more = false;
-      for (Served& s : served_) {
+      for (size_t slot = 0; slot < served_.size(); ++slot) {
+        Served& s = served_[slot];
         if (s.more) s.more = dev_.poll_pair_budgeted(s.index);
-        update_backend_interest(s);
+        update_backend_interest(slot);
         any_more |= s.more;
       }
       // With work left over (budget spent) only peek at the fds; otherwise sleep until one fires.
@@ -149,8 +146,9 @@ class VirtioNet::PairWorker {
           for (Served& s : served_) s.more = true;
           continue;
         }
-        Served* s = find(static_cast<size_t>(ev.data.u64 >> 8));
-        if (s == nullptr) continue;
+        const auto slot = static_cast<size_t>(ev.data.u64 >> 8);
+        if (slot >= served_.size()) continue;
+        Served* s = &served_[slot];
         s->more = true;
         Pair& p = dev_.pairs_[s->index];
         switch (kind) {
