@@ -194,18 +194,22 @@ void add_run_command(CLI::App& app, int* status) {
                   "the guest keeps adding requests during I/O that completes at once, after passes that moved less than "
                   "chain_kib=N KiB (default 128); merge_kib=N (default 4096, "
                   "0: never) joins adjacent requests into host I/Os of up to N KiB (docs/virtio.md)");
-  cmd->add_option("--net", opts->nets,
-                  "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N][,batch_us=N|auto][,pin_flows=on|off]"
-                  "[,tx_early_irq_kib=N][,workers=N|auto] "
-                  "or fd=N (an inherited tap fd); repeatable; queues default to one pair per vCPU; pin_flows "
-                  "(default on) sends a TCP flow's ACKs through the queue pair its data last used, so the tap does not "
-                  "move (and reorder) what the guest receives; batch_us=N coalesces "
-                  "transmit kicks under load, and lets the guest's ACKs ride on an incoming stream, for up to "
-                  "N µs (default auto, which for now means 0: off); tx_early_irq_kib=N (default 16, 0: off) tells "
-                  "the guest of each sent frame of N KiB or more as soon as it is written, so a TCP sender "
-                  "waiting on its completions goes on at once; workers=N serves the queue pairs from N threads "
-                  "(0: one per pair; default auto: one per pair while the host has a CPU for each beyond the "
-                  "vCPUs, else fewer, at least one) (docs/networking.md)");
+  cmd->add_option(
+      "--net", opts->nets,
+      "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N][,batch_us=N|auto][,pin_flows=on|off]"
+      "[,tx_early_irq_kib=N][,workers=N|auto][,nice=N][,nice_when=sending|always] "
+      "or fd=N (an inherited tap fd); repeatable; queues default to one pair per vCPU; pin_flows "
+      "(default on) sends a TCP flow's ACKs through the queue pair its data last used, so the tap does not "
+      "move (and reorder) what the guest receives; batch_us=N coalesces "
+      "transmit kicks under load, and lets the guest's ACKs ride on an incoming stream, for up to "
+      "N µs (default auto, which for now means 0: off); tx_early_irq_kib=N (default 16, 0: off) tells "
+      "the guest of each sent frame of N KiB or more as soon as it is written, so a TCP sender "
+      "waiting on its completions goes on at once; workers=N serves the queue pairs from N threads "
+      "(0: one per pair; default auto: one per pair while the host has a CPU for each beyond the "
+      "vCPUs, else fewer, at least one); nice=N runs those threads N nice steps from ringvm's own "
+      "while the guest sends in bulk (default -5: more CPU weight than a vCPU thread, so the guest's TCP, "
+      "which waits for its frames' completions, is not left waiting behind one; nice_when=always: all "
+      "the time; needs CAP_SYS_NICE or ulimit -e, else they stay at ringvm's; 0: off) (docs/networking.md)");
   cmd->add_option("--virtio-notify", opts->virtio_notify,
                   "Where virtio-pci doorbells live: pio (an I/O BAR: KVM matches a port write without "
                   "emulating the instruction, the cheaper exit, most of all on AMD and when nested) or mmio "

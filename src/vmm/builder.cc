@@ -250,16 +250,17 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     RETURN_IF_ERROR(attach(dev));
     vm.device_stats_.push_back([dev] {
       const NetStats& s = dev->stats();
-      return fmt::format("  {}: rx {} frames ({} bytes), rx drops {}, rx errors {}; tx {} frames ({} bytes), "
-                         "tx drops {}, tx errors {}, tx parked {}, ctrl errors {}, tx batches {} (kicks deferred {}, passes riding on receive {}), tx pinned to another queue {}; "
-                         "kicks rx {} tx {}, "
-                         "interrupts rx {} tx {} (early {})\n",
-                         dev->name(), s.rx_frames.load(), s.rx_bytes.load(), s.rx_drops.load(), s.rx_errors.load(),
-                         s.tx_frames.load(), s.tx_bytes.load(), s.tx_drops.load(), s.tx_errors.load(),
-                         s.tx_parked.load(), s.ctrl_errors.load(), s.tx_batches.load(), s.tx_deferred.load(), s.tx_rx_polls.load(), s.tx_pinned.load(),
-                         s.rx_kicks.load(),
-                         s.tx_kicks.load(), s.rx_interrupts.load(), s.tx_interrupts.load(),
-                         s.tx_early_interrupts.load());
+      return fmt::format(
+          "  {}: rx {} frames ({} bytes), rx drops {}, rx errors {}; tx {} frames ({} bytes), "
+          "tx drops {}, tx errors {}, tx parked {}, ctrl errors {}, tx batches {} (kicks deferred {}, passes "
+          "riding on receive {}), tx pinned to another queue {}; "
+          "kicks rx {} tx {}, "
+          "interrupts rx {} tx {} (early {}); workers raised to nice {:+} {} times\n",
+          dev->name(), s.rx_frames.load(), s.rx_bytes.load(), s.rx_drops.load(), s.rx_errors.load(),
+          s.tx_frames.load(), s.tx_bytes.load(), s.tx_drops.load(), s.tx_errors.load(), s.tx_parked.load(),
+          s.ctrl_errors.load(), s.tx_batches.load(), s.tx_deferred.load(), s.tx_rx_polls.load(),
+          s.tx_pinned.load(), s.rx_kicks.load(), s.tx_kicks.load(), s.rx_interrupts.load(),
+          s.tx_interrupts.load(), s.tx_early_interrupts.load(), s.worker_nice.load(), s.worker_boosts.load());
     });
   }
   if (vm.cfg_.vsock) RETURN_IF_ERROR(attach(TRY(make_virtio_vsock(*vm.cfg_.vsock))));

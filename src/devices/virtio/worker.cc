@@ -3,10 +3,13 @@
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/timerfd.h>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <cstring>
 #include <ctime>
 
 #include "base/log.h"
@@ -34,6 +37,23 @@ void signal_eventfd(int fd) {
 uint64_t drain_eventfd(int fd) {
   uint64_t count = 0;
   return ::read(fd, &count, sizeof count) == static_cast<ssize_t>(sizeof count) ? count : 0;
+}
+
+Result<int> set_thread_nice_delta(int delta) {
+  errno = 0;
+  const int base = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::getpid()));  // ringvm's main thread
+  if (base == -1 && errno != 0) return sys_error("getpriority");
+  const int want = std::clamp(base + delta, -20, 19);
+  if (::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), want) != 0) {
+    const int err = errno;
+    return make_error(
+        ErrorCode::kPermissionDenied, "setting nice {} (ringvm's {} {:+}): {}; {}", want, base, delta,
+        std::strerror(err),
+        err == EACCES || err == EPERM
+            ? "raising a thread's priority needs CAP_SYS_NICE or an RLIMIT_NICE (ulimit -e) allowing it"
+            : "the kernel refused it");
+  }
+  return want - base;
 }
 
 uint64_t monotonic_ns() {

@@ -65,6 +65,12 @@ uint64_t drain_eventfd(int fd);
 
 uint64_t monotonic_ns();
 
+// Raises (delta < 0) or lowers the calling thread's CPU weight by `delta` nice steps from the
+// process's own nice value (setpriority on the thread's id; Linux nice is per thread). Raising it
+// needs CAP_SYS_NICE or RLIMIT_NICE (`ulimit -e`); without them the thread keeps the process's
+// nice and the error says what would allow it. Returns the delta in effect.
+Result<int> set_thread_nice_delta(int delta);
+
 // Kick coalescing for a queue the guest keeps busy (virtio-blk and virtio-net `batch_us`): a pass
 // over the ring that found two or more requests does not ask for a kick (VirtQueue::Arm::kNo) and
 // arm()s this timer instead, which brings the worker back after about four recent gaps between

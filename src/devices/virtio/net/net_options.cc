@@ -47,8 +47,9 @@ Result<NetSpec> parse_net_spec(std::string_view text) {
   constexpr std::string_view kWhat = "--net";
   NetSpec spec;
   const auto opts =
-      TRY(split_device_options(text, kWhat, {"tap", "fd", "mac", "queues", "id", "queue_size", "batch_us", "pin_flows",
-                                                        "tx_early_irq_kib", "workers"}));
+      TRY(split_device_options(text, kWhat,
+                               {"tap", "fd", "mac", "queues", "id", "queue_size", "batch_us", "pin_flows",
+                                "tx_early_irq_kib", "workers", "nice", "nice_when"}));
   bool have_fd = false;
   for (const auto& [key, value] : opts) {
     if (key == "tap") {
@@ -83,6 +84,28 @@ Result<NetSpec> parse_net_spec(std::string_view text) {
       else
         spec.workers =
             static_cast<uint32_t>(TRY(parse_option_uint(kWhat, key, value, 0, VirtioNet::kMaxQueuePairs)));
+    } else if (key == "nice") {
+      // A signed step count relative to ringvm's own nice: "-5", "0", "3".
+      const bool neg = value.starts_with('-');
+      const auto steps =
+          parse_option_uint(kWhat, key, neg ? value.substr(1) : std::string_view(value), 0, 39);
+      const int n = steps.ok() ? (neg ? -1 : 1) * static_cast<int>(*steps) : 0;
+      if (!steps.ok() || n < -20 || n > 19)
+        return make_error(
+            ErrorCode::kInvalidArgument,
+            "--net: nice={} must be a whole number of nice steps between -20 and 19 (relative to "
+            "ringvm's own; 0 keeps the workers at ringvm's priority)",
+            value);
+      spec.worker_nice = n;
+    } else if (key == "nice_when") {
+      if (value == "sending")
+        spec.worker_nice_always = false;
+      else if (value == "always")
+        spec.worker_nice_always = true;
+      else
+        return make_error(ErrorCode::kInvalidArgument,
+                          "--net nice_when={}: use sending (while the guest transmits in bulk) or always",
+                          value);
     } else if (key == "queue_size") {
       spec.queue_size = static_cast<uint16_t>(TRY(parse_option_uint(kWhat, key, value, 4, 512)));
     } else if (key == "id") {
@@ -128,6 +151,8 @@ Result<std::shared_ptr<VirtioNet>> make_virtio_net(const NetSpec& spec, uint32_t
   o.batch_us = spec.batch_us.value_or(0);
   o.pin_flows = spec.pin_flows;
   o.tx_early_irq_bytes = uint64_t{spec.tx_early_irq_kib} * 1024;
+  o.worker_nice = spec.worker_nice;
+  o.worker_nice_always = spec.worker_nice_always;
   if (spec.workers) {
     o.workers = *spec.workers;
   } else {

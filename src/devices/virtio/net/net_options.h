@@ -27,6 +27,8 @@ struct NetSpec {
   uint32_t tx_early_irq_kib = VirtioNetOptions::kDefaultTxEarlyIrqBytes / 1024;  // in KiB (0: off)
   // VirtioNetOptions::workers (0: one thread per queue pair); unset: auto, auto_net_workers().
   std::optional<uint32_t> workers;
+  int worker_nice = VirtioNetOptions::kDefaultWorkerNice;  // nice=N, VirtioNetOptions::worker_nice
+  bool worker_nice_always = false;                         // nice_when=always (default: sending)
 };
 
 // `workers=auto`: one worker thread per queue pair while the host has a CPU for each beyond the

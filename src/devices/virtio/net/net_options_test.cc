@@ -77,6 +77,19 @@ TEST(NetSpecTest, ClearErrors) {
   EXPECT_EQ(parse_net_spec("tap=a,workers=0")->workers, 0u);
   EXPECT_EQ(parse_net_spec("tap=a,workers=1")->workers, 1u);
   EXPECT_NE(parse_error("tap=a,workers=65").find("workers"), std::string::npos);
+  EXPECT_EQ(parse_net_spec("tap=a")->worker_nice, -5) << "workers get more CPU weight than vCPUs by default";
+  EXPECT_EQ(parse_net_spec("tap=a,nice=0")->worker_nice, 0);
+  EXPECT_EQ(parse_net_spec("tap=a,nice=-20")->worker_nice, -20);
+  EXPECT_EQ(parse_net_spec("tap=a,nice=19")->worker_nice, 19);
+  for (const char* bad : {"tap=a,nice=-21", "tap=a,nice=20", "tap=a,nice=", "tap=a,nice=-", "tap=a,nice=--1",
+                          "tap=a,nice=+3", "tap=a,nice=high"})
+    EXPECT_NE(parse_error(bad).find("must be a whole number of nice steps between -20 and 19"),
+              std::string::npos)
+        << bad;
+  EXPECT_FALSE(parse_net_spec("tap=a")->worker_nice_always) << "only while sending by default";
+  EXPECT_TRUE(parse_net_spec("tap=a,nice_when=always")->worker_nice_always);
+  EXPECT_FALSE(parse_net_spec("tap=a,nice_when=sending")->worker_nice_always);
+  EXPECT_NE(parse_error("tap=a,nice_when=never").find("nice_when=never: use sending"), std::string::npos);
   EXPECT_TRUE(parse_net_spec("tap=a")->pin_flows);
   EXPECT_FALSE(parse_net_spec("tap=a,pin_flows=off")->pin_flows);
   EXPECT_TRUE(parse_net_spec("tap=a,pin_flows=on")->pin_flows);

@@ -115,6 +115,8 @@ class VirtioNet::PairWorker {
   void run() {
     const std::string name = served_.size() == 1 ? fmt::format("net-q{}", served_.front().index) : "net-qs";
     ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
+    nice_ = dev_.options_.worker_nice;
+    if (dev_.options_.worker_nice_always) set_boost(true);
     std::array<epoll_event, 16> events{};
     bool ctrl = std::any_of(served_.begin(), served_.end(), [](const Served& s) { return s.index == 0; });
     for (;;) {
@@ -126,6 +128,7 @@ class VirtioNet::PairWorker {
         update_backend_interest(slot);
         any_more |= s.more;
       }
+      if (nice_ != 0 && !dev_.options_.worker_nice_always) follow_bulk_transmit();
       // With work left over (budget spent) only peek at the fds; otherwise sleep until one fires.
       const int n =
           ::epoll_wait(epfd_.get(), events.data(), static_cast<int>(events.size()), any_more ? 0 : -1);
@@ -181,8 +184,40 @@ class VirtioNet::PairWorker {
     }
   }
 
+  // Boosted (worker_nice) while frames of kBulkFrameBytes or more went out in the last
+  // kBulkWindowNs; a syscall only when that changes.
+  void follow_bulk_transmit() {
+    uint64_t bulk = 0;
+    for (const Served& s : served_) bulk += dev_.pairs_[s.index].tx_bulk_frames;
+    const uint64_t now = monotonic_ns();
+    if (bulk != bulk_seen_) {
+      bulk_seen_ = bulk;
+      bulk_until_ns_ = now + VirtioNetOptions::kBulkWindowNs;
+    }
+    const bool want = now < bulk_until_ns_;
+    if (want != boosted_) set_boost(want);
+  }
+  void set_boost(bool on) {
+    auto set = set_thread_nice_delta(on ? nice_ : 0);
+    if (!set.ok()) {
+      // Refused (no CAP_SYS_NICE): stay at ringvm's priority and stop asking.
+      RINGVM_LOG_RATELIMITED(info, "virtio-net {}: workers keep ringvm's priority: {}", dev_.name(),
+                             set.error().message());
+      nice_ = 0;
+      return;
+    }
+    boosted_ = on;
+    if (on) {
+      dev_.stats_.worker_nice.store(*set, std::memory_order_relaxed);
+      dev_.stats_.worker_boosts.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
   VirtioNet& dev_;
   std::vector<Served> served_;
+  int nice_ = 0;  // the boost; 0 once the host refused it
+  bool boosted_ = false;
+  uint64_t bulk_seen_ = 0, bulk_until_ns_ = 0;
   UniqueFd epfd_;
   UniqueFd stopfd_;
   std::thread thread_;
@@ -462,6 +497,7 @@ VirtioNet::TxResult VirtioNet::transmit(Pair& p, const DescriptorChain& chain) {
                            std::strerror(errno));
   } else {
     stats_.tx_frames.fetch_add(1, std::memory_order_relaxed);
+    if (frame_len >= VirtioNetOptions::kBulkFrameBytes) ++p.tx_bulk_frames;
     stats_.tx_bytes.fetch_add(frame_len, std::memory_order_relaxed);
   }
   q->add_used(chain.head, 0);

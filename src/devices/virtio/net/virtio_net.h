@@ -66,6 +66,22 @@ struct VirtioNetOptions {
   // so a multiqueue guest's traffic spreads over host cores; fewer threads wake less often on a
   // host short of CPUs (docs/networking.md, "Workers").
   uint32_t workers = 0;
+  // The workers' nice value relative to ringvm's own (its vCPU threads') while the guest sends in
+  // bulk: -5 gives a worker about three times a vCPU thread's CPU weight. A guest's TCP sender
+  // waits for its frames' completions (TCP small queues), so on a host with no CPU to spare the
+  // worker's scheduling delays (queued behind a vCPU thread after a kick, preempted by the host's
+  // receiving task between a tap write and the completion interrupt) are the guest's transmit
+  // rate. A worker never spins (each pass is budgeted). Receiving, the guest waits on nothing of
+  // the worker's, and a worker that preempts the receiving vCPU only cuts its batches, so the
+  // boost lasts while transmitted frames of kBulkFrameBytes or more keep coming (kBulkWindowNs
+  // after the last), unless worker_nice_always (docs/networking.md, "Worker priority"). Needs
+  // CAP_SYS_NICE or RLIMIT_NICE; without them the workers keep ringvm's priority
+  // (NetStats::worker_nice says which). 0: never change it.
+  static constexpr int kDefaultWorkerNice = -5;
+  static constexpr uint64_t kBulkFrameBytes = 16 * 1024;
+  static constexpr uint64_t kBulkWindowNs = 100'000'000;
+  int worker_nice = kDefaultWorkerNice;
+  bool worker_nice_always = false;
 };
 
 // Counters for --stats; readable from any thread.
@@ -88,6 +104,10 @@ struct NetStats {
   std::atomic<uint64_t> rx_kicks{0}, tx_kicks{0};
   std::atomic<uint64_t> rx_interrupts{0}, tx_interrupts{0};
   std::atomic<uint64_t> tx_early_interrupts{0};  // of tx_interrupts: raised right after a large frame
+  // The workers' nice relative to ringvm's when boosted (VirtioNetOptions::worker_nice; 0 when
+  // the host refused it or before the first boost), and how many times a worker was boosted.
+  std::atomic<int> worker_nice{0};
+  std::atomic<uint64_t> worker_boosts{0};
 };
 
 class VirtioNet final : public VirtioDevice {
@@ -141,6 +161,7 @@ class VirtioNet final : public VirtioDevice {
     // A transmit frame the backend refused with EAGAIN: its chain and our copy of the header.
     std::optional<DescriptorChain> tx_chain;
     virtio_net_hdr_v1 tx_hdr{};
+    uint64_t tx_bulk_frames = 0;  // frames of kBulkFrameBytes or more sent (the worker's boost)
     QueueBatcher tx_batch;  // batch_us, transmit queue
     // batch_us: a transmit kick on a queue busy lately (tx_batch.defer_kick()) is served on
     // tx_batch's timer; set until that timer fires.

@@ -1,16 +1,19 @@
 #include "devices/virtio/net/virtio_net.h"
 
-#include <filesystem>
-#include <fstream>
 #include <gtest/gtest.h>
 #include <linux/if_tun.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <functional>
+#include <optional>
+#include <sstream>
 #include <thread>
 
 #include "devices/virtio/net/net_test_driver.h"
@@ -66,6 +69,8 @@ class VirtioNetTest : public ::testing::Test {
     o.pin_flows = pin_flows_;
     o.tx_early_irq_bytes = tx_early_irq_bytes_;
     o.workers = worker_threads_;
+    o.worker_nice = worker_nice_;
+    o.worker_nice_always = worker_nice_always_;
     auto d = VirtioNet::create(std::move(backend), o);
     ASSERT_TRUE(d.ok()) << d.error().message();
     net_ = std::move(*d);
@@ -126,6 +131,8 @@ class VirtioNetTest : public ::testing::Test {
   bool pin_flows_ = true;
   uint64_t tx_early_irq_bytes_ = VirtioNetOptions::kDefaultTxEarlyIrqBytes;
   uint32_t worker_threads_ = 0;  // VirtioNetOptions::workers
+  int worker_nice_ = VirtioNetOptions::kDefaultWorkerNice;
+  bool worker_nice_always_ = false;
   bool workers_ = false;
   // Without workers: each interrupt as (queue, the queue's used idx when it was raised).
   std::vector<std::pair<size_t, uint16_t>> irq_used_idx_;
@@ -687,6 +694,73 @@ TEST_F(VirtioNetTest, OneWorkerServesEveryPair) {
   EXPECT_EQ(net_->stats().tx_frames.load(), 3u);
   EXPECT_EQ(net_->stats().rx_frames.load(), 3u);
   EXPECT_EQ(threads_named("net-q"), 1u) << "one thread for three pairs";
+}
+
+// The nice value of this process's thread named `name` (field 19 of its stat), or nullopt.
+std::optional<int> nice_of_thread(std::string_view name) {
+  for (const auto& t : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(t.path() / "comm");
+    std::string got;
+    if (!std::getline(comm, got) || got != name) continue;
+    std::ifstream stat(t.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    std::istringstream rest(line.substr(line.rfind(')') + 2));  // after "pid (comm) "
+    std::string field;
+    for (int i = 3; i <= 19 && rest >> field; ++i) {
+      if (i == 19) return std::stoi(field);
+    }
+  }
+  return std::nullopt;
+}
+
+// nice=N: while the guest sends in bulk (frames of 16 KiB or more within the last 100 ms) a worker
+// runs N nice steps from the process's own nice where the host allows raising a thread's priority
+// (root, CAP_SYS_NICE, RLIMIT_NICE), and at the process's nice otherwise and the rest of the time;
+// NetStats says which; frames flow either way.
+TEST_F(VirtioNetTest, WorkersAreRaisedWhileTheGuestSendsInBulk) {
+  const int base = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::getpid()));
+  bool may = false;  // whether this host lets a thread of ours go 3 steps above the process
+  std::thread([&] {
+    may = ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), base - 3) == 0;
+  }).join();
+  worker_nice_ = -3;
+  start(1, kMrg, /*workers=*/true);
+  auto send = [&](size_t len, uint8_t seed) {
+    const auto out = frame(len, seed);
+    drv_->add_out(1, out);
+    kick(1);
+    std::vector<uint8_t> got;
+    ASSERT_TRUE(wait_for([&] { return !(got = host_recv()).empty(); }));
+    EXPECT_EQ(got, out);
+  };
+  send(64, 1);
+  EXPECT_EQ(nice_of_thread("net-q0"), base) << "small frames: no boost";
+  EXPECT_EQ(net_->stats().worker_boosts.load(), 0u);
+  send(20000, 2);
+  // The worker looks at its priority after the pass that sent the frame.
+  EXPECT_TRUE(wait_for([&] { return nice_of_thread("net-q0") == base - (may ? 3 : 0); })) << "may: " << may;
+  EXPECT_EQ(net_->stats().worker_nice.load(), may ? -3 : 0);
+  EXPECT_EQ(net_->stats().worker_boosts.load(), may ? 1u : 0u);
+  ::usleep(150'000);  // past the bulk window
+  send(64, 3);
+  EXPECT_TRUE(wait_for([&] { return nice_of_thread("net-q0") == base; })) << "back once the bulk stopped";
+  EXPECT_EQ(::getpriority(PRIO_PROCESS, static_cast<id_t>(::getpid())), base)
+      << "the process (and the vCPU threads it starts) keeps its own";
+}
+
+// nice_when=always: raised from the start.
+TEST_F(VirtioNetTest, WorkersRaisedAlwaysWhenAsked) {
+  const int base = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::getpid()));
+  bool may = false;
+  std::thread([&] {
+    may = ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), base - 2) == 0;
+  }).join();
+  worker_nice_ = -2;
+  worker_nice_always_ = true;
+  start(1, kMrg, /*workers=*/true);
+  EXPECT_TRUE(wait_for([&] { return nice_of_thread("net-q0") == base - (may ? 2 : 0); })) << "may: " << may;
+  EXPECT_EQ(net_->stats().worker_boosts.load(), may ? 1u : 0u);
 }
 
 TEST(MacTest, ParsesAndRefuses) {
