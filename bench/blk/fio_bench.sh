@@ -117,19 +117,11 @@ while (($#)); do
 done
 [[ -x $ringvm ]] || { echo "fio_bench: $ringvm is not built" >&2; exit 2; }
 fio=$(command -v fio) || { echo "fio_bench: fio not found: apt-get install fio" >&2; exit 2; }
-dir=${RINGVM_BENCH_DIR:-${TMPDIR:-/tmp}/ringvm-fio-bench}
-rm -rf "$dir"
-mkdir -p "$dir"
-dir=$(cd "$dir" && pwd -P)
+source "$repo/bench/lib/bench_host.sh"
+dir=$(bench_dir ringvm-fio-bench)
 # L1 sees the host's files read-only, but its own tmpfs over /tmp: run a copy from the share.
 cp "$ringvm" "$dir/ringvm"
-# fio and every shared library it loads, at their own paths (the dynamic loader included).
-files=(--file "$fio=/usr/bin/fio")
-while read -r lib; do
-  files+=(--file "$lib=$lib")
-done < <(ldd "$fio" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\/.*ld-linux/ { print $1 }')
-"$repo/tests/lab/mkinitramfs.sh" --output "$dir/fio-guest.cpio.gz" --init "$here/fio_init.sh" \
-  --module virtio_pci --module virtio_blk "${files[@]}"
+bench_initramfs "$dir/fio-guest.cpio.gz" "$here/fio_init.sh" "$fio" /usr/bin/fio virtio_pci virtio_blk
 "$repo/scripts/lab.sh" --timeout $((runs * 2 * 960 + 300)) --share "$dir" -- \
   "$here/fio_bench.sh" --in-lab "$dir" "$dir/ringvm" "$runs" "$runtime" "$machine" >&2 || lab_status=$?
 # An L1 crash (docs/lab.md, failure 1) ends the lab run, not what it measured: report the runs

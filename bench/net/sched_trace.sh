@@ -22,14 +22,11 @@ if [[ ${1:-} == --in-lab ]]; then
   dir=$2 ringvm=$3 extra=${4:-}
   kernel=/boot/vmlinuz-$RINGVM_LAB_KVER initrd=$dir/net-bench.cpio.gz
   cmdline="console=ttyS0 panic=-1 ringvm_net=bench"
+  source "$repo/bench/lib/net_lab.sh"
   ns=ringvm-trace-$$
   nsx() { ip netns exec "$ns" "$@"; }
   trap 'ip netns del "$ns" 2>/dev/null' EXIT
-  ip netns add "$ns"
-  nsx ip link set lo up
-  nsx ip tuntap add dev "$tap" mode tap multi_queue
-  nsx ip addr add 10.0.2.1/24 dev "$tap"
-  nsx ip link set "$tap" up
+  net_lab_netns "$ns" "$tap"
   t=/sys/kernel/tracing
   [[ -d $t/events/kvm ]] || mount -t tracefs tracefs "$t"
   echo 16384 >"$t/buffer_size_kb"
@@ -41,17 +38,7 @@ if [[ ${1:-} == --in-lab ]]; then
   for vmm in ringvm qemu; do
     console=$dir/$vmm.console
     : >"$console"
-    case $vmm in
-      ringvm)
-        cmd=("$ringvm" run --kernel "$kernel" --initrd "$initrd" --cmdline "$cmdline" --cpus 2 --memory 512M
-          --console "file:$console" --net "tap=$tap,queues=2${extra:+,$extra}" --stats) ;;
-      qemu)
-        # shellcheck disable=SC2054 # QEMU's own comma-separated arguments
-        cmd=(qemu-system-x86_64 -enable-kvm -name trace,debug-threads=on -M q35 -cpu host -smp 2 -m 512M
-          -nodefaults -no-user-config -display none -no-reboot -chardev "file,id=con0,path=$console"
-          -serial chardev:con0 -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=off,queues=2"
-          -device virtio-net-pci,netdev=n0,mq=on,vectors=6 -kernel "$kernel" -initrd "$initrd" -append "$cmdline") ;;
-    esac
+    net_lab_cmd "$vmm" "$ringvm" "$kernel" "$initrd" "$cmdline" "$console" "$tap" "$extra"
     nsx timeout -k 10 600 "${cmd[@]}" </dev/null >"$dir/$vmm.log" 2>&1 &
     pid=$!
     deadline=$((SECONDS + 480))
@@ -91,17 +78,10 @@ done
 [[ -x $ringvm ]] || { echo "sched_trace: $ringvm is not built" >&2; exit 1; }
 iperf3=$(command -v iperf3) || { echo "sched_trace: iperf3 not found: apt-get install iperf3" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "sched_trace: python3 not found" >&2; exit 1; }
-dir=${RINGVM_BENCH_DIR:-${TMPDIR:-/tmp}/ringvm-sched-trace}
-rm -rf "$dir"
-mkdir -p "$dir"
-dir=$(cd "$dir" && pwd -P)
+source "$repo/bench/lib/bench_host.sh"
+dir=$(bench_dir ringvm-sched-trace)
 cp "$ringvm" "$dir/ringvm"
-files=(--file "$iperf3=/bin/iperf3")
-while read -r lib; do
-  files+=(--file "$lib=$lib")
-done < <(ldd "$iperf3" | grep -o '/[^ ]*' | sort -u)
-"$repo/tests/lab/mkinitramfs.sh" --output "$dir/net-bench.cpio.gz" --init "$repo/tests/lab/net_init.sh" \
-  --module virtio_pci --module virtio_net "${files[@]}"
+bench_initramfs "$dir/net-bench.cpio.gz" "$repo/tests/lab/net_init.sh" "$iperf3" /bin/iperf3 virtio_pci virtio_net
 "$repo/scripts/lab.sh" --timeout 1800 --share "$dir" -- "$here/sched_trace.sh" --in-lab "$dir" "$dir/ringvm" "$extra" >&2
 for f in "$dir"/{ringvm,qemu}-{1,4}.trace; do
   [[ -f $f ]] || continue
