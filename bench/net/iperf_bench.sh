@@ -31,14 +31,11 @@ if [[ ${1:-} == --in-lab ]]; then
   source "$repo/bench/lib/vmm_cpu.sh"
   kernel=/boot/vmlinuz-$RINGVM_LAB_KVER initrd=$LAB_RESULTS/net-bench.cpio.gz
   cmdline="console=ttyS0 panic=-1 ringvm_net=bench"
+  source "$repo/bench/lib/net_lab.sh"
   ns=ringvm-bench-$$
   nsx() { ip netns exec "$ns" "$@"; }
   trap 'ip netns del "$ns" 2>/dev/null' EXIT
-  ip netns add "$ns"
-  nsx ip link set lo up
-  nsx ip tuntap add dev "$tap" mode tap multi_queue
-  nsx ip addr add 10.0.2.1/24 dev "$tap"
-  nsx ip link set "$tap" up
+  net_lab_netns "$ns" "$tap"
   table=$LAB_RESULTS/table cpu=$LAB_RESULTS/cpu frames=$LAB_RESULTS/frames l1cpu=$LAB_RESULTS/l1cpu
   : >"$table"
   : >"$cpu"
@@ -60,21 +57,9 @@ if [[ ${1:-} == --in-lab ]]; then
       name=$(tr ':=,' '-__' <<<"$vmm")
       console=$LAB_RESULTS/$name.$run.console log=$LAB_RESULTS/$name.$run.log
       : >"$console"
-      case $vmm in
-        ringvm*)
-          lab_bench_variant "$vmm"
-          cmd=("$ringvm" run --kernel "$kernel" --initrd "$initrd" --cmdline "$cmdline" --cpus 2
-            --memory 512M --console "file:$console" --net "tap=$tap,queues=2${extra:+,$extra}" --stats
-            "${run_opt[@]}")
-          ;;
-        qemu)
-          cmd=(qemu-system-x86_64 -enable-kvm -name bench,debug-threads=on -M q35 -cpu host -smp 2 -m 512M -nodefaults -no-user-config
-            -display none -no-reboot -chardev "file,id=con0,path=$console" -serial chardev:con0
-            -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=off,queues=2"
-            -device virtio-net-pci,netdev=n0,mq=on,vectors=6
-            -kernel "$kernel" -initrd "$initrd" -append "$cmdline")
-          ;;
-      esac
+      extra='' run_opt=()
+      [[ $vmm == ringvm* ]] && lab_bench_variant "$vmm"
+      net_lab_cmd "${vmm%%:*}" "$ringvm" "$kernel" "$initrd" "$cmdline" "$console" "$tap" "$extra" "${run_opt[@]}"
       { printf '+ ip netns exec %s' "$ns"; printf ' %q' "${cmd[@]}"; echo; } >"$log"
       nsx timeout -k 10 900 "${cmd[@]}" </dev/null >>"$log" 2>&1 &
       pid=$!
@@ -167,19 +152,11 @@ done
 [[ -x $ringvm ]] || { echo "iperf_bench: $ringvm is not built" >&2; exit 1; }
 iperf3=$(command -v iperf3) || { echo "iperf_bench: iperf3 not found: apt-get install iperf3" >&2; exit 1; }
 command -v jq >/dev/null || { echo "iperf_bench: jq not found: apt-get install jq" >&2; exit 1; }
-dir=${RINGVM_BENCH_DIR:-${TMPDIR:-/tmp}/ringvm-net-bench}
-rm -rf "$dir"
-mkdir -p "$dir"
-dir=$(cd "$dir" && pwd -P)
+source "$repo/bench/lib/bench_host.sh"
+dir=$(bench_dir ringvm-net-bench)
 # L1 sees the host's files read-only, but its own tmpfs over /tmp: run a copy from the share.
 cp "$ringvm" "$dir/ringvm"
-# iperf3 and every library it links (the loader at its own path) go into the guest.
-files=(--file "$iperf3=/bin/iperf3")
-while read -r lib; do
-  files+=(--file "$lib=$lib")
-done < <(ldd "$iperf3" | grep -o '/[^ ]*' | sort -u)
-"$repo/tests/lab/mkinitramfs.sh" --output "$dir/net-bench.cpio.gz" --init "$repo/tests/lab/net_init.sh" \
-  --module virtio_pci --module virtio_net "${files[@]}"
+bench_initramfs "$dir/net-bench.cpio.gz" "$repo/tests/lab/net_init.sh" "$iperf3" /bin/iperf3 virtio_pci virtio_net
 "$repo/scripts/lab.sh" --timeout $((runs * 2400)) --share "$dir" -- \
   "$here/iperf_bench.sh" --in-lab "$dir" "$dir/ringvm" "$seconds" "$runs" >&2 || lab_status=$?
 # An L1 crash (docs/lab.md, failure 1) ends the lab run, not what it measured: report the runs
