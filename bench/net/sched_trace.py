@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Summarises one L1 trace of bench/net/sched_trace.sh: per frame, where a guest-to-host frame
+"""Summarises one L1 trace of bench/net/sched_trace.sh (or, with --ping TAP, a ping's): per frame, where a guest-to-host frame
 waited (kick until the device thread runs, the tap writev, writev return until the completion
 interrupt, interrupt until the vCPU enters the guest), and per thread how long it ran and how long
 it was runnable but not running."""
@@ -95,6 +95,25 @@ def main(path):
             print(f'    {name:20s} {r * 1000:8.1f} {w * 1000:8.1f}')
 
 
+def ping(tap, path):
+    """Round trips as the tap sees them: each echo request L1 sends into the tap (98 bytes on the
+    wire) until the next reply comes out of it (84 bytes of IP), without L1's ping process."""
+    out, back = [], []
+    for line in open(path, errors='replace'):
+        m = None if line.startswith('#') else LINE.match(line)
+        if not m or f'dev={tap} ' not in m.group(6) + ' ':
+            continue
+        if m.group(5) == 'net_dev_xmit' and 'len=98' in m.group(6):
+            out.append(float(m.group(4)))
+        elif m.group(5) == 'netif_receive_skb' and 'len=84' in m.group(6):
+            back.append(float(m.group(4)))
+    rtts = [next(b for b in back if b > t) - t for t in out if any(b > t for b in back)]
+    print(f'  tap to tap (echo in, reply out): {percentiles(rtts)}')
+
+
 if __name__ == '__main__':
-    for p in sys.argv[1:]:
-        main(p)
+    if sys.argv[1:2] == ['--ping']:
+        ping(sys.argv[2], sys.argv[3])
+    else:
+        for p in sys.argv[1:]:
+            main(p)

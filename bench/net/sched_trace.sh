@@ -4,7 +4,8 @@
 # ringvm and on QEMU's userspace virtio-net-pci as iperf_bench.sh does, runs iperf3 guest to host
 # (-R) with 1 and with 4 streams against each, and half a second into each run records L1's
 # scheduler and KVM events (tracefs: sched_switch/sched_wakeup, kvm_exit/kvm_entry, kvm_pio,
-# kvm_msi_set_irq, kvm_inj_virq, and the VMM's writev/read/epoll/ppoll calls). Then prints per
+# kvm_msi_set_irq, kvm_inj_virq, and the VMM's writev/read/epoll/ppoll calls); before that, 20
+# pings, traced whole (their round trip as the tap sees it: echo out, reply in). Then prints per
 # frame: the tap writev's duration, writev return to completion interrupt, the guest's kick until
 # the device thread runs, interrupt until the vCPU enters the guest; and per thread the time it
 # ran and the time it was runnable but waiting (docs/networking.md, "Worker priority").
@@ -32,6 +33,7 @@ if [[ ${1:-} == --in-lab ]]; then
   echo 16384 >"$t/buffer_size_kb"
   events=(kvm/kvm_exit kvm/kvm_entry kvm/kvm_pio kvm/kvm_msi_set_irq kvm/kvm_inj_virq sched/sched_switch
     sched/sched_wakeup)
+  events+=(net/net_dev_xmit net/netif_receive_skb)
   for call in writev read readv write epoll_wait ppoll; do
     events+=("syscalls/sys_enter_$call" "syscalls/sys_exit_$call")
   done
@@ -49,6 +51,12 @@ if [[ ${1:-} == --in-lab ]]; then
       fi
       sleep 0.5
     done
+    # Ping first (as iperf_bench does): 20 echoes traced whole, for the RTT from the tap's side.
+    echo >"$t/trace"
+    for e in "${events[@]}"; do echo 1 >"$t/events/$e/enable" 2>/dev/null || true; done
+    nsx busybox ping -c 20 -i 0.2 -W 5 "$guest" >"$dir/$vmm-ping.txt" 2>&1 || true
+    echo 0 >"$t/events/enable"
+    cp "$t/trace" "$dir/$vmm-ping.trace"
     for streams in 1 4; do
       nsx timeout 60 iperf3 -c "$guest" -t 6 -J -R -P "$streams" >"$dir/$vmm-$streams.json" 2>&1 &
       ipf=$!
@@ -83,6 +91,11 @@ dir=$(bench_dir ringvm-sched-trace)
 cp "$ringvm" "$dir/ringvm"
 bench_initramfs "$dir/net-bench.cpio.gz" "$repo/tests/lab/net_init.sh" "$iperf3" /bin/iperf3 virtio_pci virtio_net
 "$repo/scripts/lab.sh" --timeout 1800 --share "$dir" -- "$here/sched_trace.sh" --in-lab "$dir" "$dir/ringvm" "$extra" >&2
+for vmm in ringvm qemu; do
+  [[ -f $dir/$vmm-ping.trace ]] || continue
+  echo "== $vmm ping ($(sed -n 's|^round-trip min/avg/max = |as ping saw it, min/avg/max |p' "$dir/$vmm-ping.txt") ms)"
+  python3 "$here/sched_trace.py" --ping "$tap" "$dir/$vmm-ping.trace"
+done
 for f in "$dir"/{ringvm,qemu}-{1,4}.trace; do
   [[ -f $f ]] || continue
   gbps=$(jq -r '(.end.sum_received.bits_per_second // 0) / 1e6 | round / 1e3' "${f%.trace}.json" 2>/dev/null || echo -)
