@@ -93,7 +93,7 @@ bench_initramfs "$dir/net-bench.cpio.gz" "$repo/tests/lab/net_init.sh" "$iperf3"
 "$repo/scripts/lab.sh" --timeout 1800 --share "$dir" -- "$here/sched_trace.sh" --in-lab "$dir" "$dir/ringvm" "$extra" >&2
 for vmm in ringvm qemu; do
   [[ -f $dir/$vmm-ping.trace ]] || continue
-  echo "== $vmm ping ($(sed -n 's|^round-trip min/avg/max = |as ping saw it, min/avg/max |p' "$dir/$vmm-ping.txt") ms)"
+  echo "== $vmm ping ($(sed -n 's|^round-trip min/avg/max = |as ping saw it, min/avg/max |p' "$dir/$vmm-ping.txt"))"
   python3 "$here/sched_trace.py" --ping "$tap" "$dir/$vmm-ping.trace"
 done
 for f in "$dir"/{ringvm,qemu}-{1,4}.trace; do
