@@ -46,12 +46,11 @@ Result<int> set_thread_nice_delta(int delta) {
   const int want = std::clamp(base + delta, -20, 19);
   if (::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), want) != 0) {
     const int err = errno;
-    return make_error(
-        ErrorCode::kPermissionDenied, "setting nice {} (ringvm's {} {:+}): {}; {}", want, base, delta,
-        std::strerror(err),
-        err == EACCES || err == EPERM
-            ? "raising a thread's priority needs CAP_SYS_NICE or an RLIMIT_NICE (ulimit -e) allowing it"
-            : "the kernel refused it");
+    const bool denied = err == EACCES || err == EPERM;
+    return make_error(denied ? ErrorCode::kPermissionDenied : ErrorCode::kIo,
+                      "setting nice {} (ringvm's {} {:+}): {}; {}", want, base, delta, std::strerror(err),
+                      denied ? "raising a thread's priority needs CAP_SYS_NICE or an RLIMIT_NICE (ulimit -e) allowing it"
+                             : "the kernel refused it");
   }
   return want - base;
 }
