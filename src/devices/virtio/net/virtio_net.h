@@ -146,7 +146,7 @@ class VirtioNet final : public VirtioDevice {
   bool rx_held(size_t index) const;
 
  private:
-  class PairWorker;
+  class PairWorker;  // net_worker.h
   // The state of one queue pair, touched only by its worker (or the poll_* caller).
   struct Pair {
     ActivatedQueue rx, tx;
