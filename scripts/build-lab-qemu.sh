@@ -17,11 +17,20 @@
 #   scripts/build-lab-qemu.sh           prints the binary's path (builds it once, ~5 min on 2 cores)
 #   scripts/build-lab-qemu.sh --built   prints it only if it is already built (exit 1 if not)
 #
+# The source comes from the Debian mirror apt already uses (scripts/lib/apt_mirror.sh): a
+# private apt configuration in a temporary directory lists deb-src lines for the suites that serve
+# the installed qemu-system-x86, and `apt-get source --download-only --tar-only` fetches the
+# upstream tarball of exactly that version's source package, checked against the mirror's signed
+# index. Nothing of the host's apt configuration changes, and no root is needed. As before, the
+# build uses the upstream tarball alone (Debian's own patches are not applied).
+#
 # The binary is cached in RINGVM_LAB_CACHE (default ~/.cache/ringvm-lab), keyed by the Debian
 # version and this script's fix level; scripts/lab.sh uses it when it exists. Exit status 1 when
-# it cannot be built (no network, a QEMU whose source lacks the anchor line): the lab then runs on
-# the stock emulator, as before.
+# it cannot be built (no network, no configured Debian source serving the installed version, a
+# QEMU whose source lacks the anchor line): the lab then runs on the stock emulator, as before.
 set -euo pipefail
+# shellcheck source=scripts/lib/apt_mirror.sh
+source "$(dirname "$0")/lib/apt_mirror.sh"
 fix=2
 ver=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null) || { echo "build-lab-qemu: qemu-system-x86 is not installed" >&2; exit 1; }
 upstream=${ver#*:}
@@ -35,10 +44,45 @@ fi
 [[ ${1:-} == --built ]] && exit 1
 work=$(mktemp -d "${TMPDIR:-/tmp}/ringvm-lab-qemu.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-url=http://deb.debian.org/debian/pool/main/q/qemu/qemu_${upstream}.orig.tar.xz
-echo "build-lab-qemu: fetching $url" >&2
-curl -fsSL --retry 3 -o "$work/src.tar.xz" "$url" || { echo "build-lab-qemu: cannot download $url" >&2; exit 1; }
-tar -C "$work" -xf "$work/src.tar.xz"
+
+# fetch_source DIR: the upstream tarball of the installed qemu-system-x86's source package into DIR
+# (--tar-only: not the .dsc or Debian's patches), from the configured mirror's deb-src for the
+# suites that serve that version.
+fetch_source() {
+  local dir=$1 src_pkg src_ver line uri suite comp
+  src_pkg=$(dpkg-query -W -f='${source:Package}' qemu-system-x86)
+  src_ver=$(dpkg-query -W -f='${source:Version}' qemu-system-x86)
+  local apt=$dir/apt
+  mkdir -p "$apt/parts" "$apt/lists/partial" "$apt/cache/archives/partial"
+  : >"$apt/sources.list"
+  # The suites apt lists the installed version in, e.g. "bookworm-backports/main"; each one's
+  # URI is the one apt's own sources give for that suite.
+  while read -r line; do
+    suite=${line%%/*}
+    comp=${line#*/}
+    uri=$(apt_mirror_uri "$suite" "$comp") || continue
+    echo "deb-src $uri $suite $comp" >>"$apt/sources.list"
+  done < <(apt-cache madison qemu-system-x86 |
+    awk -F'|' -v ver="$ver" '{ gsub(/ /, "", $2) } $2 == ver { split($3, w, " "); print w[2] }' | sort -u)
+  if [[ ! -s $apt/sources.list ]]; then
+    echo "build-lab-qemu: no enabled apt source (/etc/apt/sources.list, sources.list.d/*.list or" \
+      "*.sources) serves qemu-system-x86 $ver; cannot fetch its source" >&2
+    return 1
+  fi
+  local -a opts=(-q -o "Dir::Etc::sourcelist=$apt/sources.list" -o "Dir::Etc::sourceparts=$apt/parts"
+    -o "Dir::State::lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o "APT::Sandbox::User=$(id -un)")
+  echo "build-lab-qemu: fetching source $src_pkg $src_ver ($(cut -d' ' -f2- "$apt/sources.list" | paste -sd';'))" >&2
+  if ! apt-get "${opts[@]}" update >"$dir/apt.log" 2>&1 ||
+    ! (cd "$dir" && apt-get "${opts[@]}" source --download-only --tar-only "$src_pkg=$src_ver") >>"$dir/apt.log" 2>&1; then
+    tail -5 "$dir/apt.log" >&2
+    echo "build-lab-qemu: cannot fetch source $src_pkg=$src_ver" >&2
+    return 1
+  fi
+}
+fetch_source "$work" || exit 1
+orig=$(find "$work" -maxdepth 1 -name "*_${upstream}.orig.tar.*" | head -n1)
+[[ -n $orig ]] || { echo "build-lab-qemu: no upstream tarball for $upstream among the fetched source" >&2; exit 1; }
+tar -C "$work" -xf "$orig"
 src=$(find "$work" -maxdepth 1 -type d -name 'qemu-*' | head -n1)
 # Both fixes, each an edit at a line that must occur exactly once (else the source is not the one
 # they were written for: nothing is built and the lab falls back to the stock emulator).

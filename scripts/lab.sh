@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs a shell command inside the hardware-virtualization lab (docs/lab.md, /work/shared/LAB.md):
+# Runs a shell command inside the hardware-virtualization lab (docs/lab.md):
 # an L1 Linux VM under QEMU's TCG that emulates AMD-V with nested paging, so `kvm_amd` loads and
 # /dev/kvm has real hardware-assisted semantics. L1 mounts the host's root read-only over 9p and
 # runs COMMAND chrooted into it, in the host's current directory, so host binaries run unchanged.

@@ -2,6 +2,8 @@
 # Installs every Debian package ringvm needs (idempotent, as root) and builds build/ringvm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/apt_mirror.sh
+source scripts/lib/apt_mirror.sh
 
 PACKAGES=(
   # toolchain
@@ -16,8 +18,9 @@ PACKAGES=(
   socat
   # iasl: the arch tests disassemble the generated DSDT with it
   acpica-tools
-  # scripts/build-lab-qemu.sh: the lab's L1 emulator, Debian's QEMU source with the lab's fix
-  curl xz-utils libglib2.0-dev libpixman-1-dev flex bison python3-venv
+  # scripts/build-lab-qemu.sh: the lab's L1 emulator, Debian's QEMU source (apt-get source) with
+  # the lab's fix
+  xz-utils libglib2.0-dev libpixman-1-dev flex bison python3-venv
 )
 
 # QEMU comes from bookworm-backports (10.x) on Debian 12: the lab's L1 runs on QEMU's TCG
@@ -56,9 +59,16 @@ if grep -q '^VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null; then
   have=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
   if ! dpkg --compare-versions "${have:-0}" ge "$BACKPORTS_MIN_QEMU"; then
     list=/etc/apt/sources.list.d/ringvm-bookworm-backports.list
-    if ! grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-      echo "setup: enabling bookworm-backports for QEMU 10 ($list)"
-      echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee "$list" >/dev/null
+    if ! apt_has_entry deb bookworm-backports main; then
+      # The mirror apt already uses for bookworm serves its backports too.
+      mirror=$(apt_mirror_uri bookworm main) || {
+        echo "setup: no enabled Debian source for suite bookworm with component main in apt's" \
+          "sources (/etc/apt/sources.list, sources.list.d/*.list or *.sources); add one, or add" \
+          "bookworm-backports yourself, and run setup again" >&2
+        exit 1
+      }
+      echo "setup: enabling bookworm-backports from $mirror for QEMU 10 ($list)"
+      echo "deb $mirror bookworm-backports main" | $SUDO tee "$list" >/dev/null
       updated=0
     fi
     echo "setup: installing ${BACKPORTED[*]} from bookworm-backports (have QEMU ${have:-none})"
