@@ -1,5 +1,11 @@
 #include "base/log.h"
 
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+
+#include <cctype>
+#include <memory>
+
 #include <spdlog/sinks/stdout_color_sinks.h>
 
 namespace ringvm {
@@ -9,6 +15,32 @@ void init_logging(const char* level) {
   logger->set_pattern("ringvm: %^%l%$: %v");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(level != nullptr ? level : "warn"));
+}
+
+bool set_log_output(const std::string& path, const std::string& level, bool show_level, bool show_origin,
+                    std::string* error) {
+  std::string lower;
+  for (char c : level) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower == "warning") lower = "warn";
+  if (lower == "error") lower = "err";
+  const auto lvl = spdlog::level::from_str(lower);
+  std::shared_ptr<spdlog::logger> logger;
+  try {
+    if (path.empty()) logger = std::make_shared<spdlog::logger>("ringvm", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+    else logger = std::make_shared<spdlog::logger>("ringvm", std::make_shared<spdlog::sinks::basic_file_sink_mt>(path));
+  } catch (const spdlog::spdlog_ex& e) {
+    if (error != nullptr) *error = e.what();
+    return false;
+  }
+  std::string pattern = "%Y-%m-%dT%H:%M:%S.%e ringvm";
+  if (show_level) pattern += " %^%l%$";
+  if (show_origin) pattern += " %s:%#";
+  pattern += ": %v";
+  logger->set_pattern(pattern);
+  logger->set_level(lvl);
+  logger->flush_on(spdlog::level::warn);
+  spdlog::set_default_logger(std::move(logger));
+  return true;
 }
 
 bool RateLimited::allow() {

@@ -7,11 +7,16 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <string>
 
 namespace ringvm {
 
 // Set from --log-level / RINGVM_LOG ("trace".."off"); default "warn".
 void init_logging(const char* level);
+// Sends ringvm's log to `path` (a file, appended, or a named pipe; empty: stderr) at `level`
+// (Firecracker's Error, Warning, Info, Debug, Trace, Off, any case). Thread-safe.
+[[nodiscard]] bool set_log_output(const std::string& path, const std::string& level, bool show_level,
+                                  bool show_origin, std::string* error);
 
 // Allows at most `burst` messages per second from one call site; counts what it suppressed.
 class RateLimited {

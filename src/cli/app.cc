@@ -15,13 +15,15 @@ constexpr const char* kFooter = R"(Exit status:
   3  the guest rebooted (run --on-reboot exit)
   4  the guest crashed (triple fault); its registers are printed on stderr
   5  stopped by SIGTERM/SIGINT or Ctrl-a x on the console
-  `ringvm check` has its own statuses: see `ringvm check --help`.
+  `ringvm check` and `ringvm ctl` have their own statuses: see their --help.
 
 Examples:
   ringvm check                      what can this host run?
   ringvm run                        boot the built-in demo (host kernel + busybox shell)
   ringvm run --kernel bzImage --initrd initrd.img --cmdline "console=ttyS0" --cpus 2 --memory 1G
   ringvm img create -f qcow2 disk.qcow2 8G
+  ringvm run --api-sock /tmp/vm.sock        serve Firecracker's API; configure and start over it
+  ringvm ctl --api-sock /tmp/vm.sock pause  pause (and `resume`) a running VM
 
 Environment: RINGVM_LOG=trace|debug|info|warn|error sets the log level (default warn).
 Docs: docs/ in the source tree.)";
@@ -37,6 +39,7 @@ int run_cli(int argc, char** argv) {
   add_check_command(app, &status);
   add_run_command(app, &status);
   add_img_command(app, &status);
+  add_ctl_command(app, &status);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -9,5 +9,6 @@ namespace ringvm {
 void add_check_command(CLI::App& app, int* status);
 void add_run_command(CLI::App& app, int* status);
 void add_img_command(CLI::App& app, int* status);
+void add_ctl_command(CLI::App& app, int* status);
 
 }  // namespace ringvm

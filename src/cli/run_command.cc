@@ -7,9 +7,20 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "api/api_handler.h"
+#include "base/log.h"
+#include "api/api_server.h"
 #include "cli/app.h"
 #include "cli/commands.h"
 #include "cli/demo.h"
+#include "vmm/config_json.h"
+#include "vmm/controller.h"
+#include "vmm/host_check.h"
 #include "vmm/vm.h"
 
 namespace ringvm {
@@ -26,6 +37,8 @@ struct RunOptions {
   std::string vsock;
   bool rng = false;
   bool stats = false;
+  std::string api_sock, config_file, id;
+  bool force = false;
 };
 
 constexpr const char* kRunFooter = R"(With no --kernel, boots the demo: the host's installed kernel (/boot/vmlinuz-*)
@@ -37,8 +50,16 @@ Ctrl-a Ctrl-a sends a literal Ctrl-a. Without a terminal (pipes, CI), output sti
 Exit status: 0 guest powered off; 1 ringvm error; 2 bad command line; 3 guest rebooted
 (--on-reboot exit); 4 guest crashed (registers on stderr); 5 stopped by SIGTERM/SIGINT or Ctrl-a x.
 
+Control plane: --api-sock PATH serves Firecracker's REST API on a Unix socket (mode 0600).
+Without --kernel (or a config file with a boot-source) ringvm then waits for the VM's
+configuration and InstanceStart over the API; with one it boots at once and serves the
+post-boot API (pause, resume, SendCtrlAltDel, metrics). --config-file FILE takes Firecracker's
+config-file JSON. `ringvm ctl --api-sock PATH info|pause|resume|...` talks to it (docs/api.md).
+
 Examples:
   ringvm run
+  ringvm run --api-sock /tmp/vm.sock          # then configure and start it with curl or ringvm ctl
+  ringvm run --config-file vm.json --api-sock /tmp/vm.sock
   ringvm run --kernel /boot/vmlinuz-6.1.0-56-amd64 --initrd initrd.img \
              --cmdline "console=ttyS0 root=/dev/vda rw" --cpus 2 --memory 1G \
              --disk path=root.img --console file:console.log)";
@@ -88,7 +109,13 @@ Result<VmConfig> make_config(const RunOptions& o) {
   cfg.halt_poll_us = o.halt_poll_us;
   cfg.rng = o.rng;
   cfg.stats = o.stats;
-  if (o.kernel.empty()) {
+  if (!o.id.empty()) cfg.id = o.id;
+  if (o.kernel.empty() && (!o.api_sock.empty() || !o.config_file.empty())) {
+    // The kernel comes over the API or from the config file.
+    if (!o.initrd.empty())
+      return make_error(ErrorCode::kInvalidArgument, "--initrd needs --kernel (or the boot-source's initrd_path)");
+    cfg.cmdline = o.cmdline;
+  } else if (o.kernel.empty()) {
     if (!o.initrd.empty())
       return make_error(ErrorCode::kInvalidArgument, "--initrd needs --kernel (the demo brings its own initramfs)");
     cfg.kernel = TRY(find_host_kernel());
@@ -99,13 +126,61 @@ Result<VmConfig> make_config(const RunOptions& o) {
     cfg.initrd = o.initrd;
     cfg.cmdline = o.cmdline.empty() ? std::string(default_console) : o.cmdline;
   }
+  // The config file's objects are applied last, over what the command line set.
+  if (!o.config_file.empty()) {
+    std::ifstream f(o.config_file);
+    if (!f) return make_error(ErrorCode::kNotFound, "--config-file {}: cannot open it", o.config_file);
+    std::stringstream text;
+    text << f.rdbuf();
+    if (text.str().size() > (1u << 20))
+      return make_error(ErrorCode::kInvalidArgument, "--config-file {}: larger than 1 MiB", o.config_file);
+    auto parsed = parse_config_file(text.str(), std::move(cfg));
+    if (!parsed) return wrap(std::move(parsed).error(), "--config-file {}", o.config_file);
+    cfg = std::move(*parsed);
+  }
   return cfg;
+}
+
+// On a host whose KVM cannot run unmodified kernels (PVM), or with no usable /dev/kvm, say so
+// at once instead of sitting silent; --force goes on anyway (tiny guests run on PVM).
+bool host_can_boot_kernels(bool force) {
+  const char* level = force ? "warning" : "error";
+  const char* tail =
+      "  `ringvm check` says what this host can run and why. To see a real boot, use the lab\n"
+      "  (hardware-assisted KVM in a nested L1 guest): scripts/lab.sh, docs/lab.md.\n";
+  if (::access("/dev/kvm", F_OK) != 0) {
+    std::fprintf(stderr, "ringvm: %s: /dev/kvm does not exist: this host offers no KVM (load kvm_intel or kvm_amd\n"
+                 "  on a host with VT-x or AMD-V, or nested virtualization in its hypervisor).\n%s",
+                 level, tail);
+    return force;
+  }
+  if (read_kvm_modules("/sys").backend != KvmBackend::kPvm) return true;
+  std::fprintf(stderr,
+               "ringvm: %s: this host's /dev/kvm is PVM (kvm_pvm), a paravirtual KVM that runs guests in ring 3:\n"
+               "  an unmodified kernel does not boot on it (it spins in the kernel's instruction emulator).\n%s"
+               "  --force runs anyway (small guests that need no emulation work here).\n",
+               level, tail);
+  return force;
+}
+
+void report_stop(StopReason reason, const std::string& detail) {
+  switch (reason) {
+    case StopReason::kReboot: std::fprintf(stderr, "ringvm: guest rebooted\n"); break;
+    case StopReason::kCrash: std::fprintf(stderr, "ringvm: guest crashed: %s\n", detail.c_str()); break;
+    case StopReason::kError: std::fprintf(stderr, "ringvm: error: %s\n", detail.c_str()); break;
+    case StopReason::kSignal:
+    case StopReason::kQuit:
+      std::fprintf(stderr, "ringvm: %s%s%s\n", stop_reason_name(reason), detail.empty() ? "" : ": ", detail.c_str());
+      break;
+    default: break;
+  }
 }
 
 int run_vm(const RunOptions& o) {
   // SIGTERM/SIGINT/SIGHUP are read from a signalfd by the VM's event loop. Block them before any
-  // thread exists (device workers, vCPUs, the console inherit the mask), so one arriving while the
-  // VM is still being built stays pending and stops the VM cleanly instead of killing ringvm.
+  // thread exists (device workers, vCPUs, the console, the API inherit the mask), so one arriving
+  // while the VM is still being built stays pending and stops the VM cleanly instead of killing
+  // ringvm.
   const sigset_t stop_signals = stop_signal_set();
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   auto cfg = make_config(o);
@@ -113,51 +188,58 @@ int run_vm(const RunOptions& o) {
     std::fprintf(stderr, "ringvm: error: %s\n", cfg.error().message().c_str());
     return kExitVmmError;
   }
-  for (;;) {
-    auto vm = Vm::create(*cfg);
-    if (!vm) {
-      std::fprintf(stderr, "ringvm: error: %s\n", vm.error().message().c_str());
+  if (!host_can_boot_kernels(o.force)) return kExitVmmError;
+  if (cfg->logger) {
+    std::string err;
+    if (!set_log_output(cfg->logger->path, cfg->logger->level, cfg->logger->show_level, cfg->logger->show_log_origin,
+                        &err)) {
+      std::fprintf(stderr, "ringvm: error: logger: log_path %s: %s\n", cfg->logger->path.c_str(), err.c_str());
       return kExitVmmError;
     }
-    const StopReason reason = (*vm)->run();
-    if (cfg->stats) std::fputs((*vm)->stats_report().c_str(), stderr);
-    if (const auto& stuck = (*vm)->stuck_vcpus(); !stuck.empty()) {
+  }
+  // Boot at once unless the configuration is to come over the API.
+  const bool boot_now = o.api_sock.empty() || !cfg->kernel.empty();
+  VmController controller(*cfg, [](const VmConfig& c) -> Result<std::unique_ptr<Machine>> {
+    auto vm = Vm::create(c);
+    if (!vm) return std::move(vm).error();
+    return std::unique_ptr<Machine>(std::move(*vm));
+  });
+  ApiHandler handler(controller);
+  std::unique_ptr<ApiServer> server;
+  if (!o.api_sock.empty()) {
+    auto started = ApiServer::start(o.api_sock, handler);
+    if (!started) {
+      std::fprintf(stderr, "ringvm: error: %s\n", started.error().message().c_str());
+      return kExitVmmError;
+    }
+    server = std::move(*started);
+    spdlog::info("API on {}", o.api_sock);
+  }
+  const bool stats = cfg->stats;
+  const StopReason reason = controller.run(boot_now, [&](Machine& m, StopReason r) {
+    auto* vm = dynamic_cast<Vm*>(&m);
+    if (vm == nullptr) return;
+    if (stats) std::fputs(vm->stats_report().c_str(), stderr);
+    if (r == StopReason::kReboot && controller.config().on_reboot == OnReboot::kRestart)
+      std::fprintf(stderr, "ringvm: guest rebooted; restarting\n");
+    if (const auto& stuck = vm->stuck_vcpus(); !stuck.empty()) {
       // Their threads still use the VM, so it cannot be torn down: say so and end the process
       // (the kernel reclaims the rest; disk writes the guest saw complete are already in the files).
       std::fprintf(stderr,
                    "ringvm: error: the VM stopped (%s) but vCPU thread(s) %s did not leave KVM_RUN within %llds "
                    "(kicked every 100 ms): stuck in the host kernel's KVM; exiting without them. If the "
                    "host is itself a VM (nested), its hypervisor lost the wakeup; otherwise see dmesg\n",
-                   stop_reason_name(reason), fmt::format("{}", fmt::join(stuck, ", ")).c_str(),
+                   stop_reason_name(r), fmt::format("{}", fmt::join(stuck, ", ")).c_str(),
                    static_cast<long long>(Vm::kVcpuStopTimeout.count()));
       restore_terminal_async_signal_safe();
       std::fflush(nullptr);
+      if (server) ::unlink(o.api_sock.c_str());
       std::_Exit(kExitVmmError);
     }
-    const std::string detail = (*vm)->stop_detail();
-    switch (reason) {
-      case StopReason::kReboot:
-        if (cfg->on_reboot == OnReboot::kRestart) {
-          std::fprintf(stderr, "ringvm: guest rebooted; restarting\n");
-          continue;
-        }
-        std::fprintf(stderr, "ringvm: guest rebooted\n");
-        break;
-      case StopReason::kCrash:
-        std::fprintf(stderr, "ringvm: guest crashed: %s\n", detail.c_str());
-        break;
-      case StopReason::kError:
-        std::fprintf(stderr, "ringvm: error: %s\n", detail.c_str());
-        break;
-      case StopReason::kSignal:
-      case StopReason::kQuit:
-        std::fprintf(stderr, "ringvm: %s%s%s\n", stop_reason_name(reason), detail.empty() ? "" : ": ",
-                     detail.c_str());
-        break;
-      default: break;
-    }
-    return exit_status_for(reason);
-  }
+  });
+  if (server) server->stop();
+  report_stop(reason, controller.stop_detail());
+  return exit_status_for(reason);
 }
 
 }  // namespace
@@ -224,6 +306,16 @@ void add_run_command(CLI::App& app, int* status) {
                   "guest connections to host port P arrive at PATH_P (docs/networking.md)");
   cmd->add_flag("--rng", opts->rng, "Add a virtio-rng device (/dev/hwrng in the guest)");
   cmd->add_flag("--stats", opts->stats, "Print VM exit counts by reason when the VM stops");
+  cmd->add_option("--api-sock", opts->api_sock,
+                  "Serve Firecracker's REST API on this Unix socket (created mode 0600; a stale one is replaced). "
+                  "Without --kernel, wait for the configuration and InstanceStart over it (docs/api.md)");
+  cmd->add_option("--config-file", opts->config_file,
+                  "Firecracker's config-file JSON (boot-source, machine-config, drives, network-interfaces, vsock, "
+                  "entropy, logger, metrics, serial); applied over the command line's options, then boots")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--id", opts->id, "The instance id GET / reports (default: ringvm)");
+  cmd->add_flag("--force", opts->force,
+                "Run even where this host's KVM cannot boot unmodified kernels (PVM); for tiny test guests");
   cmd->callback([opts, status] { *status = run_vm(*opts); });
 }
 

@@ -6,7 +6,7 @@
 
 namespace ringvm {
 
-Result<void> GuestMemory::add_region(uint64_t gpa, uint64_t size) {
+Result<void> GuestMemory::add_region(uint64_t gpa, uint64_t size, bool huge_pages) {
   if (size == 0 || size % 4096 != 0 || gpa % 4096 != 0)
     return make_error(ErrorCode::kInvalidArgument,
                       "guest memory region at {:#x} of {:#x} bytes: base and size must be 4 KiB multiples",
@@ -22,18 +22,18 @@ Result<void> GuestMemory::add_region(uint64_t gpa, uint64_t size) {
   // Ask for transparent huge pages: with 2 MiB host pages KVM maps guest RAM with 2 MiB stage-2
   // (EPT/NPT) entries, which cuts the nested page faults of a boot and the TLB misses after it.
   // Best effort: where THP is off, madvise fails or does nothing, and 4 KiB pages still work.
-  (void)::madvise(host.data(), host.size(), MADV_HUGEPAGE);
+  (void)::madvise(host.data(), host.size(), huge_pages ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
   regions_.push_back(GuestRegion{gpa, std::move(host)});
   std::sort(regions_.begin(), regions_.end(), [](const auto& a, const auto& b) { return a.gpa < b.gpa; });
   return Ok();
 }
 
-Result<GuestMemory> GuestMemory::create_x86(uint64_t ram_bytes, uint64_t mmio_hole_start) {
+Result<GuestMemory> GuestMemory::create_x86(uint64_t ram_bytes, uint64_t mmio_hole_start, bool huge_pages) {
   if (ram_bytes == 0) return make_error(ErrorCode::kInvalidArgument, "guest memory size is 0: give --memory a size such as 512M");
   GuestMemory mem;
   const uint64_t low = std::min(ram_bytes, mmio_hole_start);
-  RETURN_IF_ERROR(mem.add_region(0, low));
-  if (ram_bytes > low) RETURN_IF_ERROR(mem.add_region(1ULL << 32, ram_bytes - low));
+  RETURN_IF_ERROR(mem.add_region(0, low, huge_pages));
+  if (ram_bytes > low) RETURN_IF_ERROR(mem.add_region(1ULL << 32, ram_bytes - low, huge_pages));
   return mem;
 }
 

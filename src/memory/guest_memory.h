@@ -33,11 +33,12 @@ class GuestMemory {
   GuestMemory& operator=(GuestMemory&&) = default;
 
   // Adds `size` bytes of anonymous memory at `gpa`. Fails on overlap, overflow or a size that is
-  // not a multiple of 4 KiB.
-  Result<void> add_region(uint64_t gpa, uint64_t size);
+  // not a multiple of 4 KiB. `huge_pages`: advise transparent huge pages (else advise against).
+  Result<void> add_region(uint64_t gpa, uint64_t size, bool huge_pages = true);
 
   // Standard x86 layout: RAM below `mmio_hole_start` and the rest above 4 GiB.
-  static Result<GuestMemory> create_x86(uint64_t ram_bytes, uint64_t mmio_hole_start = 0xC000'0000);
+  static Result<GuestMemory> create_x86(uint64_t ram_bytes, uint64_t mmio_hole_start = 0xC000'0000,
+                                        bool huge_pages = true);
 
   const std::vector<GuestRegion>& regions() const { return regions_; }
   uint64_t total_size() const;

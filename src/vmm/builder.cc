@@ -121,7 +121,8 @@ Result<void> VmBuilder::create_kvm(Vm& vm) {
   // the kernel then calibrates against the TSC and the ACPI PM timer.
   if (auto r = kvm_vm.create_pit2(); !r) spdlog::info("no in-kernel PIT: {}", r.error().message());
 
-  vm.mem_ = TRY(GuestMemory::create_x86(vm.cfg_.memory_bytes, x86::kMmioHoleStart));
+  vm.mem_ = TRY(GuestMemory::create_x86(vm.cfg_.memory_bytes, x86::kMmioHoleStart,
+                                        vm.cfg_.huge_pages == HugePages::kTransparent));
   RETURN_IF_ERROR(kvm_vm.map_memory(vm.mem_));
   return Ok();
 }
@@ -134,31 +135,36 @@ Result<void> VmBuilder::add_platform_devices(Vm& vm) {
   auto com1 = std::make_shared<SerialPort>("com1", irq_line(vm, x86::kCom1Irq),
                                            [console](std::span<const uint8_t> bytes) { console->write(bytes); });
   RETURN_IF_ERROR(vm.pio_.insert(x86::kCom1Port, SerialPort::kSize, com1));
+  vm.devices_.add_platform(com1);
   vm.console_input_ = [com1](std::span<const uint8_t> bytes) { return com1->enqueue_input(bytes); };
 
-  auto i8042 = std::make_shared<I8042>([self] { self->request_stop(StopReason::kReboot); });
+  auto i8042 = std::make_shared<I8042>([self] { self->request_stop(StopReason::kReboot); },
+                                       irq_line(vm, x86::kI8042Irq));
   RETURN_IF_ERROR(vm.pio_.insert(x86::kI8042DataPort, I8042::kSize, i8042));
-  RETURN_IF_ERROR(vm.pio_.insert(x86::kRtcPort, CmosRtc::kSize, std::make_shared<CmosRtc>()));
+  vm.devices_.set_i8042(i8042);
+  auto rtc = std::make_shared<CmosRtc>();
+  RETURN_IF_ERROR(vm.pio_.insert(x86::kRtcPort, CmosRtc::kSize, rtc));
+  vm.devices_.add_platform(rtc);
 
   AcpiPmDevice::Hooks pm_hooks;
   pm_hooks.on_poweroff = [self] { self->request_stop(StopReason::kPowerOff); };
   pm_hooks.sci = irq_line(vm, x86::kAcpiSciIrq);
   pm_hooks.clock = [] { return std::chrono::steady_clock::now(); };
-  RETURN_IF_ERROR(vm.pio_.insert(x86::kAcpiPm1aEvtBlk, AcpiPmDevice::kSize,
-                                 std::make_shared<AcpiPmDevice>(std::move(pm_hooks), x86::kSlpTypS5)));
+  auto pm = std::make_shared<AcpiPmDevice>(std::move(pm_hooks), x86::kSlpTypS5);
+  RETURN_IF_ERROR(vm.pio_.insert(x86::kAcpiPm1aEvtBlk, AcpiPmDevice::kSize, pm));
+  vm.devices_.add_platform(pm);
 
   // Port 0x80 is the kernel's I/O delay: an ioeventfd makes KVM complete those writes in the
   // kernel, so they never exit to userspace. Reads (rare) reach the sink device.
   UniqueFd delay_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (delay_fd && vm.vm_->register_ioeventfd(delay_fd.get(), 0x80, 1, true)) {
-    vm.owned_.push_back(std::make_shared<UniqueFd>(std::move(delay_fd)));
-  }
-  RETURN_IF_ERROR(vm.pio_.insert(0x80, 1, std::make_shared<SinkDevice>("io-delay")));
+  if (delay_fd && vm.vm_->register_ioeventfd(delay_fd.get(), 0x80, 1, true)) vm.devices_.keep_fd(std::move(delay_fd));
+  auto sink = std::make_shared<SinkDevice>("io-delay");
+  RETURN_IF_ERROR(vm.pio_.insert(0x80, 1, sink));
+  vm.devices_.add_platform(sink);
 
   auto pci = TRY(PciBus::create(vm.pio_, vm.mmio_));
+  vm.devices_.set_pci(pci);
   RETURN_IF_ERROR(add_virtio_devices(vm, *pci));
-  // After the interrupt controller and MSI router its devices use: ~Vm releases owned_ newest first.
-  vm.owned_.push_back(pci);
   return Ok();
 }
 
@@ -168,16 +174,14 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
   auto ic = std::make_shared<KvmInterruptController>(*vm.vm_);
   auto router = std::make_shared<MsiRouter>(*ic, x86::kIoapicPins);
   RETURN_IF_ERROR(router->install());
-  vm.owned_.push_back(ic);
-  vm.owned_.push_back(router);
+  vm.devices_.set_interrupts(ic, router);
   auto attach = [&](std::shared_ptr<VirtioDevice> dev) -> Result<void> {
     VirtioPciOptions pci_opts;
     pci_opts.pio_notify = vm.cfg_.virtio_pio_notify;
     auto pci_dev = TRY(VirtioPciDevice::create(dev, vm.mem_, *ic, *router, pci_opts));
     TRY(pci.add_device(pci_dev));
-    vm.owned_.push_back(pci_dev);
-    // Devices run worker threads; stop them (reset) before anything they use is destroyed.
-    vm.shutdown_hooks_.push_back([dev] { dev->reset(); });
+    // The manager stops the device's workers (reset) before anything they use is destroyed.
+    vm.devices_.add_virtio(std::move(dev), pci_dev);
     return Ok();
   };
   // batch_us=auto (the default): measured once, when the first device asks.
@@ -190,7 +194,7 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
         auto_us = auto_batch_us(cost->round_trip_ns);
         spdlog::debug("a VM exit costs {} ns here (probe of {} exits): batch_us=auto is {}", cost->round_trip_ns,
                    cost->exits, *auto_us);
-        vm.device_stats_.push_back([ns = cost->round_trip_ns, us = *auto_us] {
+        vm.devices_.add_stats_line([ns = cost->round_trip_ns, us = *auto_us] {
           return fmt::format("  exit-cost probe: {:.1f} µs per exit to userspace, so batch_us=auto is {}\n",
                              static_cast<double>(ns) / 1000.0, us);
         });
@@ -202,7 +206,6 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     }
     return *auto_us;
   };
-  int index = 0;
   for (const DiskSpec& d : vm.cfg_.disks) {
     DiskOpenOptions open_opts;
     open_opts.read_only = d.read_only;
@@ -210,7 +213,8 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     auto disk = open_disk(d.path, d.format == DiskFormat::kQcow2 ? "qcow2" : "raw", open_opts);
     if (!disk) return wrap(std::move(disk).error(), "--disk path={}", d.path);
     VirtioBlockOptions o;
-    o.id = fmt::format("blk{}", index++);
+    o.id = d.id;  // finalize_config named every disk
+    o.engine = d.engine == DiskEngine::kSync ? VirtioBlockOptions::Engine::kSync : VirtioBlockOptions::Engine::kAuto;
     o.read_only = d.read_only;
     o.serial = d.serial;
     // One queue per vCPU unless told otherwise (as QEMU does): each vCPU submits and completes on
@@ -228,18 +232,7 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     if (!blk) return wrap(std::move(blk).error(), "--disk path={}", d.path);
     std::shared_ptr<VirtioBlock> dev = std::move(*blk);
     RETURN_IF_ERROR(attach(dev));
-    vm.device_stats_.push_back([dev, path = d.path] {
-      const BlockStats& s = dev->stats();
-      return fmt::format("  {} ({}): reads {} ({} bytes), writes {} ({} bytes), flushes {}, discards {}, "
-                         "write-zeroes {}, I/O errors {}, bad requests {}, unsupported {}, polls that found "
-                         "requests {} (that did not {}), batched serves {} (kicks deferred {}), merged {}, chained passes {}, late completion passes {}; "
-                         "kicks {}, interrupts {}\n",
-                         dev->name(), path, s.reads.load(), s.bytes_read.load(), s.writes.load(),
-                         s.bytes_written.load(), s.flushes.load(), s.discards.load(), s.write_zeroes.load(),
-                         s.io_errors.load(), s.bad_requests.load(), s.unsupported.load(), s.poll_hits.load(),
-                         s.poll_misses.load(), s.batches.load(), s.deferred.load(), s.merged.load(), s.chained.load(), s.late_reaps.load(), s.kicks.load(),
-                         s.interrupts.load());
-    });
+    vm.devices_.add_block(dev, d.path);
   }
   for (NetSpec n : vm.cfg_.nets) {
     // virtio-net's auto is off for now, whatever exits cost: in four lab boots of iperf_bench on
@@ -248,20 +241,7 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     n.batch_us = n.batch_us.value_or(0);
     std::shared_ptr<VirtioNet> dev = TRY(make_virtio_net(n, vm.cfg_.cpus));  // its errors name the tap
     RETURN_IF_ERROR(attach(dev));
-    vm.device_stats_.push_back([dev] {
-      const NetStats& s = dev->stats();
-      return fmt::format(
-          "  {}: rx {} frames ({} bytes), rx drops {}, rx errors {}; tx {} frames ({} bytes), "
-          "tx drops {}, tx errors {}, tx parked {}, ctrl errors {}, tx batches {} (kicks deferred {}, passes "
-          "riding on receive {}), tx pinned to another queue {}; "
-          "kicks rx {} tx {}, "
-          "interrupts rx {} tx {} (early {}); workers raised to nice {:+} {} times\n",
-          dev->name(), s.rx_frames.load(), s.rx_bytes.load(), s.rx_drops.load(), s.rx_errors.load(),
-          s.tx_frames.load(), s.tx_bytes.load(), s.tx_drops.load(), s.tx_errors.load(), s.tx_parked.load(),
-          s.ctrl_errors.load(), s.tx_batches.load(), s.tx_deferred.load(), s.tx_rx_polls.load(),
-          s.tx_pinned.load(), s.rx_kicks.load(), s.tx_kicks.load(), s.rx_interrupts.load(),
-          s.tx_interrupts.load(), s.tx_early_interrupts.load(), s.worker_nice.load(), s.worker_boosts.load());
-    });
+    vm.devices_.add_net(dev);
   }
   if (vm.cfg_.vsock) RETURN_IF_ERROR(attach(TRY(make_virtio_vsock(*vm.cfg_.vsock))));
   if (vm.cfg_.rng) RETURN_IF_ERROR(attach(std::make_shared<VirtioRng>()));
@@ -298,7 +278,7 @@ Result<x86::LoadedKernel> VmBuilder::load_kernel(Vm& vm) {
   acpi.num_cpus = cfg.cpus;
   acpi.pm_timer = true;  // AcpiPmDevice serves the PM timer at kAcpiPmTmrBlk
   const uint64_t rsdp = TRY(x86::write_acpi_tables(vm.mem_, acpi));
-  auto loaded = x86::load_linux(vm.mem_, kernel, initrd, cfg.cmdline, e820, rsdp);
+  auto loaded = x86::load_linux(vm.mem_, kernel, initrd, effective_cmdline(cfg), e820, rsdp);
   if (!loaded) {
     Error e = std::move(loaded).error();
     // The loader reports initrd placement problems as "initrd ...": name the initrd, not the kernel.
@@ -333,6 +313,7 @@ Result<std::unique_ptr<Vm>> VmBuilder::build(const VmConfig& cfg) {
   if (cfg.cpus == 0) return make_error(ErrorCode::kInvalidArgument, "--cpus 0: a VM needs at least one vCPU");
   std::unique_ptr<Vm> vm(new Vm());
   vm->cfg_ = cfg;
+  RETURN_IF_ERROR(finalize_config(vm->cfg_));
   vm->loop_.emplace(TRY(EventLoop::create()));
   RETURN_IF_ERROR(create_kvm(*vm));
   auto kernel = TRY(load_kernel(*vm));

@@ -1,5 +1,6 @@
 #include "vmm/config.h"
 
+#include <algorithm>
 #include <charconv>
 #include <limits>
 
@@ -136,6 +137,47 @@ Result<DiskSpec> parse_disk(std::string_view text) {
   }
   if (!have_path) return make_error(ErrorCode::kInvalidArgument, "--disk needs path=FILE");
   return d;
+}
+
+std::string effective_cmdline(const VmConfig& cfg) {
+  std::string out = cfg.cmdline;
+  for (const DiskSpec& d : cfg.disks) {
+    if (!d.root) continue;
+    // The root disk is the first virtio-blk device, so /dev/vda (finalize_config orders it).
+    std::string root = d.partuuid.empty() ? "root=/dev/vda" : "root=PARTUUID=" + d.partuuid;
+    root += d.read_only ? " ro" : " rw";
+    out += out.empty() ? root : " " + root;
+    break;
+  }
+  return out;
+}
+
+Result<void> finalize_config(VmConfig& cfg) {
+  if (cfg.kernel.empty())
+    return make_error(ErrorCode::kInvalidArgument,
+                      "no kernel: set one with PUT /boot-source {{\"kernel_image_path\": ...}} (or --kernel)");
+  if (cfg.cpus == 0) return make_error(ErrorCode::kInvalidArgument, "vcpu_count 0: a VM needs at least one vCPU");
+  size_t roots = 0;
+  for (size_t i = 0; i < cfg.disks.size(); ++i) {
+    DiskSpec& d = cfg.disks[i];
+    if (d.id.empty()) d.id = fmt::format("blk{}", i);
+    if (d.root) ++roots;
+  }
+  if (roots > 1)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "{} drives have is_root_device true: at most one can be the root device", roots);
+  for (size_t i = 0; i < cfg.disks.size(); ++i)
+    for (size_t j = i + 1; j < cfg.disks.size(); ++j)
+      if (cfg.disks[i].id == cfg.disks[j].id)
+        return make_error(ErrorCode::kInvalidArgument, "two drives have the id {}: give each its own", cfg.disks[i].id);
+  // The root disk goes first, so it is /dev/vda; the others keep their order.
+  std::stable_partition(cfg.disks.begin(), cfg.disks.end(), [](const DiskSpec& d) { return d.root; });
+  for (size_t i = 0; i < cfg.nets.size(); ++i)
+    for (size_t j = i + 1; j < cfg.nets.size(); ++j)
+      if (cfg.nets[i].id == cfg.nets[j].id)
+        return make_error(ErrorCode::kInvalidArgument, "two network interfaces have the id {}: give each its own",
+                          cfg.nets[i].id);
+  return Ok();
 }
 
 }  // namespace ringvm

@@ -49,8 +49,16 @@ inline constexpr unsigned kMaxDiskChainKib = 65536;
 inline constexpr uint32_t kDefaultDiskMergeKib = 4096;
 inline constexpr unsigned kMaxDiskMergeKib = 16384;
 
+// How a disk's requests reach the host: io_uring where the disk and host allow it (the default),
+// or synchronous calls on the queue's worker (Firecracker's io_engine "Sync").
+enum class DiskEngine { kAuto, kSync };
+
 struct DiskSpec {
+  std::string id;  // drive_id in the API; "blk<N>" by position when not given
   std::string path;
+  bool root = false;      // is_root_device: first disk, and root= on the kernel command line
+  std::string partuuid;   // with root: root=PARTUUID=... instead of root=/dev/vda
+  DiskEngine engine = DiskEngine::kAuto;
   DiskFormat format = DiskFormat::kRaw;
   bool read_only = false;
   std::string serial;
@@ -75,7 +83,20 @@ struct DiskSpec {
   CacheMode cache = CacheMode::kWriteback;
 };
 
+// Guest RAM's host pages: transparent huge pages advised (2 MiB stage-2 mappings; the default),
+// or plain 4 KiB pages.
+enum class HugePages { kTransparent, kNone };
+
+// Where ringvm's own log goes (PUT /logger): a file or named pipe, and the level.
+struct LoggerConfig {
+  std::string path;          // empty: stderr
+  std::string level = "Info";  // Error, Warning, Info, Debug, Trace, Off (case-insensitive)
+  bool show_level = false;
+  bool show_log_origin = false;
+};
+
 struct VmConfig {
+  std::string id = "ringvm";  // the instance id GET / reports
   std::string kernel;  // bzImage or PVH ELF
   std::string initrd;  // optional
   std::span<const uint8_t> initrd_data;  // used instead of `initrd` when set (the built-in demo)
@@ -83,6 +104,10 @@ struct VmConfig {
   KernelEntry entry = KernelEntry::kLinux64;
   uint32_t cpus = 1;
   uint64_t memory_bytes = 512ULL << 20;
+  HugePages huge_pages = HugePages::kTransparent;
+  // Dirty-page logging on guest RAM (for diff snapshots); off by default: it costs a fault per
+  // first write to a page.
+  bool track_dirty_pages = false;
   ConsoleSpec console;
   ConsoleDevice console_device = ConsoleDevice::kUart;
   OnReboot on_reboot = OnReboot::kExit;
@@ -97,7 +122,15 @@ struct VmConfig {
   // The longest a halted vCPU polls (in the host kernel) for a wake-up before its thread sleeps,
   // in µs; unset: the host's kvm.halt_poll_ns. Polling trades host CPU for wake-up latency.
   std::optional<uint32_t> halt_poll_us;
+  std::optional<LoggerConfig> logger;
+  std::string metrics_path;  // JSON lines of counters (PUT /metrics); empty: none
 };
+
+// The kernel command line the guest gets: `cmdline` plus root= for the root disk, if any.
+std::string effective_cmdline(const VmConfig& cfg);
+// Checks what only a whole configuration can say (one root disk, unique ids, a kernel) and puts
+// the root disk first, as /dev/vda. The builder runs it; the API's InstanceStart reports it.
+Result<void> finalize_config(VmConfig& cfg);
 
 // --halt-poll-us at most (KVM takes nanoseconds in 32 bits).
 inline constexpr uint32_t kMaxHaltPollUs = 1000000;

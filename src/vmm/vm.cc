@@ -1,10 +1,14 @@
 #include "vmm/vm.h"
 
-#include <algorithm>
-#include <csignal>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 
+#include <algorithm>
+#include <csignal>
+#include <cstring>
+
 #include "base/log.h"
+#include "devices/legacy/i8042.h"
 #include "kvm/stats.h"
 #include "vmm/console.h"
 
@@ -33,10 +37,10 @@ sigset_t stop_signal_set() {
 }
 
 Vm::~Vm() {
+  request_stop(StopReason::kError);  // wakes parked vCPUs; a no-op after run() returned
   for (auto& t : threads_) t->kick();
   for (auto& t : threads_) t->join();
-  for (auto& hook : shutdown_hooks_) hook();
-  std::reverse(owned_.begin(), owned_.end());
+  devices_.stop_workers();
 }
 
 void Vm::request_stop(StopReason reason, std::string detail) {
@@ -47,7 +51,115 @@ void Vm::request_stop(StopReason reason, std::string detail) {
       stop_detail_ = std::move(detail);
     }
   }
+  {
+    // Parked vCPUs (a paused VM) wake up and leave.
+    std::lock_guard lock(pause_mu_);
+    pause_cv_.notify_all();
+  }
   if (loop_) loop_->stop();
+}
+
+void Vm::park_vcpu(size_t index) {
+  {
+    std::unique_lock lock(pause_mu_);
+    if (!pause_requested_) return;
+    ++parked_;
+    pause_cv_.notify_all();
+    pause_cv_.wait(lock, [this] { return !pause_requested_ || stop_reason() != StopReason::kNone; });
+    --parked_;
+  }
+  // The guest's kvmclock page gets PVCLOCK_GUEST_STOPPED, so its soft-lockup and RCU-stall
+  // detectors discount the time it was paused. EINVAL: the guest does not use kvmclock.
+  // SAFETY: KVM_KVMCLOCK_CTRL takes no argument.
+  if (::ioctl(vcpus_[index]->fd(), KVM_KVMCLOCK_CTRL, 0) != 0 && errno != EINVAL)
+    RINGVM_LOG_RATELIMITED(warn, "vCPU {}: KVM_KVMCLOCK_CTRL: {}", index, std::strerror(errno));
+}
+
+size_t Vm::parked_vcpus() const {
+  std::lock_guard lock(pause_mu_);
+  return parked_;
+}
+
+Result<void> Vm::pause() {
+  std::lock_guard op(pause_op_mu_);
+  if (paused_) return Ok();
+  if (threads_.empty()) return make_error(ErrorCode::kInvalidArgument, "pause: the VM is not running");
+  {
+    std::unique_lock lock(pause_mu_);
+    pause_requested_ = true;
+    pause_flag_.store(true);
+    const auto deadline = std::chrono::steady_clock::now() + kVcpuPauseTimeout;
+    for (;;) {
+      lock.unlock();
+      for (auto& t : threads_) t->kick();
+      lock.lock();
+      // A kick the host lost is sent again every 100 ms.
+      if (pause_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] {
+            return parked_ == threads_.size() || stop_reason() != StopReason::kNone;
+          }))
+        break;
+      if (std::chrono::steady_clock::now() >= deadline) break;
+    }
+    if (parked_ != threads_.size()) {
+      const size_t parked = parked_;
+      pause_requested_ = false;
+      pause_flag_.store(false);
+      pause_cv_.notify_all();
+      if (stop_reason() != StopReason::kNone)
+        return make_error(ErrorCode::kInvalidArgument, "pause: the VM is stopping ({})", stop_reason_name(stop_reason()));
+      return make_error(ErrorCode::kInternal, "pause: only {} of {} vCPUs left KVM_RUN within {} s; the VM keeps running",
+                        parked, threads_.size(), kVcpuPauseTimeout.count());
+    }
+  }
+  if (auto r = devices_.pause(); !r) {
+    std::lock_guard lock(pause_mu_);
+    pause_requested_ = false;
+    pause_flag_.store(false);
+    pause_cv_.notify_all();
+    return r;
+  }
+  paused_ = true;
+  return Ok();
+}
+
+Result<void> Vm::resume() {
+  std::lock_guard op(pause_op_mu_);
+  if (!paused_) return Ok();
+  auto r = devices_.resume();
+  {
+    std::lock_guard lock(pause_mu_);
+    pause_requested_ = false;
+    pause_flag_.store(false);
+    pause_cv_.notify_all();
+  }
+  paused_ = false;
+  return r;
+}
+
+Result<void> Vm::send_ctrl_alt_del() {
+  I8042* kbd = devices_.i8042();
+  if (kbd == nullptr) return make_error(ErrorCode::kUnsupported, "SendCtrlAltDel: this VM has no i8042 keyboard");
+  if (!kbd->send_ctrl_alt_del())
+    return make_error(ErrorCode::kInvalidArgument,
+                      "SendCtrlAltDel: the guest's keyboard is not taking keys (its driver disabled scanning, or "
+                      "has not read the last ones); try again once the guest has booted");
+  return Ok();
+}
+
+nlohmann::json Vm::metrics() const {
+  nlohmann::json exits = nlohmann::json::object();
+  uint64_t total = 0;
+  for (uint32_t i = 0; i < ExitCounters::kReasons; ++i) {
+    const uint64_t n = counters_.by_reason[i].load();
+    if (n == 0) continue;
+    total += n;
+    exits[kvm_exit_reason_name(i)] = n;
+  }
+  exits["total"] = total;
+  nlohmann::json m = devices_.metrics();
+  m["vcpu_exits"] = exits;
+  m["vcpu"] = {{"count", vcpus_.size()}};
+  return m;
 }
 
 std::string Vm::stop_detail() const {
@@ -64,7 +176,9 @@ void Vm::vcpu_loop(size_t index) {
       return;
     }
     switch (r->kind) {
-      case VcpuExitKind::kKicked: continue;
+      case VcpuExitKind::kKicked:
+        if (pause_flag_.load()) park_vcpu(index);
+        continue;
       case VcpuExitKind::kSystemEvent:
         switch (r->system_event_type) {
           case KVM_SYSTEM_EVENT_SHUTDOWN: request_stop(StopReason::kPowerOff); break;
@@ -176,10 +290,7 @@ std::string Vm::stats_report() const {
       if (it != kernel.end()) out += fmt::format("  {:<21} {:>12}\n", k, it->second);
     }
   }
-  if (!device_stats_.empty()) {
-    out += "ringvm: device counters:\n";
-    for (const auto& f : device_stats_) out += f();
-  }
+  if (const std::string devices = devices_.stats_text(); !devices.empty()) out += "ringvm: device counters:\n" + devices;
   return out;
 }
 

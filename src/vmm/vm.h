@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -22,38 +23,39 @@
 #include "kvm/vm.h"
 #include "memory/guest_memory.h"
 #include "vmm/config.h"
+#include "vmm/controller.h"
+#include "vmm/device_manager.h"
 #include "vmm/console.h"
+#include "vmm/stop_reason.h"
 
 namespace ringvm {
 
-// Why a VM stopped. The CLI maps these to exit statuses (cli/app.h).
-enum class StopReason : int {
-  kNone = 0,
-  kPowerOff,  // ACPI S5, or KVM_SYSTEM_EVENT_SHUTDOWN
-  kReboot,    // i8042 reset, KVM_SYSTEM_EVENT_RESET
-  kCrash,     // triple fault, entry failure, emulation failure
-  kSignal,    // SIGTERM / SIGINT / SIGHUP
-  kQuit,      // console escape Ctrl-a x
-  kError,     // ringvm failed while running
-};
-const char* stop_reason_name(StopReason r);
 
-// SIGTERM, SIGINT, SIGHUP: the signals that stop a VM. Block them before the first thread exists;
-// Vm::run reads them from a signalfd.
-sigset_t stop_signal_set();
 
-class Vm {
+class Vm final : public Machine {
  public:
-  ~Vm();
+  ~Vm() override;
   static Result<std::unique_ptr<Vm>> create(const VmConfig& cfg);
 
   // Starts the vCPUs and serves devices until something stops the VM. Returns why.
-  StopReason run();
+  StopReason run() override;
   // Thread-safe; the first reason wins.
-  void request_stop(StopReason reason, std::string detail = {});
+  void request_stop(StopReason reason, std::string detail = {}) override;
   StopReason stop_reason() const { return static_cast<StopReason>(stop_reason_.load()); }
   // What went wrong for kCrash / kError (registers, the error message).
-  std::string stop_detail() const;
+  std::string stop_detail() const override;
+
+  // From any thread while run() runs: every vCPU leaves KVM_RUN and parks, then every device
+  // finishes what it has in flight and parks (DeviceManager::pause). Idempotent.
+  Result<void> pause() override;
+  // Devices first, then the vCPUs; each vCPU tells KVM its guest was stopped
+  // (KVM_KVMCLOCK_CTRL) before it enters the guest again, so the guest's watchdogs do not take
+  // the pause for a lockup.
+  Result<void> resume() override;
+  Result<void> send_ctrl_alt_del() override;
+  nlohmann::json metrics() const override;
+  // How many vCPU threads are parked (tests, the pause benchmark).
+  size_t parked_vcpus() const;
 
   // Exit counts by reason (ours and, where the host has binary stats, KVM's), for --stats.
   std::string stats_report() const;
@@ -61,6 +63,8 @@ class Vm {
   // How long run() waits, after the VM stopped, for every vCPU thread to leave KVM_RUN (kicking
   // each again every 100 ms).
   static constexpr std::chrono::seconds kVcpuStopTimeout{10};
+  // How long pause() waits for every vCPU to park (kicking again every 100 ms).
+  static constexpr std::chrono::seconds kVcpuPauseTimeout{5};
   // The vCPUs whose threads were still inside KVM_RUN when run() gave up on them: stuck in the
   // host kernel. Such a Vm cannot be destroyed (its threads still use it); the caller reports
   // them and ends the process (cli/run_command.cc).
@@ -70,14 +74,15 @@ class Vm {
   friend class VmBuilder;
   Vm() = default;
   void vcpu_loop(size_t index);
+  // On vCPU `index`'s thread after a kick: waits while a pause is asked for.
+  void park_vcpu(size_t index);
 
   VmConfig cfg_;
   std::optional<KvmSystem> kvm_;
   std::optional<KvmVm> vm_;
-  // Everything the VM owns that is only referenced through callbacks or buses. Declared before the
-  // buses so it outlives the references they hold, and released newest first (~Vm): devices use
-  // the interrupt controller and MSI router made before them until their destructors return.
-  std::vector<std::shared_ptr<void>> owned_;
+  // Every device, owned with its type. Declared before the buses so it outlives the references
+  // they hold; it stops device threads before releasing anything they use.
+  DeviceManager devices_;
   GuestMemory mem_;
   Bus pio_{"port I/O"};
   Bus mmio_{"MMIO"};
@@ -88,15 +93,20 @@ class Vm {
   // Where console input goes (the UART's receive FIFO); returns the bytes it accepted.
   std::function<size_t(std::span<const uint8_t>)> console_input_;
   ExitCounters counters_;
-  // Per-device counter lines for --stats, one function per device.
-  std::vector<std::function<std::string()>> device_stats_;
-  // Functions that must run before devices are destroyed (stop worker threads).
-  std::vector<std::function<void()>> shutdown_hooks_;
 
   std::vector<size_t> stuck_vcpus_;
   std::atomic<int> stop_reason_{0};
   mutable std::mutex detail_mu_;
   std::string stop_detail_;
+
+  // Pause: pause_mu_ guards the flag and the count; pause_op_mu_ serializes pause and resume.
+  std::mutex pause_op_mu_;
+  mutable std::mutex pause_mu_;
+  std::condition_variable pause_cv_;
+  bool pause_requested_ = false;
+  std::atomic<bool> pause_flag_{false};  // read by vCPU threads on every kick
+  size_t parked_ = 0;
+  bool paused_ = false;
 };
 
 }  // namespace ringvm

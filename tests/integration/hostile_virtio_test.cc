@@ -85,6 +85,8 @@ class ReportPort final : public Device {
 // the transport) carries the per-kind counters of rejected chains.
 class QueueSpy final : public VirtioDevice {
  public:
+  Result<void> pause() override { return Ok(); }
+  Result<void> resume() override { return Ok(); }
   explicit QueueSpy(std::shared_ptr<VirtioBlock> blk) : blk_(std::move(blk)) {}
   std::string_view name() const override { return blk_->name(); }
   uint32_t device_type() const override { return blk_->device_type(); }

@@ -40,7 +40,7 @@ int run_and_signal(const std::string& kernel, int sig, std::chrono::milliseconds
     const int in = open("/dev/null", O_RDONLY);
     dup2(in, STDIN_FILENO);
     const std::string console_arg = std::string("file:") + log;
-    execl(RINGVM_BINARY, "ringvm", "run", "--kernel", kernel.c_str(), "--memory", "128M", "--console",
+    execl(RINGVM_BINARY, "ringvm", "run", "--force", "--kernel", kernel.c_str(), "--memory", "128M", "--console",
           console_arg.c_str(), "--cmdline", "console=ttyS0", static_cast<char*>(nullptr));
     _exit(127);
   }

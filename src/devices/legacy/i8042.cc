@@ -15,8 +15,10 @@ enum : uint8_t {
   kStatusUnlocked = 0x10,  // keyboard not inhibited by the key lock
   kStatusAux = 0x20,       // the waiting byte came from the AUX port
 
+  kCtrKbdInt = 0x01,      // command byte: output from the keyboard port raises IRQ 1
   kCtrKbdDisable = 0x10,  // command byte: keyboard clock off
   kCtrAuxDisable = 0x20,  // command byte: AUX clock off
+  kCtrTranslate = 0x40,   // command byte: translate the keyboard's set 2 codes to set 1
   kCtrDefault = 0x45,     // keyboard interrupt, system flag, scancode translation
 
   kCmdReadRam = 0x20,      // 0x20-0x3f: read controller RAM byte (0x20 reads the CTR)
@@ -41,14 +43,49 @@ enum : uint8_t {
   kAuxTestNoDevice = 0x02,  // "clock line stuck high": tells Linux there is no AUX port
   kPortBRefresh = 0x10,     // port 0x61: DRAM refresh toggle
   kPortBPitOut = 0x20,      // port 0x61: PIT channel 2 output
+
+  // Keyboard commands (bytes written to the data port with no controller command pending).
+  kKbdSetLeds = 0xed,      // + LED byte
+  kKbdEcho = 0xee,         // answered with 0xee, no ACK
+  kKbdScancodeSet = 0xf0,  // + 1-3 selects the set, 0 asks for the current one
+  kKbdGetId = 0xf2,        // ACK, then the two ID bytes
+  kKbdTypematic = 0xf3,    // + rate/delay byte
+  kKbdEnable = 0xf4,       // start scanning
+  kKbdDisable = 0xf5,      // defaults, stop scanning
+  kKbdDefaults = 0xf6,     // defaults, scanning on
+  kKbdResend = 0xfe,       // send the last byte again
+  kKbdReset = 0xff,        // ACK, then the self-test result
+
+  kKbdAck = 0xfa,
+  kKbdNak = 0xfe,  // "resend": the command was not understood
+  kKbdSelfTestOk = 0xaa,
+  kKbdId0 = 0xab,  // an MF2 keyboard: AB 83, or AB 41 through a translating controller
+  kKbdId1 = 0x83,
+  kKbdId1Translated = 0x41,
 };
 
 // The output buffer a guest can fill (0xd2 loops) without the VMM growing without bound.
 constexpr size_t kMaxOutput = 16;
+// The keyboard's own buffer, as on real keyboards: scancodes beyond it are refused.
+constexpr size_t kMaxScancodes = 16;
+
+// What 0xF0 0x00 answers for sets 1, 2, 3 through a translating controller (the set number as a
+// set 2 code, translated to set 1).
+constexpr std::array<uint8_t, 4> kTranslatedSetNumber = {0x00, 0x43, 0x41, 0x3f};
+
+// Ctrl+Alt+Del: press Ctrl, Alt, Delete, release Delete, Alt, Ctrl; in set 1 a release sets bit 7,
+// in sets 2 and 3 it is prefixed by F0 (after the E0 prefix, if any).
+constexpr std::array<uint8_t, 8> kCadSet1 = {0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d};
+constexpr std::array<uint8_t, 11> kCadSet2 = {0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0,
+                                              0x71, 0xf0, 0x11, 0xf0, 0x14};
+constexpr std::array<uint8_t, 9> kCadSet3 = {0x11, 0x19, 0x64, 0xf0, 0x64, 0xf0, 0x19, 0xf0, 0x11};
 
 }  // namespace
 
-I8042::I8042(std::function<void()> on_reset) : on_reset_(std::move(on_reset)) { ram_[0] = kCtrDefault; }
+I8042::I8042(std::function<void()> on_reset, IrqLine kbd_irq)
+    : on_reset_(std::move(on_reset)), kbd_irq_(std::move(kbd_irq)) {
+  ram_[0] = kCtrDefault;
+}
 
 void I8042::read(uint64_t offset, std::span<uint8_t> data) {
   std::fill(data.begin(), data.end(), 0xff);
@@ -58,7 +95,12 @@ void I8042::read(uint64_t offset, std::span<uint8_t> data) {
   }
   std::lock_guard lock(mu_);
   switch (offset) {
-    case kDataOffset: data[0] = read_data(); break;
+    case kDataOffset: {
+      const bool taken = output_full();
+      data[0] = read_data();
+      update_irq(taken);
+      break;
+    }
     case kPortBOffset: data[0] = read_port_b(); break;
     case kCommandOffset: data[0] = status(); break;
     default: break;
@@ -84,14 +126,55 @@ void I8042::write(uint64_t offset, std::span<const uint8_t> data) {
       output_port_ |= 0x01;
       reset = true;
     }
+    update_irq(false);
   }
   if (reset && on_reset_) on_reset_();
+}
+
+bool I8042::send_ctrl_alt_del() {
+  std::lock_guard lock(mu_);
+  std::span<const uint8_t> codes = kCadSet2;
+  if (ram_[0] & kCtrTranslate) {
+    codes = kCadSet1;  // the guest reads set 1; the keyboard's set 2 codes are translated
+  } else if (kbd_set_ == 1) {
+    codes = kCadSet1;
+  } else if (kbd_set_ == 3) {
+    codes = kCadSet3;
+  }
+  if (!kbd_scanning_ || kbd_scancodes_.size() + codes.size() > kMaxScancodes) {
+    RINGVM_LOG_RATELIMITED(info, "i8042: Ctrl+Alt+Del not sent: {}",
+                           kbd_scanning_ ? "keyboard buffer full" : "keyboard scanning disabled");
+    return false;
+  }
+  kbd_scancodes_.insert(kbd_scancodes_.end(), codes.begin(), codes.end());
+  update_irq(false);
+  return true;
+}
+
+bool I8042::output_full() const {
+  if (!output_.empty()) return true;
+  if (ram_[0] & kCtrKbdDisable) return false;  // the keyboard's bytes wait for its clock
+  return !kbd_replies_.empty() || !kbd_scancodes_.empty();
+}
+
+void I8042::update_irq(bool byte_taken) {
+  const bool level = (ram_[0] & kCtrKbdInt) && output_full();
+  // A read that takes a byte lowers the line even when another byte follows at once: the ISA
+  // interrupt is edge-triggered, and each byte needs its own edge.
+  if (irq_level_ && (byte_taken || !level)) {
+    irq_level_ = false;
+    if (kbd_irq_) kbd_irq_(false);
+  }
+  if (level && !irq_level_) {
+    irq_level_ = true;
+    if (kbd_irq_) kbd_irq_(true);
+  }
 }
 
 uint8_t I8042::status() const {
   uint8_t s = kStatusSys | kStatusUnlocked;
   if (last_was_command_) s |= kStatusCommand;
-  if (!output_.empty()) s |= kStatusObf;
+  if (output_full()) s |= kStatusObf;
   return s;
 }
 
@@ -104,9 +187,20 @@ void I8042::push_output(uint8_t byte) {
 }
 
 uint8_t I8042::read_data() {
+  std::deque<uint8_t>* from = nullptr;
   if (!output_.empty()) {
-    last_output_ = output_.front();
-    output_.pop_front();
+    from = &output_;
+  } else if (!(ram_[0] & kCtrKbdDisable)) {
+    if (!kbd_replies_.empty()) {
+      from = &kbd_replies_;
+    } else if (!kbd_scancodes_.empty()) {
+      from = &kbd_scancodes_;
+    }
+  }
+  if (from != nullptr) {
+    last_output_ = from->front();
+    from->pop_front();
+    if (from != &output_) kbd_last_ = last_output_;
   }
   return last_output_;
 }
@@ -127,8 +221,76 @@ void I8042::write_data(uint8_t value) {
     // The AUX loopback answers as keyboard data, which the Linux driver takes as "no AUX port"
     // at once instead of waiting for an AUX interrupt that would never come.
     push_output(value);
+  } else if (cmd == 0) {
+    // Sending to the keyboard turns its clock back on, as QEMU's controller and real ones do.
+    ram_[0] &= static_cast<uint8_t>(~kCtrKbdDisable);
+    keyboard_write(value);
   }
-  // Anything else is for the keyboard or AUX device, and none is attached.
+  // A byte after 0xd4 is for the AUX device, and none is attached.
+}
+
+void I8042::keyboard_reply(std::initializer_list<uint8_t> bytes) {
+  kbd_replies_.insert(kbd_replies_.end(), bytes.begin(), bytes.end());
+}
+
+void I8042::keyboard_defaults() {
+  kbd_set_ = 2;
+  kbd_scancodes_.clear();
+}
+
+void I8042::keyboard_write(uint8_t value) {
+  // A byte from the host ends whatever reply the keyboard was still sending.
+  kbd_replies_.clear();
+  const bool translate = ram_[0] & kCtrTranslate;
+  switch (std::exchange(kbd_pending_, 0)) {
+    case kKbdSetLeds:
+    case kKbdTypematic: keyboard_reply({kKbdAck}); return;  // nothing to show or repeat
+    case kKbdScancodeSet:
+      if (value == 0) {
+        keyboard_reply({kKbdAck, translate ? kTranslatedSetNumber[kbd_set_] : kbd_set_});
+      } else if (value <= 3) {
+        kbd_set_ = value;
+        keyboard_reply({kKbdAck});
+      } else {
+        keyboard_reply({kKbdNak});
+      }
+      return;
+    default: break;
+  }
+  switch (value) {
+    case kKbdSetLeds:
+    case kKbdTypematic:
+    case kKbdScancodeSet:
+      kbd_pending_ = value;
+      keyboard_reply({kKbdAck});
+      break;
+    case kKbdEcho: keyboard_reply({kKbdEcho}); break;
+    case kKbdGetId: keyboard_reply({kKbdAck, kKbdId0, translate ? kKbdId1Translated : kKbdId1}); break;
+    case kKbdEnable:
+      kbd_scanning_ = true;
+      keyboard_reply({kKbdAck});
+      break;
+    case kKbdDisable:
+      keyboard_defaults();
+      kbd_scanning_ = false;
+      keyboard_reply({kKbdAck});
+      break;
+    case kKbdDefaults:
+      keyboard_defaults();
+      kbd_scanning_ = true;
+      keyboard_reply({kKbdAck});
+      break;
+    case kKbdResend: keyboard_reply({kbd_last_}); break;
+    case kKbdReset:
+      keyboard_defaults();
+      kbd_scanning_ = true;
+      keyboard_reply({kKbdAck, kKbdSelfTestOk});
+      break;
+    default:
+      RINGVM_LOG_RATELIMITED(info, "i8042: unsupported keyboard command {:#04x}", value);
+      keyboard_reply({kKbdNak});
+      break;
+  }
 }
 
 void I8042::command(uint8_t cmd) {

@@ -24,6 +24,8 @@ namespace {
 
 class OneQueueDevice final : public VirtioDevice {
  public:
+  Result<void> pause() override { return Ok(); }
+  Result<void> resume() override { return Ok(); }
   std::string_view name() const override { return "kvm-test"; }
   uint32_t device_type() const override { return VIRTIO_ID_RNG; }
   uint64_t device_features() const override { return 1ULL << VIRTIO_F_VERSION_1; }

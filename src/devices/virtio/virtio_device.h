@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "base/stateful.h"
 #include "base/unique_fd.h"
 
 namespace ringvm {
@@ -29,9 +30,12 @@ struct ActivatedQueue {
   std::function<void()> notify;
 };
 
-class VirtioDevice {
+// Every device is Stateful (base/stateful.h): pause() parks its worker threads after they finish
+// what is in flight, so a paused device touches neither guest memory nor its queues.
+class VirtioDevice : public Stateful {
  public:
-  virtual ~VirtioDevice() = default;
+  ~VirtioDevice() override = default;
+  std::string_view state_name() const override { return name(); }
   virtual std::string_view name() const = 0;
   virtual uint32_t device_type() const = 0;           // VIRTIO_ID_* from <linux/virtio_ids.h>
   virtual uint64_t device_features() const = 0;      // including VIRTIO_F_VERSION_1

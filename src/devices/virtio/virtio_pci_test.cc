@@ -27,6 +27,8 @@ constexpr uint64_t kVersion1 = 1ULL << VIRTIO_F_VERSION_1;
 
 class FakeDevice final : public VirtioDevice {
  public:
+  Result<void> pause() override { return Ok(); }
+  Result<void> resume() override { return Ok(); }
   std::string_view name() const override { return "fake"; }
   uint32_t device_type() const override { return VIRTIO_ID_NET; }
   uint64_t device_features() const override { return kVersion1 | kFeatureA | kFeatureB; }

@@ -18,8 +18,9 @@
 namespace ringvm {
 
 namespace {
-// epoll data for the stop eventfd; queue fds use their index.
+// epoll data for the stop and pause eventfds; queue fds use their index.
 constexpr uint64_t kStopToken = ~uint64_t{0};
+constexpr uint64_t kPauseToken = ~uint64_t{0} - 1;
 }  // namespace
 
 Result<UniqueFd> make_eventfd(std::string_view what) {
@@ -96,11 +97,59 @@ bool QueueBatcher::pending() const {
   return timer_ && ::timerfd_gettime(timer_.get(), &t) == 0 && (t.it_value.tv_sec != 0 || t.it_value.tv_nsec != 0);
 }
 
-Result<std::unique_ptr<VirtioWorker>> VirtioWorker::start(std::string name, std::vector<int> fds, Handler handler) {
+Result<WorkerPause> WorkerPause::create(std::string_view what) {
+  WorkerPause p;
+  p.fd_ = TRY(make_eventfd(what));
+  return p;
+}
+
+void WorkerPause::pause() {
+  std::unique_lock lock(mu_);
+  if (done_ || !fd_) return;
+  want_ = true;
+  signal_eventfd(fd_.get());
+  cv_.wait(lock, [this] { return parked_ || done_; });
+}
+
+void WorkerPause::resume() {
+  std::lock_guard lock(mu_);
+  want_ = false;
+  cv_.notify_all();
+}
+
+void WorkerPause::shutdown() {
+  std::lock_guard lock(mu_);
+  done_ = true;
+  cv_.notify_all();
+}
+
+bool WorkerPause::paused() const {
+  std::lock_guard lock(mu_);
+  return parked_;
+}
+
+void WorkerPause::park(const std::function<void()>& quiesce) {
+  (void)drain_eventfd(fd_.get());
+  {
+    std::lock_guard lock(mu_);
+    if (!want_ || done_) return;
+  }
+  if (quiesce) quiesce();
+  std::unique_lock lock(mu_);
+  parked_ = true;
+  cv_.notify_all();
+  cv_.wait(lock, [this] { return !want_ || done_; });
+  parked_ = false;
+}
+
+Result<std::unique_ptr<VirtioWorker>> VirtioWorker::start(std::string name, std::vector<int> fds, Handler handler,
+                                                          std::function<void()> quiesce) {
   std::unique_ptr<VirtioWorker> w(new VirtioWorker());
   w->name_ = std::move(name);
   w->fds_ = std::move(fds);
   w->handler_ = std::move(handler);
+  w->quiesce_ = std::move(quiesce);
+  w->pause_ = TRY(WorkerPause::create(w->name_));
   w->epfd_.reset(::epoll_create1(EPOLL_CLOEXEC));
   if (!w->epfd_) return sys_error(fmt::format("epoll_create1 for {}", w->name_));
   w->stopfd_ = TRY(make_eventfd(w->name_));
@@ -108,6 +157,9 @@ Result<std::unique_ptr<VirtioWorker>> VirtioWorker::start(std::string name, std:
   ev.events = EPOLLIN;
   ev.data.u64 = kStopToken;
   if (::epoll_ctl(w->epfd_.get(), EPOLL_CTL_ADD, w->stopfd_.get(), &ev) != 0)
+    return sys_error(fmt::format("epoll_ctl for {}", w->name_));
+  ev.data.u64 = kPauseToken;
+  if (::epoll_ctl(w->epfd_.get(), EPOLL_CTL_ADD, w->pause_.fd(), &ev) != 0)
     return sys_error(fmt::format("epoll_ctl for {}", w->name_));
   for (size_t i = 0; i < w->fds_.size(); ++i) {
     if (w->fds_[i] < 0) continue;
@@ -123,6 +175,7 @@ VirtioWorker::~VirtioWorker() { stop(); }
 
 void VirtioWorker::stop() {
   if (!thread_.joinable()) return;
+  pause_.shutdown();
   signal_eventfd(stopfd_.get());
   thread_.join();
 }
@@ -138,11 +191,16 @@ void VirtioWorker::run() {
     if (n < 0) {
       if (errno == EINTR) continue;
       spdlog::error("{}: epoll_wait failed ({}); the device stops serving its queues", name_, std::strerror(errno));
+      pause_.shutdown();
       return;
     }
     for (int k = 0; k < n; ++k) {
       const uint64_t token = events[static_cast<size_t>(k)].data.u64;
       if (token == kStopToken) return;
+      if (token == kPauseToken) {
+        pause_.park(quiesce_);
+        continue;
+      }
       // Drain the counter first: a kick that arrives while the handler runs re-arms the fd.
       const uint64_t count = drain_eventfd(fds_[token]);
       handler_(static_cast<size_t>(token), count);
@@ -199,6 +257,18 @@ void SingleWorkerDevice::stop() {
 }
 
 void SingleWorkerDevice::reset() { stop(); }
+
+Result<void> SingleWorkerDevice::pause() {
+  std::lock_guard lock(mu_);
+  if (worker_) worker_->pause();
+  return Ok();
+}
+
+Result<void> SingleWorkerDevice::resume() {
+  std::lock_guard lock(mu_);
+  if (worker_) worker_->resume();
+  return Ok();
+}
 
 void SingleWorkerDevice::notify_if_needed(size_t index) {
   auto& aq = queues_[index];

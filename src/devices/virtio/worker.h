@@ -9,6 +9,7 @@
 // never running and never called again: devices destroy their worker first in reset().
 #pragma once
 
+#include <condition_variable>
 #include <functional>
 #include <mutex>
 #include <memory>
@@ -23,6 +24,40 @@
 
 namespace ringvm {
 
+// WorkerPause: lets a controller park a device thread between two of its handler calls (the
+// thread's half of Stateful::pause). The thread watches fd() in its epoll set and calls park()
+// when it fires; pause() returns once the thread is parked (or has ended), resume() lets it go
+// on. shutdown() releases a parked thread for good, so a paused device can still be torn down.
+class WorkerPause {
+ public:
+  static Result<WorkerPause> create(std::string_view what);
+  WorkerPause() = default;
+  WorkerPause(WorkerPause&& o) noexcept : fd_(std::move(o.fd_)) {}
+  WorkerPause& operator=(WorkerPause&& o) noexcept {
+    fd_ = std::move(o.fd_);
+    return *this;
+  }
+
+  int fd() const { return fd_.get(); }
+  // Controller side. pause() blocks until the thread is parked; both are idempotent.
+  void pause();
+  void resume();
+  // The thread ended (or is about to): pause() no longer waits for it, park() no longer blocks.
+  void shutdown();
+  // Thread side, when fd() fired: runs `quiesce` (finish what is in flight), then blocks until
+  // resume() or shutdown().
+  void park(const std::function<void()>& quiesce);
+  bool paused() const;
+
+ private:
+  UniqueFd fd_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool want_ = false;
+  bool parked_ = false;
+  bool done_ = false;
+};
+
 class VirtioWorker {
  public:
   // Called with the index into `fds` of the fd that became readable and the counter drained from
@@ -31,12 +66,20 @@ class VirtioWorker {
 
   // Starts the thread. It first calls handler(i, 0) once for every fd, so buffers the driver made
   // available before activation are served without a kick. fds of -1 are skipped.
-  static Result<std::unique_ptr<VirtioWorker>> start(std::string name, std::vector<int> fds, Handler handler);
+  // `quiesce`, if set, runs on the thread when it is asked to pause, before it parks: it must
+  // finish every request in flight (e.g. wait for the disk) so nothing touches guest memory
+  // while paused.
+  static Result<std::unique_ptr<VirtioWorker>> start(std::string name, std::vector<int> fds, Handler handler,
+                                                     std::function<void()> quiesce = {});
   ~VirtioWorker();
   VirtioWorker(const VirtioWorker&) = delete;
   VirtioWorker& operator=(const VirtioWorker&) = delete;
 
   void stop();
+  // Parks the thread between handler calls (after `quiesce`); resume() lets it go on. Kicks and
+  // events that arrive meanwhile stay pending in their fds and are served after resume().
+  void pause() { pause_.pause(); }
+  void resume() { pause_.resume(); }
 
  private:
   VirtioWorker() = default;
@@ -45,6 +88,8 @@ class VirtioWorker {
   std::string name_;
   std::vector<int> fds_;
   Handler handler_;
+  std::function<void()> quiesce_;
+  WorkerPause pause_;
   UniqueFd epfd_;
   UniqueFd stopfd_;
   std::thread thread_;
@@ -125,6 +170,9 @@ class SingleWorkerDevice : public VirtioDevice {
   Result<void> activate(const GuestMemory& mem, uint64_t acked_features,
                         std::vector<ActivatedQueue> queues) override;
   void reset() override;
+  // Stateful: parks the worker; harmless when the device is not activated.
+  Result<void> pause() override;
+  Result<void> resume() override;
 
  protected:
   SingleWorkerDevice() = default;

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "base/log.h"
 #include "devices/virtio/worker.h"
 
 namespace ringvm {
@@ -95,6 +96,20 @@ void UringQueue::reap() {
     ::io_uring_cqe_seen(&ring_, cqe);
     --in_flight_;
     op->done(res);
+  }
+}
+
+void UringQueue::drain() {
+  submit();
+  while (in_flight_ > 0) {
+    io_uring_cqe* cqe = nullptr;
+    const int r = ::io_uring_wait_cqe(&ring_, &cqe);
+    if (r == -EINTR) continue;
+    if (r < 0) {
+      spdlog::error("io_uring: waiting for {} requests in flight failed: {}", in_flight_, std::strerror(-r));
+      return;
+    }
+    reap();
   }
 }
 

@@ -48,6 +48,9 @@ class UringQueue {
   // draining event_fd() first so the completions taken here do not wake the worker again.
   // Returns whether anything was reaped.
   bool reap_if_ready();
+  // Submits what is queued and waits until nothing is in flight, running every callback (pause:
+  // nothing the kernel still holds may write guest memory afterwards).
+  void drain();
   // Whether reap() has anything to do (a look at the completion ring, no system call).
   bool completions_ready() { return ::io_uring_cq_ready(&ring_) > 0; }
 

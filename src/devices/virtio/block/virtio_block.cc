@@ -129,7 +129,8 @@ Result<void> VirtioBlock::activate(const GuestMemory& mem, uint64_t acked_featur
                                    // once, and a timer still running has not fired.
                                    if (source == 2 && polls_[i].batch.pending()) return;
                                    process_queue(i, source == 0 && count > 0);
-                                 });
+                                 },
+                                 [this, i] { quiesce(i); });
     if (!w.ok()) {
       workers_.clear();
       rings_.clear();
@@ -139,6 +140,25 @@ Result<void> VirtioBlock::activate(const GuestMemory& mem, uint64_t acked_featur
     }
     workers_.push_back(std::move(*w));
   }
+  return Ok();
+}
+
+void VirtioBlock::quiesce(size_t index) {
+  if (index >= rings_.size() || !rings_[index]) return;
+  flush_rw(index);
+  rings_[index]->drain();
+  notify_if_needed(index);
+}
+
+Result<void> VirtioBlock::pause() {
+  std::lock_guard lock(mu_);
+  for (auto& w : workers_) w->pause();
+  return Ok();
+}
+
+Result<void> VirtioBlock::resume() {
+  std::lock_guard lock(mu_);
+  for (auto& w : workers_) w->resume();
   return Ok();
 }
 

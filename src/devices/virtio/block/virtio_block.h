@@ -118,6 +118,9 @@ class VirtioBlock final : public VirtioDevice {
   void write_config(uint64_t offset, std::span<const uint8_t> data) override;
   Result<void> activate(const GuestMemory& mem, uint64_t acked_features, std::vector<ActivatedQueue> queues) override;
   void reset() override;
+  // Stateful: every queue's worker finishes the requests it has in flight, then parks.
+  Result<void> pause() override;
+  Result<void> resume() override;
 
   const BlockStats& stats() const { return stats_; }
   bool read_only() const { return read_only_; }
@@ -144,6 +147,8 @@ class VirtioBlock final : public VirtioDevice {
   void complete(size_t queue, uint16_t head, uint64_t status_addr, uint32_t used_ok, int32_t res, uint64_t expected,
                 int kind);
   void reap(size_t queue);
+  // On the queue's worker, before it parks: hands over the pending merge and waits for the disk.
+  void quiesce(size_t queue);
   // Queues a read or write for the io_uring, joined to the pending one when it continues it
   // (same direction, next sector, within the limits); the pending one is handed to the ring first
   // otherwise.

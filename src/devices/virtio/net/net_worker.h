@@ -16,6 +16,7 @@
 #include "base/result.h"
 #include "base/unique_fd.h"
 #include "devices/virtio/net/virtio_net.h"
+#include "devices/virtio/worker.h"
 
 namespace ringvm {
 
@@ -25,9 +26,12 @@ class VirtioNet::PairWorker {
   static Result<std::unique_ptr<PairWorker>> start(VirtioNet& dev, std::vector<size_t> pairs);
   // Wakes the thread and joins it.
   ~PairWorker();
+  // Parks the thread between two passes (WorkerPause); frames and kicks wait in their fds.
+  void pause() { pause_.pause(); }
+  void resume() { pause_.resume(); }
 
  private:
-  enum Kind : uint64_t { kStop, kRxKick, kTxKick, kCtrlKick, kBackend, kTxTimer };
+  enum Kind : uint64_t { kStop, kRxKick, kTxKick, kCtrlKick, kBackend, kTxTimer, kPause };
   // epoll data: the pair's place in served_ above the kind, so an event finds its pair at once.
   static uint64_t token(size_t slot, Kind kind) { return uint64_t{slot} << 8 | kind; }
   // Per served pair: its backend fd's registration, and whether it has work left over.
@@ -57,6 +61,7 @@ class VirtioNet::PairWorker {
   uint64_t bulk_seen_ = 0, bulk_until_ns_ = 0;
   UniqueFd epfd_;
   UniqueFd stopfd_;
+  WorkerPause pause_;
   std::thread thread_;
 };
 

@@ -150,6 +150,18 @@ Result<void> VirtioNet::activate(const GuestMemory& mem, uint64_t acked_features
   return Ok();
 }
 
+Result<void> VirtioNet::pause() {
+  std::lock_guard lock(mu_);
+  for (auto& w : workers_) w->pause();
+  return Ok();
+}
+
+Result<void> VirtioNet::resume() {
+  std::lock_guard lock(mu_);
+  for (auto& w : workers_) w->resume();
+  return Ok();
+}
+
 void VirtioNet::reset() {
   std::lock_guard lock(mu_);
   workers_.clear();  // joins: no queue is touched after this

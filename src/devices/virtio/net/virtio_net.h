@@ -128,6 +128,9 @@ class VirtioNet final : public VirtioDevice {
   Result<void> activate(const GuestMemory& mem, uint64_t acked_features,
                         std::vector<ActivatedQueue> queues) override;
   void reset() override;
+  // Stateful: every worker finishes its pass and parks.
+  Result<void> pause() override;
+  Result<void> resume() override;
 
   const NetStats& stats() const { return stats_; }
   size_t queue_pairs() const { return pairs_.size(); }

@@ -1,0 +1,137 @@
+#include "vmm/device_manager.h"
+
+#include "devices/legacy/i8042.h"
+#include "devices/pci/interrupt_controller.h"
+#include "devices/pci/msi.h"
+#include "devices/pci/pci_bus.h"
+#include "devices/virtio/block/virtio_block.h"
+#include "devices/virtio/net/virtio_net.h"
+#include "devices/virtio/virtio_pci.h"
+
+namespace ringvm {
+
+DeviceManager::~DeviceManager() {
+  stop_workers();
+  // Newest first: the PCI bus and the transports use the MSI router and interrupt controller.
+  pci_.reset();
+  nets_.clear();
+  blocks_.clear();
+  while (!virtio_.empty()) virtio_.pop_back();
+  router_.reset();
+  ic_.reset();
+  i8042_.reset();
+  while (!platform_.empty()) platform_.pop_back();
+}
+
+void DeviceManager::set_i8042(std::shared_ptr<I8042> kbd) {
+  i8042_ = kbd;
+  platform_.push_back(std::move(kbd));
+}
+
+void DeviceManager::set_interrupts(std::shared_ptr<KvmInterruptController> ic,
+                                   std::shared_ptr<MsiRouter> router) {
+  ic_ = std::move(ic);
+  router_ = std::move(router);
+}
+
+void DeviceManager::set_pci(std::shared_ptr<PciBus> pci) { pci_ = std::move(pci); }
+
+void DeviceManager::add_virtio(std::shared_ptr<VirtioDevice> dev,
+                               std::shared_ptr<VirtioPciDevice> transport) {
+  virtio_.push_back({std::move(dev), std::move(transport)});
+}
+
+void DeviceManager::add_block(std::shared_ptr<VirtioBlock> dev, std::string path) {
+  blocks_.push_back({std::move(dev), std::move(path)});
+}
+
+void DeviceManager::add_net(std::shared_ptr<VirtioNet> dev) { nets_.push_back(std::move(dev)); }
+
+Result<void> DeviceManager::pause() {
+  std::vector<Stateful*> order;
+  for (auto& v : virtio_) order.push_back(v.device.get());
+  for (auto& p : platform_) order.push_back(p.get());
+  for (size_t i = 0; i < order.size(); ++i) {
+    auto r = order[i]->pause();
+    if (!r) {
+      for (size_t k = i; k-- > 0;) (void)order[k]->resume();
+      return wrap(std::move(r).error(), "pausing {}", order[i]->state_name());
+    }
+  }
+  return Ok();
+}
+
+Result<void> DeviceManager::resume() {
+  Result<void> first = Ok();
+  for (auto it = platform_.rbegin(); it != platform_.rend(); ++it)
+    if (auto r = (*it)->resume(); !r && first)
+      first = wrap(std::move(r).error(), "resuming {}", (*it)->state_name());
+  for (auto it = virtio_.rbegin(); it != virtio_.rend(); ++it)
+    if (auto r = it->device->resume(); !r && first)
+      first = wrap(std::move(r).error(), "resuming {}", it->device->state_name());
+  return first;
+}
+
+void DeviceManager::stop_workers() {
+  if (stopped_) return;
+  stopped_ = true;
+  for (auto& v : virtio_) v.device->reset();
+}
+
+std::string DeviceManager::stats_text() const {
+  std::string out;
+  for (const auto& line : extra_stats_) out += line();
+  for (const auto& [dev, path] : blocks_) {
+    const BlockStats& s = dev->stats();
+    out += fmt::format(
+        "  {} ({}): reads {} ({} bytes), writes {} ({} bytes), flushes {}, discards {}, "
+        "write-zeroes {}, I/O errors {}, bad requests {}, unsupported {}, polls that found "
+        "requests {} (that did not {}), batched serves {} (kicks deferred {}), merged {}, chained "
+        "passes {}, late completion passes {}; kicks {}, interrupts {}\n",
+        dev->name(), path, s.reads.load(), s.bytes_read.load(), s.writes.load(), s.bytes_written.load(),
+        s.flushes.load(), s.discards.load(), s.write_zeroes.load(), s.io_errors.load(), s.bad_requests.load(),
+        s.unsupported.load(), s.poll_hits.load(), s.poll_misses.load(), s.batches.load(), s.deferred.load(),
+        s.merged.load(), s.chained.load(), s.late_reaps.load(), s.kicks.load(), s.interrupts.load());
+  }
+  for (const auto& dev : nets_) {
+    const NetStats& s = dev->stats();
+    out += fmt::format(
+        "  {}: rx {} frames ({} bytes), rx drops {}, rx errors {}; tx {} frames ({} bytes), "
+        "tx drops {}, tx errors {}, tx parked {}, ctrl errors {}, tx batches {} (kicks deferred {}, passes "
+        "riding on receive {}), tx pinned to another queue {}; kicks rx {} tx {}, "
+        "interrupts rx {} tx {} (early {}); workers raised to nice {:+} {} times\n",
+        dev->name(), s.rx_frames.load(), s.rx_bytes.load(), s.rx_drops.load(), s.rx_errors.load(),
+        s.tx_frames.load(), s.tx_bytes.load(), s.tx_drops.load(), s.tx_errors.load(), s.tx_parked.load(),
+        s.ctrl_errors.load(), s.tx_batches.load(), s.tx_deferred.load(), s.tx_rx_polls.load(),
+        s.tx_pinned.load(), s.rx_kicks.load(), s.tx_kicks.load(), s.rx_interrupts.load(),
+        s.tx_interrupts.load(), s.tx_early_interrupts.load(), s.worker_nice.load(), s.worker_boosts.load());
+  }
+  return out;
+}
+
+nlohmann::json DeviceManager::metrics() const {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [dev, path] : blocks_) {
+    const BlockStats& s = dev->stats();
+    out["block"][std::string(dev->name())] = {
+        {"read_count", s.reads.load()},      {"read_bytes", s.bytes_read.load()},
+        {"write_count", s.writes.load()},    {"write_bytes", s.bytes_written.load()},
+        {"flush_count", s.flushes.load()},   {"discard_count", s.discards.load()},
+        {"io_errors", s.io_errors.load()},   {"invalid_reqs_count", s.bad_requests.load()},
+        {"merged", s.merged.load()},         {"queue_kicks", s.kicks.load()},
+        {"interrupts", s.interrupts.load()}, {"unsupported", s.unsupported.load()}};
+  }
+  for (const auto& dev : nets_) {
+    const NetStats& s = dev->stats();
+    out["net"][std::string(dev->name())] = {
+        {"rx_packets_count", s.rx_frames.load()},  {"rx_bytes_count", s.rx_bytes.load()},
+        {"rx_drops", s.rx_drops.load()},           {"rx_errors", s.rx_errors.load()},
+        {"tx_packets_count", s.tx_frames.load()},  {"tx_bytes_count", s.tx_bytes.load()},
+        {"tx_drops", s.tx_drops.load()},           {"tx_errors", s.tx_errors.load()},
+        {"rx_queue_kicks", s.rx_kicks.load()},     {"tx_queue_kicks", s.tx_kicks.load()},
+        {"rx_interrupts", s.rx_interrupts.load()}, {"tx_interrupts", s.tx_interrupts.load()}};
+  }
+  return out;
+}
+
+}  // namespace ringvm
