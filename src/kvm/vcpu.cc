@@ -7,8 +7,6 @@
 #include <cstring>
 #include <memory>
 
-#include "devices/bus.h"
-
 namespace ringvm {
 
 namespace {
@@ -107,7 +105,7 @@ Result<std::vector<kvm_msr_entry>> KvmVcpu::get_msrs(const std::vector<uint32_t>
   return entries;
 }
 
-Result<VcpuExit> KvmVcpu::run(const Bus& pio, const Bus& mmio, ExitCounters* counters) {
+Result<VcpuExit> KvmVcpu::run(ExitHandler& exits, ExitCounters* counters) {
   kvm_run* r = run_area();
   const size_t run_size = run_.size();
   for (;;) {
@@ -132,7 +130,8 @@ Result<VcpuExit> KvmVcpu::run(const Bus& pio, const Bus& mmio, ExitCounters* cou
         uint8_t* data = run_.data() + off;
         for (uint64_t i = 0; i < count; ++i) {
           std::span<uint8_t> d(data + i * size, size);
-          bool claimed = r->io.direction == KVM_EXIT_IO_OUT ? pio.write(r->io.port, d) : pio.read(r->io.port, d);
+          bool claimed = r->io.direction == KVM_EXIT_IO_OUT ? exits.pio_write(r->io.port, d)
+                                                            : exits.pio_read(r->io.port, d);
           if (!claimed && counters != nullptr) counters->pio_unclaimed.fetch_add(1, std::memory_order_relaxed);
         }
         break;
@@ -140,7 +139,8 @@ Result<VcpuExit> KvmVcpu::run(const Bus& pio, const Bus& mmio, ExitCounters* cou
       case KVM_EXIT_MMIO: {
         const uint32_t len = std::min<uint32_t>(r->mmio.len, 8);
         std::span<uint8_t> d(r->mmio.data, len);
-        bool claimed = r->mmio.is_write ? mmio.write(r->mmio.phys_addr, d) : mmio.read(r->mmio.phys_addr, d);
+        bool claimed =
+            r->mmio.is_write ? exits.mmio_write(r->mmio.phys_addr, d) : exits.mmio_read(r->mmio.phys_addr, d);
         if (!claimed && counters != nullptr) counters->mmio_unclaimed.fetch_add(1, std::memory_order_relaxed);
         break;
       }

@@ -1,5 +1,5 @@
-// KvmVcpu: one vCPU fd and its shared kvm_run area; the KVM_RUN loop that dispatches port I/O
-// and MMIO exits to the buses and returns on every other exit.
+// KvmVcpu: one vCPU fd and its shared kvm_run area; the KVM_RUN loop that hands port I/O and
+// MMIO exits to an ExitHandler and returns on every other exit.
 #pragma once
 
 #include <linux/kvm.h>
@@ -13,10 +13,9 @@
 #include "base/mmap.h"
 #include "base/result.h"
 #include "base/unique_fd.h"
+#include "kvm/exit_handler.h"
 
 namespace ringvm {
-
-class Bus;
 
 // Why run() returned.
 enum class VcpuExitKind {
@@ -74,9 +73,9 @@ class KvmVcpu {
   // (ringvm check's probe, the exit-cost probe, tests).
   Result<void> enter_real_mode(uint64_t rip, uint64_t rax = 0) const;
 
-  // Enters the guest until an exit that is not port I/O or MMIO (those are dispatched to `pio`
-  // and `mmio` and the loop continues). `counters` may be null.
-  Result<VcpuExit> run(const Bus& pio, const Bus& mmio, ExitCounters* counters);
+  // Enters the guest until an exit that is not port I/O or MMIO (those go to `exits`, one call
+  // per access, and the loop continues). `counters` may be null.
+  Result<VcpuExit> run(ExitHandler& exits, ExitCounters* counters);
 
   // Makes a run() in progress return kKicked soon. Call from any thread, then signal the vCPU
   // thread (VcpuThread does both) so a blocked KVM_RUN returns with EINTR.

@@ -162,7 +162,13 @@ Result<void> VmBuilder::add_platform_devices(Vm& vm) {
   RETURN_IF_ERROR(vm.pio_.insert(0x80, 1, sink));
   vm.devices_.add_platform(sink);
 
-  auto pci = TRY(PciBus::create(vm.pio_, vm.mmio_));
+  auto pci = TRY(PciBus::create(vm.pio_, vm.mmio_,
+                                {.config_port = x86::kPciConfigAddressPort,
+                                 .mmio_base = x86::kPciMmio32Base,
+                                 .mmio_size = x86::kPciMmio32Size,
+                                 .io_base = x86::kPciIoBase,
+                                 .io_size = x86::kPciIoSize,
+                                 .intx_gsi = x86::pci_intx_gsi}));
   vm.devices_.set_pci(pci);
   RETURN_IF_ERROR(add_virtio_devices(vm, *pci));
   return Ok();

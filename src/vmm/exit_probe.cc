@@ -13,6 +13,7 @@
 #include "kvm/vcpu.h"
 #include "kvm/vm.h"
 #include "memory/guest_memory.h"
+#include "vmm/bus_exit_handler.h"
 
 namespace ringvm {
 namespace {
@@ -41,8 +42,9 @@ Result<uint64_t> run_once(KvmVcpu& vcpu, GuestMemory& mem, std::span<const uint8
   TRY(mem.write(kCodeAddr, code));
   TRY(vcpu.enter_real_mode(kCodeAddr));
   static const Bus kNoPorts("exit-probe ports"), kNoMmio("exit-probe mmio");
+  BusExitHandler none(kNoPorts, kNoMmio);
   const auto t0 = std::chrono::steady_clock::now();
-  const VcpuExit e = TRY(vcpu.run(kNoPorts, kNoMmio, nullptr));
+  const VcpuExit e = TRY(vcpu.run(none, nullptr));
   const auto t1 = std::chrono::steady_clock::now();
   if (e.kind != VcpuExitKind::kHalt)
     return make_error(ErrorCode::kInternal, "the exit-cost probe's vCPU stopped with KVM exit {} instead of halting",

@@ -28,6 +28,7 @@
 #include "kvm/vcpu_thread.h"
 #include "kvm/vm.h"
 #include "memory/guest_memory.h"
+#include "vmm/bus_exit_handler.h"
 #include "vmm/exit_probe.h"
 
 namespace ringvm {
@@ -463,13 +464,14 @@ ProbeResult run_probe_guest(const std::string& path) {
   Bus pio("check-pio"), mmio("check-mmio");
   auto port = std::make_shared<ProbePort>();
   if (auto r = pio.insert(0x80, 1, port); !r) return fail("insert the probe port", r.error());
+  BusExitHandler exits(pio, mmio);
   ExitCounters counters;
   std::promise<Result<VcpuExit>> done;
   auto fut = done.get_future();
   VcpuThread thread;
   const auto start = std::chrono::steady_clock::now();
   p.ran = true;
-  thread.start(&*vcpu, [&] { done.set_value(vcpu->run(pio, mmio, &counters)); });
+  thread.start(&*vcpu, [&] { done.set_value(vcpu->run(exits, &counters)); });
   bool stuck = false;
   if (fut.wait_for(5s) != std::future_status::ready) {
     stuck = true;

@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "devices/legacy/i8042.h"
 #include "kvm/stats.h"
+#include "vmm/bus_exit_handler.h"
 #include "vmm/console.h"
 
 namespace ringvm {
@@ -169,8 +170,9 @@ std::string Vm::stop_detail() const {
 
 void Vm::vcpu_loop(size_t index) {
   KvmVcpu& vcpu = *vcpus_[index];
+  BusExitHandler exits(pio_, mmio_);
   while (stop_reason() == StopReason::kNone) {
-    auto r = vcpu.run(pio_, mmio_, &counters_);
+    auto r = vcpu.run(exits, &counters_);
     if (!r) {
       request_stop(StopReason::kError, r.error().message());
       return;

@@ -24,6 +24,7 @@
 #include "kvm/vcpu_thread.h"
 #include "kvm/vm.h"
 #include "memory/guest_memory.h"
+#include "vmm/bus_exit_handler.h"
 
 namespace ringvm {
 namespace {
@@ -177,7 +178,7 @@ class GuestRunTest : public ::testing::Test {
     auto fut = done.get_future();
     VcpuThread thread;
     const auto start = std::chrono::steady_clock::now();
-    thread.start(vcpu_.get(), [&] { done.set_value(vcpu_->run(pio_, mmio_, &counters_)); });
+    thread.start(vcpu_.get(), [&] { done.set_value(vcpu_->run(exits_, &counters_)); });
     if (fut.wait_for(deadline) != std::future_status::ready) {
       ADD_FAILURE() << "the guest did not exit within " << deadline.count() << " s; kicking it";
       while (fut.wait_for(100ms) != std::future_status::ready) thread.kick();
@@ -228,6 +229,7 @@ class GuestRunTest : public ::testing::Test {
   std::unique_ptr<KvmVcpu> vcpu_;
   Bus pio_{"pio"};
   Bus mmio_{"mmio"};
+  BusExitHandler exits_{pio_, mmio_};
   std::shared_ptr<RecordingDevice> serial_, test_port_, mmio_dev_;
   ExitCounters counters_;
 };
@@ -271,7 +273,7 @@ TEST_F(GuestRunTest, VcpuThreadKickStopsASpinningGuest) {
   std::promise<Result<VcpuExit>> done;
   auto fut = done.get_future();
   VcpuThread thread;
-  thread.start(vcpu_.get(), [&] { done.set_value(vcpu_->run(pio_, mmio_, &counters_)); });
+  thread.start(vcpu_.get(), [&] { done.set_value(vcpu_->run(exits_, &counters_)); });
   // Long enough that the vCPU is inside KVM_RUN spinning, not just about to enter it.
   EXPECT_EQ(fut.wait_for(300ms), std::future_status::timeout) << "the spinning guest exited on its own";
   const auto kicked_at = std::chrono::steady_clock::now();

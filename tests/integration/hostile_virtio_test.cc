@@ -28,6 +28,7 @@
 #include "devices/pci/interrupt_controller.h"
 #include "devices/pci/msi.h"
 #include "devices/pci/pci_bus.h"
+#include "devices/pci/testing/test_pci_bus.h"
 #include "devices/virtio/block/virtio_block.h"
 #include "devices/virtio/queue.h"
 #include "devices/virtio/ring_abi.h"
@@ -37,6 +38,7 @@
 #include "kvm/vcpu_thread.h"
 #include "kvm/vm.h"
 #include "memory/guest_memory.h"
+#include "vmm/bus_exit_handler.h"
 
 namespace ringvm {
 namespace {
@@ -154,7 +156,7 @@ class HostileVirtioTest : public ::testing::Test {
     auto pci_dev = VirtioPciDevice::create(spy_, mem_, *ic_, *router_);
     ASSERT_TRUE(pci_dev.ok()) << pci_dev.error().message();
     pci_dev_ = *pci_dev;
-    auto bus = PciBus::create(pio_, mmio_);
+    auto bus = PciBus::create(pio_, mmio_, testing::test_pci_bus_config());
     ASSERT_TRUE(bus.ok()) << bus.error().message();
     pci_ = *bus;
     auto slot = pci_->add_device(pci_dev_);
@@ -229,7 +231,7 @@ class HostileVirtioTest : public ::testing::Test {
     std::promise<Result<VcpuExit>> done;
     auto fut = done.get_future();
     VcpuThread thread;
-    thread.start(vcpu_.get(), [&] { done.set_value(vcpu_->run(pio_, mmio_, &counters_)); });
+    thread.start(vcpu_.get(), [&] { done.set_value(vcpu_->run(exits_, &counters_)); });
     if (fut.wait_for(kGuestDeadline) != std::future_status::ready) {
       ADD_FAILURE() << "the guest did not finish within " << kGuestDeadline.count() << " s; kicking it";
       while (fut.wait_for(100ms) != std::future_status::ready) thread.kick();
@@ -245,6 +247,7 @@ class HostileVirtioTest : public ::testing::Test {
   std::unique_ptr<MsiRouter> router_;
   Bus pio_{"pio"};
   Bus mmio_{"mmio"};
+  BusExitHandler exits_{pio_, mmio_};
   std::shared_ptr<PciBus> pci_;
   std::filesystem::path disk_path_;
   std::vector<uint8_t> file_bytes_;

@@ -113,7 +113,7 @@ Result<std::shared_ptr<PciBus>> PciBus::create(Bus& pio, Bus& mmio, const PciBus
     std::lock_guard lock(bus->mu_);
     TRY(bus->add_locked(std::make_shared<HostBridge>(), 0));
   }
-  RETURN_IF_ERROR(pio.insert(config.config_port, x86::kPciConfigPortSize, std::make_shared<ConfigIo>(bus)));
+  RETURN_IF_ERROR(pio.insert(config.config_port, kConfigPortSize, std::make_shared<ConfigIo>(bus)));
   if (config.io_size != 0)
     RETURN_IF_ERROR(pio.insert(config.io_base, config.io_size, std::make_shared<IoWindow>(bus)));
   return bus;
@@ -138,8 +138,8 @@ Result<uint8_t> PciBus::add_locked(std::shared_ptr<PciDevice> dev, uint8_t slot)
   if (auto r = assign_bars_locked(s); !r.ok()) return fail(std::move(r).error());
   const auto pin = static_cast<uint8_t>(s.dev->config_read(PCI_INTERRUPT_PIN, 1));
   uint32_t gsi = 0;
-  if (pin >= 1 && pin <= 4) {
-    gsi = pci_intx_gsi(slot, pin - 1u);
+  if (pin >= 1 && pin <= 4 && config_.intx_gsi != nullptr) {
+    gsi = config_.intx_gsi(slot, pin - 1u);
     s.dev->config_write(PCI_INTERRUPT_LINE, 1, gsi);  // what firmware reports to the OS
   }
   s.dev->attached(slot, gsi);

@@ -1,5 +1,5 @@
-// PciBus: PCI bus 0 of the x86 platform — configuration mechanism #1 (ports 0xCF8/0xCFC), a host
-// bridge at slot 0, up to 31 functions, and their BARs mapped onto the port-I/O and MMIO buses.
+// PciBus: PCI bus 0 of a PC — configuration mechanism #1 (ports 0xCF8/0xCFC), a host bridge at
+// slot 0, up to 31 functions, and their BARs mapped onto the port-I/O and MMIO buses.
 //
 // Like firmware, add_device() sizes the function's BARs through config cycles, assigns them
 // addresses in the PCI windows (aligned to their size) and enables decoding, so Linux keeps the
@@ -18,26 +18,29 @@
 #include <memory>
 #include <mutex>
 
-#include "arch/x86_64/layout.h"
 #include "base/result.h"
 #include "devices/bus.h"
 #include "devices/pci/pci_device.h"
 
 namespace ringvm {
 
-using x86::pci_intx_gsi;  // slot s, pin p (0 = INTA) -> GSI 16 + (s + p) % 8; the DSDT's _PRT agrees
-
+// Where the platform puts the bus. The builder fills it from arch/x86_64/layout.h, which this
+// module does not see: the windows must agree with the ACPI tables, so they come from one place.
 struct PciBusConfig {
-  uint16_t config_port = x86::kPciConfigAddressPort;  // 8 ports: address at +0, data at +4..+7
-  uint64_t mmio_base = x86::kPciMmio32Base;           // memory BARs are assigned here
-  uint64_t mmio_size = x86::kPciMmio32Size;
-  uint16_t io_base = x86::kPciIoBase;  // I/O BARs are assigned here; io_size 0 = no I/O BARs allowed
-  uint32_t io_size = x86::kPciIoSize;
+  uint16_t config_port = 0xCF8;  // PciBus::kConfigPortSize ports: address at +0, data at +4..+7
+  uint64_t mmio_base = 0;        // memory BARs are assigned here; mmio_size must not be 0
+  uint64_t mmio_size = 0;
+  uint16_t io_base = 0;  // I/O BARs are assigned here; io_size 0 = no I/O BARs allowed
+  uint32_t io_size = 0;
+  // The GSI that pin `pin` (0 = INTA) of the function in `slot` raises; the platform's routing
+  // table (the DSDT's _PRT) must agree. Null: INTx is not wired (functions are attached to GSI 0).
+  uint32_t (*intx_gsi)(uint32_t slot, uint32_t pin) = nullptr;
 };
 
 class PciBus final {
  public:
   static constexpr int kSlots = 32;
+  static constexpr uint16_t kConfigPortSize = 8;  // CONFIG_ADDRESS and CONFIG_DATA, 4 bytes each
   // The host bridge's identity (as Cloud Hypervisor and Firecracker use: no Linux quirks).
   static constexpr uint16_t kHostBridgeVendor = 0x8086;
   static constexpr uint16_t kHostBridgeDevice = 0x0D57;
@@ -45,7 +48,7 @@ class PciBus final {
   // Creates the bus with its host bridge at slot 0 and maps the config ports (and the I/O window,
   // if any) on `pio`. `pio` and `mmio` must outlive every use of the bus; the bus itself lives as
   // long as the PIO bus holds its config-port device.
-  static Result<std::shared_ptr<PciBus>> create(Bus& pio, Bus& mmio, const PciBusConfig& config = {});
+  static Result<std::shared_ptr<PciBus>> create(Bus& pio, Bus& mmio, const PciBusConfig& config);
   PciBus(const PciBus&) = delete;
   PciBus& operator=(const PciBus&) = delete;
 

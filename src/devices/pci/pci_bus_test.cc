@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "devices/pci/config_space.h"
+#include "devices/pci/testing/test_pci_bus.h"
 
 namespace ringvm {
 namespace {
@@ -58,6 +59,7 @@ class PciBusTest : public ::testing::Test {
     cfg.mmio_size = 0x10'0000;
     cfg.io_base = 0xC000;
     cfg.io_size = 0x1000;
+    cfg.intx_gsi = testing::test_intx_gsi;
     auto bus = PciBus::create(pio_, mmio_, cfg);
     ASSERT_TRUE(bus.ok()) << bus.error().message();
     bus_ = *bus;
@@ -150,7 +152,7 @@ TEST_F(PciBusTest, AddDevicePreAssignsAndMapsBars) {
   ASSERT_TRUE(slot.ok()) << slot.error().message();
   EXPECT_EQ(*slot, 1);
   EXPECT_EQ(fn->attached_slot, 1);
-  EXPECT_EQ(fn->attached_gsi, pci_intx_gsi(1, 0));
+  EXPECT_EQ(fn->attached_gsi, testing::test_intx_gsi(1, 0));
   EXPECT_EQ(fn->attached_gsi, 17u);
   EXPECT_EQ(cfg_read(1, PCI_INTERRUPT_LINE) & 0xFFFF, 0x0100u | 17u);
 
@@ -292,7 +294,7 @@ TEST(PciBus, WindowsRunOut) {
 
 TEST(PciBus, ThirtyOneDevicesAtMost) {
   Bus pio("pio"), mmio("mmio");
-  auto bus = PciBus::create(pio, mmio);
+  auto bus = PciBus::create(pio, mmio, testing::test_pci_bus_config());
   ASSERT_TRUE(bus.ok());
   for (int i = 1; i < 32; ++i) ASSERT_TRUE((*bus)->add_device(std::make_shared<TestFunction>()).ok()) << i;
   EXPECT_FALSE((*bus)->add_device(std::make_shared<TestFunction>()).ok());

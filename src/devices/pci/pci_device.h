@@ -38,8 +38,8 @@ class PciDevice {
   virtual void bar_moved(int bar, uint64_t old_base, uint64_t new_base) = 0;
 
   // The bus placed this function at device `slot` of bus 0; if it has an interrupt pin, that pin
-  // raises `intx_gsi` (pci_intx_gsi in arch/x86_64/layout.h). Called once by PciBus::add_device,
-  // before the guest runs.
+  // raises `intx_gsi` (PciBusConfig::intx_gsi; 0 when INTx is not wired). Called once by
+  // PciBus::add_device, before the guest runs.
   virtual void attached(uint8_t /*slot*/, uint32_t /*intx_gsi*/) {}
 };
 

@@ -14,6 +14,7 @@
 #include "devices/pci/msi.h"
 #include "devices/pci/msix.h"
 #include "devices/pci/pci_bus.h"
+#include "devices/pci/testing/test_pci_bus.h"
 #include "devices/virtio/virtio_pci.h"
 #include "kvm/system.h"
 #include "kvm/vm.h"
@@ -92,7 +93,7 @@ TEST_F(PciKvmTest, DoorbellIoeventfdsFollowTheBar) {
   auto dev = VirtioPciDevice::create(std::make_shared<OneQueueDevice>(), mem, *ic_, *router_, mmio_notify);
   ASSERT_TRUE(dev.ok()) << dev.error().message();
   Bus pio("pio"), mmio("mmio");
-  auto bus = PciBus::create(pio, mmio);
+  auto bus = PciBus::create(pio, mmio, testing::test_pci_bus_config());
   ASSERT_TRUE(bus.ok());
   auto slot = (*bus)->add_device(*dev);
   ASSERT_TRUE(slot.ok()) << slot.error().message();
@@ -117,7 +118,7 @@ TEST_F(PciKvmTest, PortDoorbellIoeventfdsFollowTheIoBar) {
   ASSERT_TRUE(dev.ok()) << dev.error().message();
   ASSERT_TRUE((*dev)->pio_notify());
   Bus pio("pio"), mmio("mmio");
-  auto bus = PciBus::create(pio, mmio);
+  auto bus = PciBus::create(pio, mmio, testing::test_pci_bus_config());
   ASSERT_TRUE(bus.ok());
   auto slot = (*bus)->add_device(*dev);
   ASSERT_TRUE(slot.ok()) << slot.error().message();

@@ -14,6 +14,7 @@
 
 #include "devices/pci/pci_bus.h"
 #include "devices/pci/testing/fake_interrupt_controller.h"
+#include "devices/pci/testing/test_pci_bus.h"
 #include "memory/guest_memory.h"
 
 namespace ringvm {
@@ -345,7 +346,7 @@ TEST_F(VirtioPciTest, FailedActivationNeedsReset) {
 }
 
 TEST_F(VirtioPciTest, IntxFallbackSetsIsrAndLine) {
-  dev_->attached(3, pci_intx_gsi(3, 0));
+  dev_->attached(3, testing::test_intx_gsi(3, 0));
   bring_up();
   fake_->activated[0].notify();
   fake_->activated[1].notify();
@@ -459,7 +460,7 @@ TEST_F(VirtioPciTest, PciCfgWindowReachesTheDoorbells) {
 
 TEST_F(VirtioPciTest, OnThePciBusPortDoorbellsFollowTheIoBar) {
   Bus pio("pio"), mmio("mmio");
-  auto bus = PciBus::create(pio, mmio);
+  auto bus = PciBus::create(pio, mmio, testing::test_pci_bus_config());
   ASSERT_TRUE(bus.ok());
   auto slot = (*bus)->add_device(dev_);
   ASSERT_TRUE(slot.ok()) << slot.error().message();
@@ -488,7 +489,7 @@ TEST_F(VirtioPciTest, OnThePciBusPortDoorbellsFollowTheIoBar) {
 TEST_F(VirtioPciTest, OnThePciBusDoorbellsFollowTheBar) {
   recreate(mmio_notify());
   Bus pio("pio"), mmio("mmio");
-  auto bus = PciBus::create(pio, mmio);
+  auto bus = PciBus::create(pio, mmio, testing::test_pci_bus_config());
   ASSERT_TRUE(bus.ok());
   auto slot = (*bus)->add_device(dev_);
   ASSERT_TRUE(slot.ok()) << slot.error().message();
