@@ -188,6 +188,12 @@ int run_vm(const RunOptions& o) {
     std::fprintf(stderr, "ringvm: error: %s\n", cfg.error().message().c_str());
     return kExitVmmError;
   }
+  if (!cfg->kernel.empty()) {
+    if (auto ok = Vm::preflight(*cfg); !ok) {
+      std::fprintf(stderr, "ringvm: error: %s\n", ok.error().message().c_str());
+      return kExitVmmError;
+    }
+  }
   if (!host_can_boot_kernels(o.force)) return kExitVmmError;
   if (cfg->logger) {
     std::string err;

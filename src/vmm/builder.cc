@@ -1,6 +1,9 @@
 // Vm::create: the one place a VM is assembled. Every device is inserted on its bus at the
 // address arch/x86_64/layout.h gives it, which is also what the ACPI tables describe.
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <iterator>
@@ -329,5 +332,34 @@ Result<std::unique_ptr<Vm>> VmBuilder::build(const VmConfig& cfg) {
 }
 
 Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) { return VmBuilder::build(cfg); }
+
+Result<void> Vm::preflight(const VmConfig& in) {
+  VmConfig cfg = in;
+  RETURN_IF_ERROR(finalize_config(cfg));
+  if (cfg.cpus > x86::kMaxVcpus)
+    return make_error(ErrorCode::kInvalidArgument, "--cpus {}: ringvm supports at most {} vCPUs", cfg.cpus,
+                      x86::kMaxVcpus);
+  const auto kernel = TRY(read_file(cfg.kernel, "kernel"));
+  if (auto img = x86::LinuxImage::parse(kernel); !img) return wrap(std::move(img).error(), "kernel {}", cfg.kernel);
+  uint64_t initrd_bytes = cfg.initrd_data.size();
+  if (!cfg.initrd.empty()) {
+    struct stat st{};
+    if (::stat(cfg.initrd.c_str(), &st) != 0) return sys_error(fmt::format("--initrd {}", cfg.initrd));
+    initrd_bytes = static_cast<uint64_t>(st.st_size);
+  }
+  if (initrd_bytes + kernel.size() >= cfg.memory_bytes)
+    return make_error(ErrorCode::kOutOfRange,
+                      "--initrd {}: {} bytes (with the kernel's {}) do not fit in {} MiB of guest memory; give more "
+                      "--memory or a smaller initrd", cfg.initrd.empty() ? "(built in)" : cfg.initrd, initrd_bytes,
+                      kernel.size(), cfg.memory_bytes >> 20);
+  for (const DiskSpec& d : cfg.disks)
+    if (::access(d.path.c_str(), F_OK) != 0) return sys_error(fmt::format("--disk path={}", d.path));
+  for (const NetSpec& n : cfg.nets)
+    if (n.fd >= 0 && ::fcntl(n.fd, F_GETFD) < 0)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "--net fd={}: not an open file descriptor; pass the tap fd the launcher opened for ringvm",
+                        n.fd);
+  return Ok();
+}
 
 }  // namespace ringvm

@@ -36,6 +36,9 @@ class Vm final : public Machine {
  public:
   ~Vm() override;
   static Result<std::unique_ptr<Vm>> create(const VmConfig& cfg);
+  // The checks of a configuration's inputs that need no KVM (files, sizes, limits, fds), so bad
+  // input is named before anything about the host is.
+  static Result<void> preflight(const VmConfig& cfg);
 
   // Starts the vCPUs and serves devices until something stops the VM. Returns why.
   StopReason run() override;
