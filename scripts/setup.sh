@@ -13,6 +13,8 @@ PACKAGES=(
   zlib1g-dev libzstd-dev liblzma-dev libgtest-dev libgmock-dev libbenchmark-dev
   # the REST API's HTTP/1.1 server and `ringvm ctl`'s client (docs/ARCHITECTURE.md, "The API")
   libboost1.81-dev curl
+  # the OpenAPI agreement test reads docs/api/ringvm.yaml
+  libyaml-cpp-dev
   # tests and the lab: a stock kernel, busybox for initramfs, QEMU for L1, qemu-img for interop
   qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio e2fsprogs kmod iproute2
   jq fio iperf3 time
