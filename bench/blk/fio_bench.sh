@@ -15,7 +15,8 @@
 #   bench/blk/fio_bench.sh [--runs N] [--ringvm PATH] [--runtime SECS] [--qemu-machine M]
 #
 # Defaults: 1 run, build/ringvm, 5 s per job, QEMU `-M q35` (microvm needs `microvm,pcie=on`).
-# RINGVM_LAB_FIO_VARIANTS="poll_us=0 queues=1" adds ringvm runs with those extra --disk options
+# RINGVM_LAB_FIO_VARIANTS="disk.poll_us=64 queues=1" adds ringvm runs with those extra --disk options
+# (disk.KEY=V: a tuning constant, passed as RINGVM_TUNING; docs/tuning.md)
 # (space-separated, one run each per round, labelled ringvm:OPTIONS), to compare settings in one
 # L1 boot; a variant that starts with -- is a `ringvm run` option instead (e.g. --virtio-notify=mmio).
 # About 5-10 minutes per round. Raw logs stay in ${TMPDIR:-/tmp}/ringvm-fio-bench/ (or $RINGVM_BENCH_DIR).

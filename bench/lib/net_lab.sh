@@ -16,9 +16,13 @@ net_lab_netns() {
 # array `cmd` to boot the guest with 2 vCPUs, 512 MiB and two queue pairs on TAP: ringvm (`--net
 # tap=TAP,queues=2[,NET_OPTIONS]`, `--stats`) when VMM is ringvm, QEMU's q35 virtio-net-pci with
 # `vhost=off` when it is qemu (threads named, for bench/lib/vmm_cpu.sh).
+# lab_split_tuning comes from the lab's library (sourced here when the caller has not).
+declare -F lab_split_tuning >/dev/null || source "$(dirname "${BASH_SOURCE[0]}")/../../tests/lab/lab_lib.sh"
+
 net_lab_cmd() {
   local vmm=$1 ringvm=$2 kernel=$3 initrd=$4 cmdline=$5 console=$6 tap=$7 extra=${8:-}
   shift $(($# < 8 ? $# : 8))
+  lab_split_tuning "$extra"  # net.KEY=V items are tuning constants (RINGVM_TUNING), not --net options
   case $vmm in
     ringvm)
       # shellcheck disable=SC2034 # cmd is the caller's

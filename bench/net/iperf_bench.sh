@@ -13,7 +13,8 @@
 # run's numbers and the means the ratios are taken from. Each test also counts L1's VM exits
 # (tracefs) and prints them per MiB moved (per ping for the RTT); further tables: frames on the
 # tap, the VMM's CPU per MiB, and L1 as a whole (busy %, CPU per MiB, iperf3's share).
-# RINGVM_LAB_NET_VARIANTS="batch_us=2000" adds ringvm runs with those extra --net options
+# RINGVM_LAB_NET_VARIANTS="net.batch_us=2000" adds ringvm runs with those extra --net options
+# (net.KEY=V: a tuning constant, passed as RINGVM_TUNING; docs/tuning.md)
 # (space-separated, labelled ringvm:OPTIONS) to every round; a variant that starts with -- is a
 # `ringvm run` option instead (e.g. --virtio-notify=mmio).
 # Defaults: 1 run, build/ringvm, 10 s per iperf3 test. About 6-10 minutes a run. Raw logs stay in

@@ -10,7 +10,7 @@
 # the device thread runs, interrupt until the vCPU enters the guest; and per thread the time it
 # ran and the time it was runnable but waiting (docs/networking.md, "Worker priority").
 #
-#   bench/net/sched_trace.sh [--ringvm PATH] [-- EXTRA_NET_OPTIONS]   e.g. -- nice=0
+#   bench/net/sched_trace.sh [--ringvm PATH] [-- EXTRA_NET_OPTIONS]   e.g. -- net.nice=0 (tuning)
 #
 # Traces and the tables stay in ${RINGVM_BENCH_DIR:-${TMPDIR:-/tmp}/ringvm-sched-trace}.
 set -euo pipefail

@@ -42,6 +42,9 @@ constexpr std::array kRoutes = {
     ApiRoute{"PATCH", "/balloon", false},
     ApiRoute{"GET", "/balloon/statistics", false},
     ApiRoute{"PATCH", "/balloon/statistics", false},
+    ApiRoute{"PATCH", "/balloon/hinting/start", false},
+    ApiRoute{"GET", "/balloon/hinting/status", false},
+    ApiRoute{"PATCH", "/balloon/hinting/stop", false},
     ApiRoute{"GET", "/mmds", false},
     ApiRoute{"PUT", "/mmds", false},
     ApiRoute{"PATCH", "/mmds", false},
@@ -197,15 +200,17 @@ ApiResponse ApiHandler::dispatch(std::string_view method, std::string_view path,
     return ok_json(*m);
   }
   if (p == "/metrics") return put_config("metrics", body, apply_metrics);
-  if (p == "/logger") {
-    ApiResponse r = put_config("logger", body, apply_logger);
-    if (r.status != 204) return r;
-    const LoggerConfig l = *vm_.config().logger;
-    std::string err;
-    if (!set_log_output(l.path, l.level, l.show_level, l.show_log_origin, &err))
-      return ApiResponse{400, fault_json(fmt::format("logger: log_path {}: {}", l.path, err))};
-    return r;
-  }
+  if (p == "/logger")
+    // The log output changes inside the edit, so a file that cannot be opened leaves both the
+    // configuration and the log as they were.
+    return put_config("logger", body, [](VmConfig& c, const Json& j) -> Result<void> {
+      RETURN_IF_ERROR(apply_logger(c, j));
+      const LoggerConfig& l = *c.logger;
+      std::string err;
+      if (!set_log_output(l.path, l.level, l.show_level, l.show_log_origin, &err))
+        return make_error(ErrorCode::kInvalidArgument, "logger: log_path {}: {}", l.path, err);
+      return Ok();
+    });
   if (p == "/drives/{drive_id}") {
     auto id = path_id("drives", param);
     if (!id) return error_response(id.error());

@@ -3,7 +3,12 @@
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <memory>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -24,6 +29,15 @@ bool set_log_output(const std::string& path, const std::string& level, bool show
   if (lower == "warning") lower = "warn";
   if (lower == "error") lower = "err";
   const auto lvl = spdlog::level::from_str(lower);
+  if (!path.empty()) {
+    // A named pipe nobody reads would block spdlog's open (and the API thread) forever: look first.
+    const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      if (error != nullptr) *error = std::strerror(errno);
+      return false;
+    }
+    ::close(fd);
+  }
   std::shared_ptr<spdlog::logger> logger;
   try {
     if (path.empty()) logger = std::make_shared<spdlog::logger>("ringvm", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());

@@ -56,6 +56,10 @@ configuration and InstanceStart over the API; with one it boots at once and serv
 post-boot API (pause, resume, SendCtrlAltDel, metrics). --config-file FILE takes Firecracker's
 config-file JSON. `ringvm ctl --api-sock PATH info|pause|resume|...` talks to it (docs/api.md).
 
+Tuning: the heuristics' constants (virtio-blk polling, batching, chaining, merging; virtio-net
+batching, flow pinning, workers, priority) are not options: their defaults are measured. To
+measure another value: RINGVM_TUNING="disk.chain_kib=2048,net.nice=0" (docs/tuning.md).
+
 Examples:
   ringvm run
   ringvm run --api-sock /tmp/vm.sock          # then configure and start it with curl or ringvm ctl
@@ -109,6 +113,8 @@ Result<VmConfig> make_config(const RunOptions& o) {
   cfg.halt_poll_us = o.halt_poll_us;
   cfg.rng = o.rng;
   cfg.stats = o.stats;
+  // The heuristics' constants, for measuring another value (docs/tuning.md).
+  if (const char* t = std::getenv("RINGVM_TUNING"); t != nullptr && *t != '\0') cfg.tuning = TRY(parse_tuning(t));
   if (!o.id.empty()) cfg.id = o.id;
   if (o.kernel.empty() && (!o.api_sock.empty() || !o.config_file.empty())) {
     // The kernel comes over the API or from the config file.
@@ -150,7 +156,8 @@ bool host_can_boot_kernels(bool force) {
       "  (hardware-assisted KVM in a nested L1 guest): scripts/lab.sh, docs/lab.md.\n";
   if (::access("/dev/kvm", F_OK) != 0) {
     std::fprintf(stderr, "ringvm: %s: /dev/kvm does not exist: this host offers no KVM (load kvm_intel or kvm_amd\n"
-                 "  on a host with VT-x or AMD-V, or nested virtualization in its hypervisor).\n%s",
+                 "  on a host with VT-x or AMD-V, or nested virtualization in its hypervisor).\n%s"
+                 "  --force goes on anyway (to serve the API, say, or to see KVM's own error).\n",
                  level, tail);
     return force;
   }
@@ -272,32 +279,12 @@ void add_run_command(CLI::App& app, int* status) {
       ->capture_default_str();
   cmd->add_option("--disk", opts->disks,
                   "virtio-blk disk: path=FILE[,format=raw|qcow2][,readonly=on][,serial=ID][,queues=N][,queue_size=N]"
-                  "[,cache=writeback|none|unsafe][,poll_us=N][,batch_us=N|auto][,chain=N][,chain_kib=N][,merge_kib=N]; repeatable; the format is never "
-                  "guessed; queues default to one per vCPU; queue_size (default 256, a power of two up to 1024) bounds "
-                  "a request's segments; poll_us=N lets a queue poll for requests up to N "
-                  "µs before it sleeps (default 0: off); batch_us=N lets a busy queue gather requests for up "
-                  "to N µs instead of taking a kick for each (0: off; default auto: off where a VM exit is "
-                  "cheap, as on hardware, on where it is slow, as when nested; --stats shows the choice); "
-                  "chain=N (default 4, 1 to 64) lets up to N passes over a queue share one interrupt while "
-                  "the guest keeps adding requests during I/O that completes at once, after passes that moved less than "
-                  "chain_kib=N KiB (default 128); merge_kib=N (default 4096, "
-                  "0: never) joins adjacent requests into host I/Os of up to N KiB (docs/virtio.md)");
-  cmd->add_option(
-      "--net", opts->nets,
-      "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N][,batch_us=N|auto][,pin_flows=on|off]"
-      "[,tx_early_irq_kib=N][,workers=N|auto][,nice=N][,nice_when=sending|always] "
-      "or fd=N (an inherited tap fd); repeatable; queues default to one pair per vCPU; pin_flows "
-      "(default on) sends a TCP flow's ACKs through the queue pair its data last used, so the tap does not "
-      "move (and reorder) what the guest receives; batch_us=N coalesces "
-      "transmit kicks under load, and lets the guest's ACKs ride on an incoming stream, for up to "
-      "N µs (default auto, which for now means 0: off); tx_early_irq_kib=N (default 16, 0: off) tells "
-      "the guest of each sent frame of N KiB or more as soon as it is written, so a TCP sender "
-      "waiting on its completions goes on at once; workers=N serves the queue pairs from N threads "
-      "(0: one per pair; default auto: one per pair while the host has a CPU for each beyond the "
-      "vCPUs, else fewer, at least one); nice=N runs those threads N nice steps from ringvm's own "
-      "while the guest sends in bulk (default -5: more CPU weight than a vCPU thread, so the guest's TCP, "
-      "which waits for its frames' completions, is not left waiting behind one; nice_when=always: all "
-      "the time; needs CAP_SYS_NICE or ulimit -e, else they stay at ringvm's; 0: off) (docs/networking.md)");
+                  "[,cache=writeback|none|unsafe][,id=NAME]; repeatable; the format is never guessed; queues default "
+                  "to one per vCPU; queue_size (default 256, a power of two up to 1024) bounds a request's "
+                  "segments; cache=none is O_DIRECT (docs/virtio.md)");
+  cmd->add_option("--net", opts->nets,
+                  "virtio-net NIC on a tap: tap=NAME[,mac=52:54:00:..][,queues=N][,queue_size=N][,id=NAME] or fd=N (an "
+                  "inherited tap fd); repeatable; queues default to one pair per vCPU (docs/networking.md)");
   cmd->add_option("--virtio-notify", opts->virtio_notify,
                   "Where virtio-pci doorbells live: pio (an I/O BAR: KVM matches a port write without "
                   "emulating the instruction, the cheaper exit, most of all on AMD and when nested) or mmio "

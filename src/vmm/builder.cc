@@ -215,7 +215,8 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     }
     return *auto_us;
   };
-  for (const DiskSpec& d : vm.cfg_.disks) {
+  for (DiskSpec d : vm.cfg_.disks) {
+    RETURN_IF_ERROR(apply_tuning(vm.cfg_.tuning, &d));
     DiskOpenOptions open_opts;
     open_opts.read_only = d.read_only;
     open_opts.direct_io = d.cache == CacheMode::kNone;
@@ -244,6 +245,7 @@ Result<void> VmBuilder::add_virtio_devices(Vm& vm, PciBus& pci) {
     vm.devices_.add_block(dev, d.path);
   }
   for (NetSpec n : vm.cfg_.nets) {
+    RETURN_IF_ERROR(apply_tuning(vm.cfg_.tuning, &n));
     // virtio-net's auto is off for now, whatever exits cost: in four lab boots of iperf_bench on
     // 2026-11-23 neither transmit coalescing nor ACK riding beat no batching (docs/networking.md,
     // "Transmit batching"). An explicit batch_us=N turns both on.

@@ -70,7 +70,10 @@ Result<DiskSpec> parse_disk(std::string_view text) {
       auto [p, ec] = std::from_chars(val.data(), val.data() + val.size(), *out);
       return ec == std::errc() && p == val.data() + val.size() && *out >= lo && *out <= hi;
     };
-    if (key == "path") {
+    if (key == "id") {
+      if (val.empty()) return make_error(ErrorCode::kInvalidArgument, "--disk id= is empty");
+      d.id = std::string(val);
+    } else if (key == "path") {
       if (val.empty()) return make_error(ErrorCode::kInvalidArgument, "--disk path= is empty");
       d.path = std::string(val);
       have_path = true;
@@ -95,36 +98,11 @@ Result<DiskSpec> parse_disk(std::string_view text) {
         return make_error(ErrorCode::kInvalidArgument,
                           "--disk queue_size={}: give a power of two from 4 to 1024 (descriptors per queue)", val);
       d.queue_size = static_cast<uint16_t>(n);
-    } else if (key == "chain") {
-      unsigned n = 0;
-      if (!number(1, kMaxDiskChainPasses, &n))
-        return make_error(ErrorCode::kInvalidArgument,
-                          "--disk chain={}: give the passes that may share an interrupt, 1 (each its own) to {}", val,
-                          kMaxDiskChainPasses);
-      d.chain_passes = static_cast<uint16_t>(n);
-    } else if (key == "chain_kib") {
-      unsigned n = 0;
-      if (!number(1, kMaxDiskChainKib, &n))
-        return make_error(ErrorCode::kInvalidArgument,
-                          "--disk chain_kib={}: give the data a pass may move and still chain the next, in KiB, 1 to {}",
-                          val, kMaxDiskChainKib);
-      d.chain_kib = n;
-    } else if (key == "merge_kib") {
-      unsigned n = 0;
-      if (!number(0, kMaxDiskMergeKib, &n))
-        return make_error(ErrorCode::kInvalidArgument,
-                          "--disk merge_kib={}: give the largest host I/O adjacent requests may be joined into, "
-                          "in KiB, 0 (never join) to {}", val, kMaxDiskMergeKib);
-      d.merge_kib = n;
-    } else if (key == "batch_us" && val == "auto") {
-      d.batch_us.reset();
-    } else if (key == "poll_us" || key == "batch_us") {
-      unsigned us = 0;
-      if (!number(0, kMaxDiskPollUs, &us))
-        return make_error(ErrorCode::kInvalidArgument, "--disk {}={}: give microseconds from 0 (off) to {}{}", key,
-                          val, kMaxDiskPollUs, key == "batch_us" ? ", or auto" : "");
-      if (key == "poll_us") d.poll_us = us;
-      else d.batch_us = us;
+    } else if (is_disk_tuning_key(key)) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "--disk {}={}: a tuning constant, not an option (its default is measured); to measure "
+                        "another value set RINGVM_TUNING=disk.{}={} (docs/tuning.md)",
+                        key, val, key, val);
     } else if (key == "cache") {
       if (val == "writeback") d.cache = CacheMode::kWriteback;
       else if (val == "none") d.cache = CacheMode::kNone;
@@ -132,11 +110,98 @@ Result<DiskSpec> parse_disk(std::string_view text) {
       else return make_error(ErrorCode::kInvalidArgument, "--disk cache={}: use writeback, none or unsafe", val);
     } else {
       return make_error(ErrorCode::kInvalidArgument,
-                        "--disk: unknown key '{}' (known: path, format, readonly, serial, queues, queue_size, cache, poll_us, batch_us, chain, chain_kib, merge_kib)", key);
+                        "--disk: unknown key '{}' (known: path, format, readonly, serial, queues, queue_size, cache, id)",
+                        key);
     }
   }
   if (!have_path) return make_error(ErrorCode::kInvalidArgument, "--disk needs path=FILE");
   return d;
+}
+
+bool is_disk_tuning_key(std::string_view key) {
+  for (std::string_view k : kDiskTuningKeys)
+    if (k == key) return true;
+  return false;
+}
+
+Result<void> apply_disk_tuning(DiskSpec* d, std::string_view key, std::string_view val) {
+  auto number = [&](unsigned lo, unsigned hi, unsigned* out) {
+    auto [p, ec] = std::from_chars(val.data(), val.data() + val.size(), *out);
+    return ec == std::errc() && p == val.data() + val.size() && *out >= lo && *out <= hi;
+  };
+  if (key == "chain") {
+      unsigned n = 0;
+      if (!number(1, kMaxDiskChainPasses, &n))
+        return make_error(ErrorCode::kInvalidArgument,
+                          "RINGVM_TUNING disk.chain={}: give the passes that may share an interrupt, 1 (each its own) to {}", val,
+                          kMaxDiskChainPasses);
+      d->chain_passes = static_cast<uint16_t>(n);
+    } else if (key == "chain_kib") {
+      unsigned n = 0;
+      if (!number(1, kMaxDiskChainKib, &n))
+        return make_error(ErrorCode::kInvalidArgument,
+                          "RINGVM_TUNING disk.chain_kib={}: give the data a pass may move and still chain the next, in KiB, 1 to {}",
+                          val, kMaxDiskChainKib);
+      d->chain_kib = n;
+    } else if (key == "merge_kib") {
+      unsigned n = 0;
+      if (!number(0, kMaxDiskMergeKib, &n))
+        return make_error(ErrorCode::kInvalidArgument,
+                          "RINGVM_TUNING disk.merge_kib={}: give the largest host I/O adjacent requests may be joined into, "
+                          "in KiB, 0 (never join) to {}", val, kMaxDiskMergeKib);
+      d->merge_kib = n;
+    } else if (key == "batch_us" && val == "auto") {
+      d->batch_us.reset();
+    } else if (key == "poll_us" || key == "batch_us") {
+      unsigned us = 0;
+      if (!number(0, kMaxDiskPollUs, &us))
+        return make_error(ErrorCode::kInvalidArgument, "RINGVM_TUNING disk.{}={}: give microseconds from 0 (off) to {}{}", key,
+                          val, kMaxDiskPollUs, key == "batch_us" ? ", or auto" : "");
+      if (key == "poll_us") d->poll_us = us;
+      else d->batch_us = us;
+  } else {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "RINGVM_TUNING disk.{}: no such tuning constant (known: poll_us, batch_us, chain, chain_kib, "
+                      "merge_kib)", key);
+  }
+  return Ok();
+}
+
+Result<Tuning> parse_tuning(std::string_view text) {
+  Tuning t;
+  while (!text.empty()) {
+    const size_t comma = text.find(',');
+    const std::string_view item = text.substr(0, comma);
+    text = comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
+    if (item.empty()) continue;
+    const size_t dot = item.find('.'), eq = item.find('=');
+    if (dot == std::string_view::npos || eq == std::string_view::npos || dot > eq)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "RINGVM_TUNING: '{}' is not DEVICE.KEY=VALUE (e.g. disk.chain_kib=2048 or net.nice=0)", item);
+    const std::string_view dev = item.substr(0, dot), key = item.substr(dot + 1, eq - dot - 1), val = item.substr(eq + 1);
+    if (dev == "disk") {
+      DiskSpec scratch;
+      RETURN_IF_ERROR(apply_disk_tuning(&scratch, key, val));
+      t.disk.emplace_back(key, val);
+    } else if (dev == "net") {
+      NetSpec scratch;
+      RETURN_IF_ERROR(apply_net_tuning(scratch, key, val));
+      t.net.emplace_back(key, val);
+    } else {
+      return make_error(ErrorCode::kInvalidArgument, "RINGVM_TUNING: '{}': the device is disk or net", item);
+    }
+  }
+  return t;
+}
+
+Result<void> apply_tuning(const Tuning& t, DiskSpec* d) {
+  for (const auto& [k, v] : t.disk) RETURN_IF_ERROR(apply_disk_tuning(d, k, v));
+  return Ok();
+}
+
+Result<void> apply_tuning(const Tuning& t, NetSpec* n) {
+  for (const auto& [k, v] : t.net) RETURN_IF_ERROR(apply_net_tuning(*n, k, v));
+  return Ok();
 }
 
 std::string effective_cmdline(const VmConfig& cfg) {

@@ -7,6 +7,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/result.h"
@@ -83,6 +84,24 @@ struct DiskSpec {
   CacheMode cache = CacheMode::kWriteback;
 };
 
+// The heuristics' constants (virtio-blk's polling, batching, chaining and merging; virtio-net's
+// batching, flow pinning, early interrupts, worker count and priority). They are not options a
+// user decides: each has a measured default in code (docs/virtio.md, docs/networking.md), and
+// this one spelling sets them to measure another value: RINGVM_TUNING="disk.chain_kib=2048,
+// net.nice=0" or "tuning": {"disk": {...}, "net": {...}} in the config file (docs/tuning.md).
+// Applied to every disk or NIC of the VM.
+struct Tuning {
+  std::vector<std::pair<std::string, std::string>> disk, net;  // validated KEY=VALUE pairs
+  bool empty() const { return disk.empty() && net.empty(); }
+};
+inline constexpr std::string_view kDiskTuningKeys[] = {"poll_us", "batch_us", "chain", "chain_kib", "merge_kib"};
+bool is_disk_tuning_key(std::string_view key);
+Result<void> apply_disk_tuning(DiskSpec* d, std::string_view key, std::string_view value);
+// "disk.KEY=VALUE,net.KEY=VALUE,..."; every pair is checked now.
+Result<Tuning> parse_tuning(std::string_view text);
+Result<void> apply_tuning(const Tuning& t, DiskSpec* d);
+Result<void> apply_tuning(const Tuning& t, NetSpec* n);
+
 // Guest RAM's host pages: transparent huge pages advised (2 MiB stage-2 mappings; the default),
 // or plain 4 KiB pages.
 enum class HugePages { kTransparent, kNone };
@@ -124,6 +143,7 @@ struct VmConfig {
   std::optional<uint32_t> halt_poll_us;
   std::optional<LoggerConfig> logger;
   std::string metrics_path;  // JSON lines of counters (PUT /metrics); empty: none
+  Tuning tuning;
 };
 
 // The kernel command line the guest gets: `cmdline` plus root= for the root disk, if any.

@@ -286,10 +286,10 @@ Result<void> apply_network_interface(VmConfig& cfg, std::string_view id, const J
     n.mac = *parsed;
   }
   if (auto q = TRY(f.integer("num_queues", 1, 16))) n.queues = static_cast<uint16_t>(*q);
-  if (auto q = TRY(f.integer("queue_size", 4, 1024))) {
+  if (auto q = TRY(f.integer("queue_size", 4, 512))) {
     if ((*q & (*q - 1)) != 0)
       return make_error(ErrorCode::kInvalidArgument,
-                        "network-interfaces/{}: queue_size: {} is not a power of two (4 to 1024)", id, *q);
+                        "network-interfaces/{}: queue_size: {} is not a power of two (4 to 512)", id, *q);
     n.queue_size = static_cast<uint16_t>(*q);
   }
   auto it = std::find_if(cfg.nets.begin(), cfg.nets.end(), [&](const NetSpec& x) { return x.id == id; });
@@ -410,6 +410,30 @@ Result<void> check_network_patch(const VmConfig& cfg, std::string_view id, const
   return Ok();
 }
 
+Result<void> apply_tuning_json(VmConfig& cfg, const Json& j) {
+  Fields f(j, "tuning");
+  RETURN_IF_ERROR(f.object({"disk", "net"}));
+  std::string spec;
+  for (const char* dev : {"disk", "net"}) {
+    if (!f.has(dev)) continue;
+    const Json& o = j.at(dev);
+    if (!o.is_object())
+      return make_error(ErrorCode::kInvalidArgument, "tuning: {}: expected an object of KEY: VALUE", dev);
+    for (const auto& [key, v] : o.items()) {
+      std::string text;
+      if (v.is_string()) text = v.get<std::string>();
+      else if (v.is_boolean()) text = v.get<bool>() ? "on" : "off";
+      else if (v.is_number_integer()) text = v.dump();
+      else return make_error(ErrorCode::kInvalidArgument, "tuning: {}.{}: expected a number, a string or a boolean", dev, key);
+      if (text.find_first_of(",=") != std::string::npos)
+        return make_error(ErrorCode::kInvalidArgument, "tuning: {}.{}: \"{}\" is not a value", dev, key, text);
+      spec += fmt::format("{}{}.{}={}", spec.empty() ? "" : ",", dev, key, text);
+    }
+  }
+  cfg.tuning = TRY(parse_tuning(spec));
+  return Ok();
+}
+
 Result<VmConfig> parse_config_file(std::string_view text, VmConfig cfg) {
   const Json j = TRY(parse_json_body(text, "config file"));
   Fields f(j, "config file");
@@ -450,6 +474,7 @@ Result<VmConfig> parse_config_file(std::string_view text, VmConfig cfg) {
   if (f.has("vsock")) RETURN_IF_ERROR(apply_vsock(cfg, j.at("vsock")));
   if (f.has("entropy")) RETURN_IF_ERROR(apply_entropy(cfg, j.at("entropy")));
   if (f.has("serial")) RETURN_IF_ERROR(apply_serial(cfg, j.at("serial")));
+  if (f.has("tuning")) RETURN_IF_ERROR(apply_tuning_json(cfg, j.at("tuning")));
   return cfg;
 }
 

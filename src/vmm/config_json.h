@@ -42,6 +42,10 @@ Result<void> apply_logger(VmConfig& cfg, const Json& j);
 Result<void> apply_metrics(VmConfig& cfg, const Json& j);
 Result<void> apply_serial(VmConfig& cfg, const Json& j);
 
+// The config file's "tuning": {"disk": {KEY: VALUE}, "net": {...}} (ringvm's extension;
+// docs/tuning.md), the same constants RINGVM_TUNING sets.
+Result<void> apply_tuning_json(VmConfig& cfg, const Json& j);
+
 // PATCH /drives/{id} and /network-interfaces/{id} after boot: what may change live. Today
 // nothing but the identity (rate limiters and media change are refused by name); checks the id
 // exists and the body is well-formed.

@@ -35,7 +35,7 @@ TEST(Config, Disk) {
   auto plain = parse_disk("path=b.raw");
   ASSERT_TRUE(plain.ok());
   EXPECT_EQ(plain->format, DiskFormat::kRaw);  // never guessed from content
-  EXPECT_EQ(plain->queues, 0);                  // one per vCPU, decided when the VM is built
+  EXPECT_EQ(plain->queues, 0);                 // one per vCPU, decided when the VM is built
   EXPECT_EQ(parse_disk("path=a,queues=16")->queues, 16);
   EXPECT_FALSE(parse_disk("path=a,queues=17").ok());  // more than a virtio-blk device offers
   EXPECT_FALSE(parse_disk("readonly=on").ok());
@@ -44,42 +44,12 @@ TEST(Config, Disk) {
   EXPECT_EQ(plain->queue_size, kDefaultDiskQueueSize);
   EXPECT_EQ(parse_disk("path=a,queue_size=1024")->queue_size, 1024);
   EXPECT_EQ(parse_disk("path=a,queue_size=4")->queue_size, 4);
-  for (const char* bad : {"path=a,queue_size=2", "path=a,queue_size=2048", "path=a,queue_size=300", "path=a,queue_size=x"}) {
+  for (const char* bad :
+       {"path=a,queue_size=2", "path=a,queue_size=2048", "path=a,queue_size=300", "path=a,queue_size=x"}) {
     auto r = parse_disk(bad);
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_NE(r.error().message().find("power of two"), std::string::npos) << r.error().message();
   }
-  EXPECT_EQ(plain->poll_us, 0u);  // no polling unless asked for
-  EXPECT_EQ(parse_disk("path=a,poll_us=64")->poll_us, 64u);
-  EXPECT_EQ(parse_disk("path=a,poll_us=0")->poll_us, 0u);
-  EXPECT_FALSE(parse_disk("path=a,poll_us=10001").ok());
-  EXPECT_FALSE(plain->batch_us.has_value());  // auto: chosen from the measured exit cost
-  EXPECT_FALSE(parse_disk("path=a,batch_us=auto")->batch_us.has_value());
-  EXPECT_EQ(parse_disk("path=a,batch_us=2000")->batch_us, 2000u);
-  EXPECT_EQ(parse_disk("path=a,batch_us=0")->batch_us, 0u);
-  EXPECT_FALSE(parse_disk("path=a,batch_us=z").ok());
-  EXPECT_EQ(plain->chain_passes, kDefaultDiskChainPasses);
-  EXPECT_EQ(parse_disk("path=a,chain=1")->chain_passes, 1);
-  EXPECT_EQ(parse_disk("path=a,chain=64")->chain_passes, 64);
-  EXPECT_EQ(plain->chain_kib, kDefaultDiskChainKib);
-  EXPECT_EQ(parse_disk("path=a,chain_kib=2048")->chain_kib, 2048u);
-  EXPECT_FALSE(parse_disk("path=a,chain_kib=0").ok());
-  for (const char* bad : {"path=a,chain=0", "path=a,chain=65", "path=a,chain=x"}) {
-    auto r = parse_disk(bad);
-    ASSERT_FALSE(r.ok()) << bad;
-    EXPECT_NE(r.error().message().find("chain"), std::string::npos) << r.error().message();
-  }
-  EXPECT_EQ(plain->merge_kib, kDefaultDiskMergeKib);
-  EXPECT_EQ(parse_disk("path=a,merge_kib=128")->merge_kib, 128u);
-  EXPECT_EQ(parse_disk("path=a,merge_kib=0")->merge_kib, 0u);
-  for (const char* bad : {"path=a,merge_kib=16385", "path=a,merge_kib=1M", "path=a,merge_kib="}) {
-    auto r = parse_disk(bad);
-    ASSERT_FALSE(r.ok()) << bad;
-    EXPECT_NE(r.error().message().find("merge_kib"), std::string::npos) << r.error().message();
-  }
-  EXPECT_NE(parse_disk("path=a,batch_us=z").error().message().find("or auto"), std::string::npos);
-  EXPECT_FALSE(parse_disk("path=a,poll_us=-1").ok());
-  EXPECT_NE(parse_disk("path=a,poll_us=x").error().message().find("poll_us=x"), std::string::npos);
   EXPECT_FALSE(parse_disk("path=a,bogus=1").ok());
   EXPECT_FALSE(parse_disk("path=a,readonly=maybe").ok());
   EXPECT_FALSE(parse_disk("path=a,format=vmdk").ok());
@@ -87,6 +57,83 @@ TEST(Config, Disk) {
   EXPECT_FALSE(parse_disk("path=a,cache=directsync").ok());
   EXPECT_FALSE(parse_disk("path=a,serial=012345678901234567890").ok());
   EXPECT_FALSE(parse_disk("a.img").ok());
+}
+
+DiskSpec tuned(std::string_view key, std::string_view value) {
+  DiskSpec d = *parse_disk("path=a");
+  auto r = apply_disk_tuning(&d, key, value);
+  EXPECT_TRUE(r.ok()) << key << "=" << value << ": " << r.error().message();
+  return d;
+}
+bool tune_ok(std::string_view key, std::string_view value) {
+  DiskSpec d;
+  return apply_disk_tuning(&d, key, value).ok();
+}
+std::string tune_error(std::string_view key, std::string_view value) {
+  DiskSpec d;
+  auto r = apply_disk_tuning(&d, key, value);
+  return r.ok() ? std::string("(accepted)") : r.error().message();
+}
+
+// The heuristics' constants are not --disk options: the refusal names the tuning spelling.
+TEST(Config, DiskTuningConstantsAreNotOptions) {
+  for (std::string_view key : kDiskTuningKeys) {
+    auto r = parse_disk(fmt::format("path=a,{}=1", key));
+    ASSERT_FALSE(r.ok()) << key;
+    EXPECT_NE(r.error().message().find(fmt::format("RINGVM_TUNING=disk.{}=1", key)), std::string::npos)
+        << r.error().message();
+  }
+}
+
+// RINGVM_TUNING=disk.KEY=VALUE: the measured defaults and the values allowed.
+TEST(Config, DiskTuningConstants) {
+  const DiskSpec plain = *parse_disk("path=b.raw");
+  EXPECT_EQ(plain.poll_us, 0u);  // no polling unless asked for
+  EXPECT_EQ(tuned("poll_us", "64").poll_us, 64u);
+  EXPECT_EQ(tuned("poll_us", "0").poll_us, 0u);
+  EXPECT_FALSE(tune_ok("poll_us", "10001"));
+  EXPECT_FALSE(plain.batch_us.has_value());  // auto: chosen from the measured exit cost
+  EXPECT_FALSE(tuned("batch_us", "auto").batch_us.has_value());
+  EXPECT_EQ(tuned("batch_us", "2000").batch_us, 2000u);
+  EXPECT_EQ(tuned("batch_us", "0").batch_us, 0u);
+  EXPECT_FALSE(tune_ok("batch_us", "z"));
+  EXPECT_EQ(plain.chain_passes, kDefaultDiskChainPasses);
+  EXPECT_EQ(tuned("chain", "1").chain_passes, 1);
+  EXPECT_EQ(tuned("chain", "64").chain_passes, 64);
+  EXPECT_EQ(plain.chain_kib, kDefaultDiskChainKib);
+  EXPECT_EQ(tuned("chain_kib", "2048").chain_kib, 2048u);
+  EXPECT_FALSE(tune_ok("chain_kib", "0"));
+  for (const char* bad : {"0", "65", "x"}) {
+    EXPECT_NE(tune_error("chain", bad).find("chain"), std::string::npos) << bad;
+  }
+  EXPECT_EQ(plain.merge_kib, kDefaultDiskMergeKib);
+  EXPECT_EQ(tuned("merge_kib", "128").merge_kib, 128u);
+  EXPECT_EQ(tuned("merge_kib", "0").merge_kib, 0u);
+  for (const char* bad : {"16385", "1M", ""}) {
+    EXPECT_NE(tune_error("merge_kib", bad).find("merge_kib"), std::string::npos) << bad;
+  }
+  EXPECT_NE(tune_error("batch_us", "z").find("or auto"), std::string::npos);
+  EXPECT_FALSE(tune_ok("poll_us", "-1"));
+  EXPECT_NE(tune_error("poll_us", "x").find("poll_us=x"), std::string::npos);
+}
+
+TEST(Config, TuningSpelling) {
+  auto t = parse_tuning("disk.chain_kib=2048,net.nice=0,disk.merge_kib=0");
+  ASSERT_TRUE(t.ok()) << t.error().message();
+  ASSERT_EQ(t->disk.size(), 2u);
+  ASSERT_EQ(t->net.size(), 1u);
+  DiskSpec d = *parse_disk("path=a");
+  ASSERT_TRUE(apply_tuning(*t, &d).ok());
+  EXPECT_EQ(d.chain_kib, 2048u);
+  EXPECT_EQ(d.merge_kib, 0u);
+  NetSpec n;
+  ASSERT_TRUE(apply_tuning(*t, &n).ok());
+  EXPECT_EQ(n.worker_nice, 0);
+  EXPECT_TRUE(parse_tuning("").ok());
+  for (const char* bad :
+       {"chain_kib=2048", "disk.chain_kib", "gpu.x=1", "disk.bogus=1", "net.nice=high", "disk.chain_kib=0"})
+    EXPECT_FALSE(parse_tuning(bad).ok()) << bad;
+  EXPECT_NE(parse_tuning("disk.bogus=1").error().message().find("known: poll_us"), std::string::npos);
 }
 
 }  // namespace

@@ -159,7 +159,9 @@ lab_bench_order() {
 }
 
 # Splits a benchmark label from lab_bench_order, "ringvm[:OPTIONS]", into `extra` (device options
-# to append) and `run_opt` (a `ringvm run` option, when OPTIONS starts with --).
+# to append) and `run_opt` (a `ringvm run` option, when OPTIONS starts with --). OPTIONS that
+# name a heuristic's constant, disk.KEY=V or net.KEY=V (comma-separated), are not device options:
+# they go to RINGVM_TUNING (docs/tuning.md), exported for the ringvm started next.
 lab_bench_variant() {
   extra=${1#ringvm}
   extra=${extra#:}
@@ -168,6 +170,19 @@ lab_bench_variant() {
     run_opt=("$extra")
     extra=
   fi
+  lab_split_tuning "$extra"
+}
+
+# lab_split_tuning OPTIONS: `extra` gets OPTIONS' device options; its disk.KEY=V / net.KEY=V items
+# are exported as RINGVM_TUNING (unset when there are none).
+lab_split_tuning() {
+  local item tuning=() device=()
+  local IFS=,
+  for item in $1; do
+    if [[ $item == disk.* || $item == net.* ]]; then tuning+=("$item"); else device+=("$item"); fi
+  done
+  extra="${device[*]}"
+  if ((${#tuning[@]})); then export RINGVM_TUNING="${tuning[*]}"; else unset RINGVM_TUNING; fi
 }
 
 lab_console() {

@@ -15,7 +15,7 @@
 # The run: namespace + tap 10.0.2.1/24 (multi_queue) + listeners on :5003 and :5004; ringvm
 # `--net tap=TAP,queues=2 --cpus 2`; the guest pings the host and sends 2 x 50 MiB (one stream
 # per vCPU; RINGVM_LAB_NET_MIB sets the total each way, default 100; RINGVM_LAB_NET_OPTS adds
-# --net options, e.g. batch_us=500, for diagnosis); when it says NET-WAITING the host pings it and
+# --net options, or net.KEY=V tuning constants, e.g. net.batch_us=500, for diagnosis); when it says NET-WAITING the host pings it and
 # sends 2 x 50 MiB to :5001 and :5002.
 # Host-side results are printed as "RINGVM-LAB-HOST-<KEY> value" lines (into the run's log).
 set -uo pipefail
@@ -67,8 +67,10 @@ run() {
   console=$results/net_main.console
   : >"$console"
   local guest_cmdline="console=ttyS0 panic=-1 ringvm_net=check ringvm_net_chunk=$chunk"
+  local extra
+  lab_split_tuning "${RINGVM_LAB_NET_OPTS:-}"
   local cmd=("$ringvm" run --kernel "$LAB_KERNEL" --initrd "$initrd" --cpus 2 --memory 512M
-    --console "file:$console" --net "tap=$tap,queues=2${RINGVM_LAB_NET_OPTS:+,$RINGVM_LAB_NET_OPTS}" --stats
+    --console "file:$console" --net "tap=$tap,queues=2${extra:+,$extra}" --stats
     --cmdline "$guest_cmdline")
   if [[ ${RINGVM_LAB_NET_VMM:-ringvm} == qemu ]]; then
     # For comparison (diagnosis, benchmarks): QEMU's userspace virtio-net on the same tap and load.

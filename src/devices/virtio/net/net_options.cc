@@ -69,43 +69,11 @@ Result<NetSpec> parse_net_spec(std::string_view text) {
     } else if (key == "queues") {
       spec.queues =
           static_cast<uint16_t>(TRY(parse_option_uint(kWhat, key, value, 1, VirtioNet::kMaxQueuePairs)));
-    } else if (key == "batch_us") {
-      if (value == "auto") spec.batch_us.reset();
-      else spec.batch_us = static_cast<uint32_t>(TRY(parse_option_uint(kWhat, key, value, 0, 10000)));
-    } else if (key == "pin_flows") {
-      if (value == "on") spec.pin_flows = true;
-      else if (value == "off") spec.pin_flows = false;
-      else return make_error(ErrorCode::kInvalidArgument, "--net pin_flows={}: use on or off", value);
-    } else if (key == "tx_early_irq_kib") {
-      spec.tx_early_irq_kib = static_cast<uint32_t>(TRY(parse_option_uint(kWhat, key, value, 0, 64)));
-    } else if (key == "workers") {
-      if (value == "auto")
-        spec.workers.reset();
-      else
-        spec.workers =
-            static_cast<uint32_t>(TRY(parse_option_uint(kWhat, key, value, 0, VirtioNet::kMaxQueuePairs)));
-    } else if (key == "nice") {
-      // A signed step count relative to ringvm's own nice: "-5", "0", "3".
-      const bool neg = value.starts_with('-');
-      const auto steps =
-          parse_option_uint(kWhat, key, neg ? value.substr(1) : std::string_view(value), 0, 39);
-      const int n = steps.ok() ? (neg ? -1 : 1) * static_cast<int>(*steps) : 0;
-      if (!steps.ok() || n < -20 || n > 19)
-        return make_error(
-            ErrorCode::kInvalidArgument,
-            "--net: nice={} must be a whole number of nice steps between -20 and 19 (relative to "
-            "ringvm's own; 0 keeps the workers at ringvm's priority)",
-            value);
-      spec.worker_nice = n;
-    } else if (key == "nice_when") {
-      if (value == "sending")
-        spec.worker_nice_always = false;
-      else if (value == "always")
-        spec.worker_nice_always = true;
-      else
-        return make_error(ErrorCode::kInvalidArgument,
-                          "--net nice_when={}: use sending (while the guest transmits in bulk) or always",
-                          value);
+    } else if (is_net_tuning_key(key)) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "--net {}={}: a tuning constant, not an option (its default is measured); to measure "
+                        "another value set RINGVM_TUNING=net.{}={} (docs/tuning.md)",
+                        key, value, key, value);
     } else if (key == "queue_size") {
       spec.queue_size = static_cast<uint16_t>(TRY(parse_option_uint(kWhat, key, value, 4, 512)));
     } else if (key == "id") {
@@ -124,6 +92,63 @@ Result<NetSpec> parse_net_spec(std::string_view text) {
         "--net: fd={} is one tap queue, so queues={} cannot be served; use tap=NAME for multiqueue", spec.fd,
         spec.queues);
   return spec;
+}
+
+bool is_net_tuning_key(std::string_view key) {
+  for (std::string_view k : kNetTuningKeys)
+    if (k == key) return true;
+  return false;
+}
+
+Result<void> apply_net_tuning(NetSpec& spec, std::string_view key, std::string_view value) {
+  constexpr std::string_view what = "RINGVM_TUNING net";
+  if (key == "batch_us") {
+    if (value == "auto")
+      spec.batch_us.reset();
+    else
+      spec.batch_us = static_cast<uint32_t>(TRY(parse_option_uint(what, key, value, 0, 10000)));
+  } else if (key == "pin_flows") {
+    if (value == "on")
+      spec.pin_flows = true;
+    else if (value == "off")
+      spec.pin_flows = false;
+    else
+      return make_error(ErrorCode::kInvalidArgument, "{} pin_flows={}: use on or off", what, value);
+  } else if (key == "tx_early_irq_kib") {
+    spec.tx_early_irq_kib = static_cast<uint32_t>(TRY(parse_option_uint(what, key, value, 0, 64)));
+  } else if (key == "workers") {
+    if (value == "auto")
+      spec.workers.reset();
+    else
+      spec.workers =
+          static_cast<uint32_t>(TRY(parse_option_uint(what, key, value, 0, VirtioNet::kMaxQueuePairs)));
+  } else if (key == "nice") {
+    // A signed step count relative to ringvm's own nice: "-5", "0", "3".
+    const bool neg = value.starts_with('-');
+    const auto steps = parse_option_uint(what, key, neg ? value.substr(1) : std::string_view(value), 0, 39);
+    const int n = steps.ok() ? (neg ? -1 : 1) * static_cast<int>(*steps) : 0;
+    if (!steps.ok() || n < -20 || n > 19)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "{}: nice={} must be a whole number of nice steps between -20 and 19 (relative to "
+                        "ringvm's own; 0 keeps the workers at ringvm's priority)",
+                        what, value);
+    spec.worker_nice = n;
+  } else if (key == "nice_when") {
+    if (value == "sending")
+      spec.worker_nice_always = false;
+    else if (value == "always")
+      spec.worker_nice_always = true;
+    else
+      return make_error(ErrorCode::kInvalidArgument,
+                        "{} nice_when={}: use sending (while the guest transmits in bulk) or always", what,
+                        value);
+  } else {
+    std::string known;
+    for (std::string_view k : kNetTuningKeys) known += (known.empty() ? "" : ", ") + std::string(k);
+    return make_error(ErrorCode::kInvalidArgument, "{}.{}: no such tuning constant (known: {})", what, key,
+                      known);
+  }
+  return Ok();
 }
 
 uint32_t auto_net_workers(size_t pairs, size_t host_cpus, uint32_t num_vcpus) {

@@ -36,6 +36,14 @@ struct NetSpec {
 // costs more than the parallelism it buys (docs/networking.md, "Workers").
 uint32_t auto_net_workers(size_t pairs, size_t host_cpus, uint32_t num_vcpus);
 
+// The heuristics' constants a NetSpec carries that are not options a user decides: they keep
+// their measured defaults and are set only through the tuning spelling (RINGVM_TUNING=net.KEY=V,
+// or "tuning" in the config file; docs/tuning.md), to measure another value.
+inline constexpr std::string_view kNetTuningKeys[] = {"batch_us", "pin_flows", "tx_early_irq_kib",
+                                                      "workers",  "nice",      "nice_when"};
+bool is_net_tuning_key(std::string_view key);
+Result<void> apply_net_tuning(NetSpec& spec, std::string_view key, std::string_view value);
+
 // Errors name the option and the fix ("mac=zz: expected six hex pairs like 52:54:00:12:34:56").
 Result<NetSpec> parse_net_spec(std::string_view spec);
 

@@ -33,6 +33,19 @@ std::string parse_error(std::string_view spec) {
   return r.ok() ? "" : r.error().message();
 }
 
+NetSpec tuned(std::string_view key, std::string_view value) {
+  NetSpec spec = *parse_net_spec("tap=a");
+  auto r = apply_net_tuning(spec, key, value);
+  EXPECT_TRUE(r.ok()) << key << "=" << value << ": " << r.error().message();
+  return spec;
+}
+
+std::string tune_error(std::string_view key, std::string_view value) {
+  NetSpec spec = *parse_net_spec("tap=a");
+  auto r = apply_net_tuning(spec, key, value);
+  return r.ok() ? std::string("(accepted)") : r.error().message();
+}
+
 TEST(NetSpecTest, ParsesTapAndFdForms) {
   auto s = parse_net_spec("tap=tap0,mac=52:54:00:12:34:56,queues=4");
   ASSERT_TRUE(s.ok()) << s.error().message();
@@ -61,41 +74,52 @@ TEST(NetSpecTest, ClearErrors) {
   EXPECT_NE(parse_error("tap=a,queues=0").find("queues=0 must be a number between 1 and 64"),
             std::string::npos);
   EXPECT_NE(parse_error("fd=3,queues=2").find("use tap=NAME for multiqueue"), std::string::npos);
-  EXPECT_NE(parse_error("tap=a,batch_us=10001").find("batch_us=10001"), std::string::npos);
+  EXPECT_NE(parse_error("").find("empty"), std::string::npos);
+  EXPECT_NE(parse_error("tap").find("not key=value"), std::string::npos);
+}
+
+// The heuristics' constants are not --net options: each refusal names the tuning spelling.
+TEST(NetSpecTest, TuningConstantsAreNotOptions) {
+  for (std::string_view key : kNetTuningKeys) {
+    const std::string msg = parse_error(fmt::format("tap=a,{}=1", key));
+    EXPECT_NE(msg.find(fmt::format("RINGVM_TUNING=net.{}=1", key)), std::string::npos) << msg;
+  }
+}
+
+// RINGVM_TUNING=net.KEY=VALUE (apply_net_tuning): the measured defaults and the values allowed.
+TEST(NetSpecTest, TuningConstants) {
+  EXPECT_NE(tune_error("batch_us", "10001").find("batch_us=10001"), std::string::npos);
   EXPECT_FALSE(parse_net_spec("tap=a")->batch_us.has_value());  // auto: the VMM decides
-  EXPECT_FALSE(parse_net_spec("tap=a,batch_us=auto")->batch_us.has_value());
-  EXPECT_EQ(parse_net_spec("tap=a,batch_us=2000")->batch_us, 2000u);
-  EXPECT_EQ(parse_net_spec("tap=a,batch_us=0")->batch_us, 0u);
-  EXPECT_NE(parse_error("tap=a,batch_us=soon").find("batch_us"), std::string::npos);
+  EXPECT_FALSE(tuned("batch_us", "auto").batch_us.has_value());
+  EXPECT_EQ(tuned("batch_us", "2000").batch_us, 2000u);
+  EXPECT_EQ(tuned("batch_us", "0").batch_us, 0u);
+  EXPECT_NE(tune_error("batch_us", "soon").find("batch_us"), std::string::npos);
   EXPECT_EQ(parse_net_spec("tap=a")->tx_early_irq_kib, 16u);
-  EXPECT_EQ(parse_net_spec("tap=a,tx_early_irq_kib=0")->tx_early_irq_kib, 0u);
-  EXPECT_EQ(parse_net_spec("tap=a,tx_early_irq_kib=64")->tx_early_irq_kib, 64u);
-  EXPECT_NE(parse_error("tap=a,tx_early_irq_kib=65").find("tx_early_irq_kib"), std::string::npos);
-  EXPECT_NE(parse_error("tap=a,tx_early_irq_kib=x").find("tx_early_irq_kib"), std::string::npos);
+  EXPECT_EQ(tuned("tx_early_irq_kib", "0").tx_early_irq_kib, 0u);
+  EXPECT_EQ(tuned("tx_early_irq_kib", "64").tx_early_irq_kib, 64u);
+  EXPECT_NE(tune_error("tx_early_irq_kib", "65").find("tx_early_irq_kib"), std::string::npos);
+  EXPECT_NE(tune_error("tx_early_irq_kib", "x").find("tx_early_irq_kib"), std::string::npos);
   EXPECT_FALSE(parse_net_spec("tap=a")->workers.has_value()) << "auto by default";
-  EXPECT_FALSE(parse_net_spec("tap=a,workers=auto")->workers.has_value());
-  EXPECT_EQ(parse_net_spec("tap=a,workers=0")->workers, 0u);
-  EXPECT_EQ(parse_net_spec("tap=a,workers=1")->workers, 1u);
-  EXPECT_NE(parse_error("tap=a,workers=65").find("workers"), std::string::npos);
+  EXPECT_FALSE(tuned("workers", "auto").workers.has_value());
+  EXPECT_EQ(tuned("workers", "0").workers, 0u);
+  EXPECT_EQ(tuned("workers", "1").workers, 1u);
+  EXPECT_NE(tune_error("workers", "65").find("workers"), std::string::npos);
   EXPECT_EQ(parse_net_spec("tap=a")->worker_nice, -5) << "workers get more CPU weight than vCPUs by default";
-  EXPECT_EQ(parse_net_spec("tap=a,nice=0")->worker_nice, 0);
-  EXPECT_EQ(parse_net_spec("tap=a,nice=-20")->worker_nice, -20);
-  EXPECT_EQ(parse_net_spec("tap=a,nice=19")->worker_nice, 19);
-  for (const char* bad : {"tap=a,nice=-21", "tap=a,nice=20", "tap=a,nice=", "tap=a,nice=-", "tap=a,nice=--1",
-                          "tap=a,nice=+3", "tap=a,nice=high"})
-    EXPECT_NE(parse_error(bad).find("must be a whole number of nice steps between -20 and 19"),
+  EXPECT_EQ(tuned("nice", "0").worker_nice, 0);
+  EXPECT_EQ(tuned("nice", "-20").worker_nice, -20);
+  EXPECT_EQ(tuned("nice", "19").worker_nice, 19);
+  for (const char* bad : {"-21", "20", "", "-", "--1", "+3", "high"})
+    EXPECT_NE(tune_error("nice", bad).find("must be a whole number of nice steps between -20 and 19"),
               std::string::npos)
         << bad;
   EXPECT_FALSE(parse_net_spec("tap=a")->worker_nice_always) << "only while sending by default";
-  EXPECT_TRUE(parse_net_spec("tap=a,nice_when=always")->worker_nice_always);
-  EXPECT_FALSE(parse_net_spec("tap=a,nice_when=sending")->worker_nice_always);
-  EXPECT_NE(parse_error("tap=a,nice_when=never").find("nice_when=never: use sending"), std::string::npos);
+  EXPECT_TRUE(tuned("nice_when", "always").worker_nice_always);
+  EXPECT_FALSE(tuned("nice_when", "sending").worker_nice_always);
+  EXPECT_NE(tune_error("nice_when", "never").find("nice_when=never: use sending"), std::string::npos);
   EXPECT_TRUE(parse_net_spec("tap=a")->pin_flows);
-  EXPECT_FALSE(parse_net_spec("tap=a,pin_flows=off")->pin_flows);
-  EXPECT_TRUE(parse_net_spec("tap=a,pin_flows=on")->pin_flows);
-  EXPECT_NE(parse_error("tap=a,pin_flows=yes").find("pin_flows=yes: use on or off"), std::string::npos);
-  EXPECT_NE(parse_error("").find("empty"), std::string::npos);
-  EXPECT_NE(parse_error("tap").find("not key=value"), std::string::npos);
+  EXPECT_FALSE(tuned("pin_flows", "off").pin_flows);
+  EXPECT_TRUE(tuned("pin_flows", "on").pin_flows);
+  EXPECT_NE(tune_error("pin_flows", "yes").find("pin_flows=yes: use on or off"), std::string::npos);
 }
 
 // workers=auto: a thread per pair while the host has a spare CPU for each, never fewer than one.
