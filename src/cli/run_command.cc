@@ -251,6 +251,9 @@ int run_vm(const RunOptions& o) {
     }
   });
   if (server) server->stop();
+  // The last metrics line, as Firecracker writes one when it ends.
+  if (!controller.config().metrics_path.empty())
+    if (auto r = controller.flush_metrics(); !r) spdlog::warn("{}", r.error().message());
   report_stop(reason, controller.stop_detail());
   return exit_status_for(reason);
 }
