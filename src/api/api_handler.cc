@@ -96,7 +96,11 @@ bool match(std::string_view tmpl, const std::vector<std::string_view>& segs, std
   return true;
 }
 
-ApiResponse ok_json(const Json& j) { return ApiResponse{200, j.dump()}; }
+// Bytes that are not UTF-8 (a file name from the command line, a raw request path in a fault)
+// become U+FFFD: dump() would throw, out of the API thread, and end ringvm.
+ApiResponse ok_json(const Json& j) {
+  return ApiResponse{200, j.dump(-1, ' ', false, Json::error_handler_t::replace)};
+}
 ApiResponse no_content() { return ApiResponse{204, {}}; }
 
 ApiResponse error_response(const Error& e) {
@@ -114,7 +118,9 @@ Result<std::string> path_id(std::string_view what, std::string_view raw) {
 
 }  // namespace
 
-std::string fault_json(std::string_view message) { return Json{{"fault_message", message}}.dump(); }
+std::string fault_json(std::string_view message) {
+  return Json{{"fault_message", message}}.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
 
 std::span<const ApiRoute> ApiHandler::routes() { return kRoutes; }
 
@@ -125,7 +131,14 @@ ApiResponse ApiHandler::handle(std::string_view method, std::string_view path, s
   // A query string is not part of any route; refuse it rather than ignore it.
   if (path.find('?') != std::string_view::npos || path.find('#') != std::string_view::npos)
     return ApiResponse{400, fault_json(fmt::format("{}: ringvm's API takes no query string", path))};
-  ApiResponse r = dispatch(method, path, body);
+  ApiResponse r;
+  try {
+    r = dispatch(method, path, body);
+  } catch (const std::exception& e) {
+    // Nothing a client sends may end the server thread (and with it ringvm): a library's
+    // exception is this request's 500, named.
+    r = ApiResponse{500, fault_json(fmt::format("{} {}: internal error: {}", method, path, e.what()))};
+  }
   spdlog::debug("API {} {}: {}", method, path, r.status);
   return r;
 }

@@ -103,7 +103,7 @@ Result<VmConfig> make_config(const RunOptions& o) {
   for (const auto& d : o.disks) cfg.disks.push_back(TRY(parse_disk(d)));
   for (size_t i = 0; i < o.nets.size(); ++i) {
     NetSpec n = TRY(parse_net_spec(o.nets[i]));
-    n.id = fmt::format("net{}", i);
+    if (n.id == NetSpec{}.id) n.id = fmt::format("net{}", i);  // no id=NAME given: by position
     cfg.nets.push_back(std::move(n));
   }
   if (!o.vsock.empty()) cfg.vsock = TRY(parse_vsock_spec(o.vsock));

@@ -439,7 +439,7 @@ Result<VmConfig> parse_config_file(std::string_view text, VmConfig cfg) {
   Fields f(j, "config file");
   RETURN_IF_ERROR(
       f.object({"boot-source", "machine-config", "drives", "network-interfaces", "vsock", "entropy", "logger",
-                "metrics", "serial", "balloon", "mmds-config", "cpu-config", "pmem", "memory-hotplug"}));
+                "metrics", "serial", "balloon", "mmds-config", "cpu-config", "pmem", "memory-hotplug", "tuning"}));
   RETURN_IF_ERROR(f.refuse("balloon", "a balloon device is planned"));
   RETURN_IF_ERROR(f.refuse("mmds-config", "there is no metadata service"));
   RETURN_IF_ERROR(f.refuse("cpu-config", "custom CPU templates are not implemented"));
@@ -535,6 +535,13 @@ Json config_to_json(const VmConfig& cfg) {
   if (!cfg.metrics_path.empty()) out["metrics"] = Json{{"metrics_path", cfg.metrics_path}};
   if (cfg.console.kind == ConsoleSpec::Kind::kFile)
     out["serial"] = Json{{"serial_out_path", cfg.console.path}};
+  if (!cfg.tuning.empty()) {
+    // As the config file spells it, so GET /vm/config is itself a config file.
+    Json t = Json::object();
+    for (const auto& [k, v] : cfg.tuning.disk) t["disk"][k] = v;
+    for (const auto& [k, v] : cfg.tuning.net) t["net"][k] = v;
+    out["tuning"] = t;
+  }
   return out;
 }
 

@@ -1,4 +1,5 @@
 #include "vmm/config.h"
+#include "vmm/config_json.h"
 
 #include <gtest/gtest.h>
 
@@ -136,5 +137,25 @@ TEST(Config, TuningSpelling) {
   EXPECT_NE(parse_tuning("disk.bogus=1").error().message().find("known: poll_us"), std::string::npos);
 }
 
+// The config file's "tuning" is the same spelling, and GET /vm/config writes it back so that the
+// configuration it returns is itself a config file.
+TEST(Config, ConfigFileTuningRoundTrips) {
+  auto cfg = parse_config_file(R"({"tuning": {"disk": {"chain_kib": 2048, "merge_kib": 0}, "net": {"pin_flows": false}}})");
+  ASSERT_TRUE(cfg.ok()) << cfg.error().message();
+  DiskSpec d = *parse_disk("path=a");
+  ASSERT_TRUE(apply_tuning(cfg->tuning, &d).ok());
+  EXPECT_EQ(d.chain_kib, 2048u);
+  EXPECT_EQ(d.merge_kib, 0u);
+  NetSpec n;
+  ASSERT_TRUE(apply_tuning(cfg->tuning, &n).ok());
+  EXPECT_FALSE(n.pin_flows);
+  const Json out = config_to_json(*cfg);
+  auto again = parse_config_file(out.dump());
+  ASSERT_TRUE(again.ok()) << again.error().message();
+  EXPECT_EQ(config_to_json(*again), out);
+  for (const char* bad : {R"({"tuning": {"disk": {"chain_kib": 0}}})", R"({"tuning": {"gpu": {}}})",
+                          R"({"tuning": {"disk": {"chain_kib": [1]}}})", R"({"tuning": {"disk": {"bogus": 1}}})"})
+    EXPECT_FALSE(parse_config_file(bad).ok()) << bad;
+}
 }  // namespace
 }  // namespace ringvm
