@@ -90,6 +90,15 @@ class Fields {
     }
     return s;
   }
+  // The object's id field (drive_id, iface_id): required, and equal to the id in the request path.
+  Result<std::string> id_field(std::string_view key, std::string_view path_id) const {
+    const auto id = *TRY(str(key, true));
+    if (id != path_id)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "{}: {} \"{}\" differs from the id in the path; make them the same", object_, key,
+                        id);
+    return id;
+  }
   // A Firecracker feature ringvm does not have yet: refused by name, never ignored.
   Result<void> refuse(std::string_view key, std::string_view why) const {
     if (!has(key)) return Ok();
@@ -203,11 +212,7 @@ Result<void> apply_drive(VmConfig& cfg, std::string_view id, const Json& j) {
       f.object({"drive_id", "path_on_host", "is_root_device", "is_read_only", "partuuid", "cache_type",
                 "io_engine", "rate_limiter", "socket", "format", "num_queues", "queue_size", "serial"}));
   RETURN_IF_ERROR(check_id("drive", id));
-  const auto drive_id = *TRY(f.str("drive_id", true));
-  if (drive_id != id)
-    return make_error(ErrorCode::kInvalidArgument,
-                      "drives/{}: drive_id \"{}\" differs from the id in the path; make them the same", id,
-                      drive_id);
+  const auto drive_id = TRY(f.id_field("drive_id", id));
   RETURN_IF_ERROR(f.refuse("rate_limiter", kRateLimiterWhy));
   RETURN_IF_ERROR(f.refuse("socket", "vhost-user-block backends are not implemented"));
   DiskSpec d;
@@ -265,12 +270,7 @@ Result<void> apply_network_interface(VmConfig& cfg, std::string_view id, const J
   RETURN_IF_ERROR(f.object({"iface_id", "host_dev_name", "guest_mac", "mtu", "rx_rate_limiter",
                             "tx_rate_limiter", "num_queues", "queue_size"}));
   RETURN_IF_ERROR(check_id("network interface", id));
-  const auto iface_id = *TRY(f.str("iface_id", true));
-  if (iface_id != id)
-    return make_error(
-        ErrorCode::kInvalidArgument,
-        "network-interfaces/{}: iface_id \"{}\" differs from the id in the path; make them the same", id,
-        iface_id);
+  const auto iface_id = TRY(f.id_field("iface_id", id));
   RETURN_IF_ERROR(f.refuse("rx_rate_limiter", kRateLimiterWhy));
   RETURN_IF_ERROR(f.refuse("tx_rate_limiter", kRateLimiterWhy));
   RETURN_IF_ERROR(f.refuse("mtu", "the guest uses its default MTU"));
@@ -381,11 +381,7 @@ Result<void> apply_serial(VmConfig& cfg, const Json& j) {
 Result<void> check_drive_patch(const VmConfig& cfg, std::string_view id, const Json& j) {
   Fields f(j, fmt::format("drives/{}", id));
   RETURN_IF_ERROR(f.object({"drive_id", "path_on_host", "rate_limiter"}));
-  const auto drive_id = *TRY(f.str("drive_id", true));
-  if (drive_id != id)
-    return make_error(ErrorCode::kInvalidArgument,
-                      "drives/{}: drive_id \"{}\" differs from the id in the path; make them the same", id,
-                      drive_id);
+  const auto drive_id = TRY(f.id_field("drive_id", id));
   if (std::none_of(cfg.disks.begin(), cfg.disks.end(), [&](const DiskSpec& d) { return d.id == id; }))
     return make_error(ErrorCode::kNotFound, "drives/{}: no such drive (GET /vm/config lists them)", id);
   RETURN_IF_ERROR(f.refuse("rate_limiter", kRateLimiterWhy));
@@ -396,12 +392,7 @@ Result<void> check_drive_patch(const VmConfig& cfg, std::string_view id, const J
 Result<void> check_network_patch(const VmConfig& cfg, std::string_view id, const Json& j) {
   Fields f(j, fmt::format("network-interfaces/{}", id));
   RETURN_IF_ERROR(f.object({"iface_id", "rx_rate_limiter", "tx_rate_limiter"}));
-  const auto iface_id = *TRY(f.str("iface_id", true));
-  if (iface_id != id)
-    return make_error(
-        ErrorCode::kInvalidArgument,
-        "network-interfaces/{}: iface_id \"{}\" differs from the id in the path; make them the same", id,
-        iface_id);
+  const auto iface_id = TRY(f.id_field("iface_id", id));
   if (std::none_of(cfg.nets.begin(), cfg.nets.end(), [&](const NetSpec& n) { return n.id == id; }))
     return make_error(ErrorCode::kNotFound,
                       "network-interfaces/{}: no such interface (GET /vm/config lists them)", id);
@@ -421,12 +412,18 @@ Result<void> apply_tuning_json(VmConfig& cfg, const Json& j) {
       return make_error(ErrorCode::kInvalidArgument, "tuning: {}: expected an object of KEY: VALUE", dev);
     for (const auto& [key, v] : o.items()) {
       std::string text;
-      if (v.is_string()) text = v.get<std::string>();
-      else if (v.is_boolean()) text = v.get<bool>() ? "on" : "off";
-      else if (v.is_number_integer()) text = v.dump();
-      else return make_error(ErrorCode::kInvalidArgument, "tuning: {}.{}: expected a number, a string or a boolean", dev, key);
+      if (v.is_string())
+        text = v.get<std::string>();
+      else if (v.is_boolean())
+        text = v.get<bool>() ? "on" : "off";
+      else if (v.is_number_integer())
+        text = v.dump();
+      else
+        return make_error(ErrorCode::kInvalidArgument,
+                          "tuning: {}.{}: expected a number, a string or a boolean", dev, key);
       if (text.find_first_of(",=") != std::string::npos)
-        return make_error(ErrorCode::kInvalidArgument, "tuning: {}.{}: \"{}\" is not a value", dev, key, text);
+        return make_error(ErrorCode::kInvalidArgument, "tuning: {}.{}: \"{}\" is not a value", dev, key,
+                          text);
       spec += fmt::format("{}{}.{}={}", spec.empty() ? "" : ",", dev, key, text);
     }
   }
@@ -437,9 +434,9 @@ Result<void> apply_tuning_json(VmConfig& cfg, const Json& j) {
 Result<VmConfig> parse_config_file(std::string_view text, VmConfig cfg) {
   const Json j = TRY(parse_json_body(text, "config file"));
   Fields f(j, "config file");
-  RETURN_IF_ERROR(
-      f.object({"boot-source", "machine-config", "drives", "network-interfaces", "vsock", "entropy", "logger",
-                "metrics", "serial", "balloon", "mmds-config", "cpu-config", "pmem", "memory-hotplug", "tuning"}));
+  RETURN_IF_ERROR(f.object({"boot-source", "machine-config", "drives", "network-interfaces", "vsock",
+                            "entropy", "logger", "metrics", "serial", "balloon", "mmds-config", "cpu-config",
+                            "pmem", "memory-hotplug", "tuning"}));
   RETURN_IF_ERROR(f.refuse("balloon", "a balloon device is planned"));
   RETURN_IF_ERROR(f.refuse("mmds-config", "there is no metadata service"));
   RETURN_IF_ERROR(f.refuse("cpu-config", "custom CPU templates are not implemented"));
