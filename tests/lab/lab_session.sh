@@ -31,6 +31,7 @@ results=$(cd "$results" && pwd -P)
 "$here/virtio_lab.sh" --initramfs "$results/virtio-guest.cpio.gz"
 "$here/net_lab.sh" --initramfs "$results/net-guest.cpio.gz"
 "$here/vsock_lab.sh" --initramfs "$results/vsock-guest.cpio.gz"
+"$here/api_lab.sh" --initramfs "$results/api-guest.cpio.gz"
 
 # L1's console goes to a file (its oops is summarised by lab.sh if it crashes) unless the caller
 # chose where it goes.

@@ -9,6 +9,10 @@
 #
 #   RINGVM_LAB_SUITE_PART  all (default), main (every check but the network one) or net (only
 #                          it): lab_session.sh runs the network check in an L1 of its own
+#   RINGVM_LAB_ONLY        runs only the runs named here (space or comma separated, shell
+#                          patterns: "api_main api_ctl", 'api_*', 'virtio_*,vsock_main'); every other
+#                          run is marked skipped (RUN.skipped), so its checks report Skipped.
+#                          For iterating on a few runs in one L1; unset (the default) runs all
 set -uo pipefail
 [[ $# -eq 3 ]] || { echo "usage: $0 RESULTS RINGVM INTEGRATION_TEST|-" >&2; exit 2; }
 [[ ${RINGVM_LAB:-} == 1 ]] || { echo "$0 runs inside the lab: use tests/lab/lab_session.sh" >&2; exit 2; }
@@ -26,10 +30,27 @@ poweroff_cmdline="console=ttyS0 panic=-1"
 reboot_cmdline="console=ttyS0 panic=-1 ringvm_lab.action=reboot"
 
 part=${RINGVM_LAB_SUITE_PART:-all}
+
+# lab_wanted RUN...: true when RINGVM_LAB_ONLY is unset or one of its patterns matches one of the
+# RUNs (a group of runs made by one script); otherwise marks every RUN skipped and is false.
+lab_wanted() {
+  local r p
+  [[ -n ${RINGVM_LAB_ONLY:-} ]] || return 0
+  for r in "$@"; do
+    for p in ${RINGVM_LAB_ONLY//,/ }; do
+      # shellcheck disable=SC2053 # $p is a pattern
+      [[ $r == $p ]] && return 0
+    done
+  done
+  for r in "$@"; do
+    echo "left out by RINGVM_LAB_ONLY='$RINGVM_LAB_ONLY'" >"$LAB_RESULTS/$r.skipped"
+  done
+  return 1
+}
 echo "lab: L1 $(uname -r), $(nproc) CPUs, /dev/kvm: $(ls -l /dev/kvm 2>&1), suite part $part"
 if [[ $part == net ]]; then
   # 5. below, alone (lab_session.sh: an L1 of one vCPU).
-  "$(dirname "$0")/net_lab.sh" "$LAB_RESULTS" "$ringvm"
+  lab_wanted net_main && "$(dirname "$0")/net_lab.sh" "$LAB_RESULTS" "$ringvm"
   touch "$LAB_RESULTS/session.done"
   exit 0
 fi
@@ -37,7 +58,7 @@ fi
 # 1. QEMU itself in L1: proves the lab (nested AMD-V, the stock kernel, the test initramfs).
 export LAB_CMDLINE=$poweroff_cmdline
 mapfile -t qemu_cmd < <(lab_qemu_cmd microvm "$LAB_RESULTS/qemu_microvm_poweroff.console")
-lab_run qemu_microvm_poweroff "$secs" "${qemu_cmd[@]}"
+lab_wanted qemu_microvm_poweroff && lab_run qemu_microvm_poweroff "$secs" "${qemu_cmd[@]}"
 
 # 2. ringvm's host-KVM integration tests on real (nested) AMD-V.
 # On by default since the lab's emulator lost its two races (docs/lab.md): the one L1 hang inside
@@ -47,26 +68,30 @@ rm -f "$LAB_RESULTS/kvm_integration.skipped"
 if [[ $integration != - && ${RINGVM_LAB_KVM_TESTS:-1} == 0 ]]; then
   echo "RINGVM_LAB_KVM_TESTS=0: the KVM integration tests in L1 were turned off" \
     >"$LAB_RESULTS/kvm_integration.skipped"
-elif [[ $integration != - ]]; then
+elif [[ $integration != - ]] && lab_wanted kvm_integration; then
   lab_run kvm_integration "$secs" "$integration" --gtest_color=no
 fi
 
 # 3. `ringvm run`: Debian's stock kernel to poweroff, then to reboot.
-lab_run ringvm_poweroff "$secs" "$ringvm" run --kernel "$LAB_KERNEL" --initrd "$LAB_INITRD" \
+lab_wanted ringvm_poweroff && lab_run ringvm_poweroff "$secs" "$ringvm" run --kernel "$LAB_KERNEL" --initrd "$LAB_INITRD" \
   --cmdline "$poweroff_cmdline" --cpus "$LAB_CPUS" --memory "${LAB_MEMORY_MIB}M" \
   --console stdio --on-reboot exit
-lab_run ringvm_reboot "$secs" "$ringvm" run --kernel "$LAB_KERNEL" --initrd "$LAB_INITRD" \
+lab_wanted ringvm_reboot && lab_run ringvm_reboot "$secs" "$ringvm" run --kernel "$LAB_KERNEL" --initrd "$LAB_INITRD" \
   --cmdline "$reboot_cmdline" --cpus "$LAB_CPUS" --memory "${LAB_MEMORY_MIB}M" \
   --console stdio --on-reboot exit
 
 # 4. virtio disks (ext4, read-only, SIGKILL durability, qcow2 overlay), hvc0, rng: three boots.
-"$(dirname "$0")/virtio_lab.sh" "$LAB_RESULTS" "$ringvm"
+lab_wanted virtio_main virtio_durable virtio_qcow2 && "$(dirname "$0")/virtio_lab.sh" "$LAB_RESULTS" "$ringvm"
 
 # 5. virtio-net on a multiqueue tap in a network namespace: ping, TCP both ways, both queues: one
 # boot; with part main, lab_session.sh runs it in an L1 of its own.
-[[ $part == main ]] || "$(dirname "$0")/net_lab.sh" "$LAB_RESULTS" "$ringvm"
+[[ $part == main ]] || ! lab_wanted net_main || "$(dirname "$0")/net_lab.sh" "$LAB_RESULTS" "$ringvm"
 
 # 6. virtio-vsock: an echo both ways through `--vsock cid=3,socket=SOCK`: one boot.
-"$(dirname "$0")/vsock_lab.sh" "$LAB_RESULTS" "$ringvm"
+lab_wanted vsock_main && "$(dirname "$0")/vsock_lab.sh" "$LAB_RESULTS" "$ringvm"
+
+# 7. The control plane (issue 21): Firecracker's flow with curl, pause/resume, SendCtrlAltDel and
+# `ringvm ctl`, on `ringvm run --api-sock`: two boots (api_main, api_ctl).
+lab_wanted api_main api_ctl && "$(dirname "$0")/api_lab.sh" "$LAB_RESULTS" "$ringvm"
 
 touch "$LAB_RESULTS/session.done"
