@@ -5,6 +5,8 @@
 //                                (1,000), pause and resume request-to-answer (100 cycles: the
 //                                answer comes once every vCPU is parked / running), and 1,000
 //                                GETs from 8 clients while the guest runs.
+//   api_bench get                GET / round trips (1,000) and 8 clients x 125, with no VM
+//                                started: the API path alone, on any host.
 //   api_bench socket RUNS CMD... start CMD (its argument "{sock}" replaced by a fresh socket path)
 //                                RUNS times; time from fork to the first successful connect() on
 //                                the socket, then SIGTERM. For ringvm --api-sock and QEMU -qmp alike.
@@ -22,11 +24,10 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "api/api_client.h"
 #include "api/api_handler.h"
@@ -49,13 +50,66 @@ void report(const char* name, std::vector<double> v, int errors) {
     return;
   }
   std::sort(v.begin(), v.end());
-  auto pct = [&](double p) { return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))]; };
-  std::printf("%-28s p50 %9.1f us  p99 %9.1f us  max %9.1f us  n %zu  errors %d\n", name, pct(0.50), pct(0.99),
-              v.back(), v.size(), errors);
+  auto pct = [&](double p) {
+    return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+  };
+  std::printf("%-28s p50 %9.1f us  p99 %9.1f us  max %9.1f us  n %zu  errors %d\n", name, pct(0.50),
+              pct(0.99), v.back(), v.size(), errors);
+}
+
+// GET / with the VM not started: the server, the handler and the controller, nothing else.
+int get_only() {
+  const std::string dir =
+      std::filesystem::temp_directory_path() / ("ringvm-api-bench-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string sock = dir + "/api.sock";
+  VmController controller(VmConfig{}, [](const VmConfig&) -> Result<std::unique_ptr<Machine>> {
+    return make_error(ErrorCode::kUnsupported, "api_bench get starts no VM");
+  });
+  ApiHandler handler(controller);
+  auto server = ApiServer::start(sock, handler);
+  if (!server) return 1;
+  auto client = ApiClient::connect(sock);
+  if (!client) return 1;
+  std::vector<double> get;
+  int errors = 0;
+  for (int i = 0; i < 1100; ++i) {
+    const auto t = Clock::now();
+    auto r = client->request("GET", "/");
+    if (!r || r->status != 200)
+      ++errors;
+    else if (i >= 100)
+      get.push_back(us_since(t));  // the first 100 warm up
+  }
+  report("GET / round trip (no VM)", get, errors);
+  std::atomic<int> bad{0};
+  std::vector<std::vector<double>> per(8);
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 8; ++c)
+    clients.emplace_back([&, c] {
+      auto cl = ApiClient::connect(sock);
+      for (int i = 0; cl && i < 125; ++i) {
+        const auto t = Clock::now();
+        auto r = cl->request("GET", "/");
+        if (!r || r->status != 200)
+          ++bad;
+        else
+          per[static_cast<size_t>(c)].push_back(us_since(t));
+      }
+      if (!cl) bad += 125;
+    });
+  for (auto& t : clients) t.join();
+  std::vector<double> all;
+  for (auto& v : per) all.insert(all.end(), v.begin(), v.end());
+  report("8 clients x 125 GET / (no VM)", all, bad.load());
+  (*server)->stop();
+  std::filesystem::remove_all(dir);
+  return errors + bad.load() == 0 ? 0 : 1;
 }
 
 int latency(const std::string& kernel) {
-  const std::string dir = std::filesystem::temp_directory_path() / ("ringvm-api-bench-" + std::to_string(::getpid()));
+  const std::string dir =
+      std::filesystem::temp_directory_path() / ("ringvm-api-bench-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const std::string sock = dir + "/api.sock";
   VmController controller(VmConfig{}, [](const VmConfig& c) -> Result<std::unique_ptr<Machine>> {
@@ -90,8 +144,10 @@ int latency(const std::string& kernel) {
   for (int i = 0; i < 1000; ++i) {
     const auto t = Clock::now();
     auto r = client->request("GET", "/");
-    if (!r || r->status != 200) ++errors;
-    else get.push_back(us_since(t));
+    if (!r || r->status != 200)
+      ++errors;
+    else
+      get.push_back(us_since(t));
   }
   report("GET / round trip", get, errors);
 
@@ -100,12 +156,16 @@ int latency(const std::string& kernel) {
   for (int i = 0; i < 100; ++i) {
     auto t = Clock::now();
     auto r = client->request("PATCH", "/vm", R"({"state": "Paused"})");
-    if (!r || r->status != 204) ++errors;
-    else pause.push_back(us_since(t));
+    if (!r || r->status != 204)
+      ++errors;
+    else
+      pause.push_back(us_since(t));
     t = Clock::now();
     r = client->request("PATCH", "/vm", R"({"state": "Resumed"})");
-    if (!r || r->status != 204) ++errors;
-    else resume.push_back(us_since(t));
+    if (!r || r->status != 204)
+      ++errors;
+    else
+      resume.push_back(us_since(t));
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   report("pause (all vCPUs parked)", pause, errors);
@@ -125,8 +185,10 @@ int latency(const std::string& kernel) {
       for (int i = 0; i < 125; ++i) {
         const auto t = Clock::now();
         auto r = cl->request("GET", "/");
-        if (!r || r->status != 200) ++bad;
-        else per[static_cast<size_t>(c)].push_back(us_since(t));
+        if (!r || r->status != 200)
+          ++bad;
+        else
+          per[static_cast<size_t>(c)].push_back(us_since(t));
       }
     });
   for (auto& t : clients) t.join();
@@ -179,7 +241,7 @@ int socket_startup(int runs, std::vector<std::string> cmd) {
       ::_exit(127);
     }
     bool up = false;
-    while (us_since(t) < 10e6) {
+    while (us_since(t) < 60e6) {
       if (can_connect(sock)) {
         up = true;
         break;
@@ -187,8 +249,10 @@ int socket_startup(int runs, std::vector<std::string> cmd) {
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
     const double us = us_since(t);
-    if (up) times.push_back(us);
-    else ++errors;
+    if (up)
+      times.push_back(us);
+    else
+      ++errors;
     ::kill(pid, SIGTERM);
     int ws = 0;
     ::waitpid(pid, &ws, 0);
@@ -205,10 +269,13 @@ int main(int argc, char** argv) {
   sigset_t sigs = ringvm::stop_signal_set();
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   if (argc >= 3 && std::strcmp(argv[1], "latency") == 0) return ringvm::latency(argv[2]);
+  if (argc >= 2 && std::strcmp(argv[1], "get") == 0) return ringvm::get_only();
   if (argc >= 4 && std::strcmp(argv[1], "socket") == 0) {
     pthread_sigmask(SIG_UNBLOCK, &sigs, nullptr);
     return ringvm::socket_startup(std::atoi(argv[2]), std::vector<std::string>(argv + 3, argv + argc));
   }
-  std::fprintf(stderr, "usage: api_bench latency KERNEL | api_bench socket RUNS CMD... ({sock} in CMD)\n");
+  std::fprintf(
+      stderr,
+      "usage: api_bench latency KERNEL | api_bench get | api_bench socket RUNS CMD... ({sock} in CMD)\n");
   return 2;
 }

@@ -16,7 +16,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
-# first_entry_us CMD...: runs CMD for 2 s under tracefs; prints microseconds from its exec to its
+# first_entry_us CMD...: runs CMD under tracefs until it first enters the guest (60 s at most); prints microseconds from its exec to its
 # first kvm_entry (the first time one of its vCPUs enters the guest), or "-" if none was seen.
 first_entry_us() {
   local t=/sys/kernel/tracing pid
@@ -31,7 +31,12 @@ first_entry_us() {
   echo 1 >"$t/tracing_on"
   "$@" </dev/null >/dev/null 2>&1 &
   pid=$!
-  sleep 2
+  # Until one of its threads entered the guest (L1 is slow: QEMU takes seconds), at most 60 s.
+  local waited=0
+  until grep -q "( *$pid) .*kvm_entry:" "$t/trace" 2>/dev/null || ((waited >= 120)); do
+    sleep 0.5
+    waited=$((waited + 1))
+  done
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   echo 0 >"$t/tracing_on"
