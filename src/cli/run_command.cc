@@ -149,19 +149,26 @@ Result<VmConfig> make_config(const RunOptions& o) {
 
 // On a host whose KVM cannot run unmodified kernels (PVM), or with no usable /dev/kvm, say so
 // at once instead of sitting silent; --force goes on anyway (tiny guests run on PVM).
+// Whether this host's KVM runs unmodified kernels: a /dev/kvm that is not PVM's.
+bool host_runs_kernels() {
+  return ::access("/dev/kvm", F_OK) == 0 && read_kvm_modules("/sys").backend != KvmBackend::kPvm;
+}
+
+// On a host whose KVM cannot run unmodified kernels (PVM), or with no /dev/kvm, say so at once
+// instead of sitting silent; --force goes on anyway (tiny guests run on PVM).
 bool host_can_boot_kernels(bool force) {
   const char* level = force ? "warning" : "error";
   const char* tail =
       "  `ringvm check` says what this host can run and why. To see a real boot, use the lab\n"
       "  (hardware-assisted KVM in a nested L1 guest): scripts/lab.sh, docs/lab.md.\n";
   if (::access("/dev/kvm", F_OK) != 0) {
-    std::fprintf(stderr, "ringvm: %s: /dev/kvm does not exist: this host offers no KVM (load kvm_intel or kvm_amd\n"
+    std::fprintf(stderr,
+                 "ringvm: %s: /dev/kvm does not exist: this host offers no KVM (load kvm_intel or kvm_amd\n"
                  "  on a host with VT-x or AMD-V, or nested virtualization in its hypervisor).\n%s"
                  "  --force goes on anyway (to serve the API, say, or to see KVM's own error).\n",
                  level, tail);
     return force;
   }
-  if (read_kvm_modules("/sys").backend != KvmBackend::kPvm) return true;
   std::fprintf(stderr,
                "ringvm: %s: this host's /dev/kvm is PVM (kvm_pvm), a paravirtual KVM that runs guests in ring 3:\n"
                "  an unmodified kernel does not boot on it (it spins in the kernel's instruction emulator).\n%s"
@@ -195,13 +202,17 @@ int run_vm(const RunOptions& o) {
     std::fprintf(stderr, "ringvm: error: %s\n", cfg.error().message().c_str());
     return kExitVmmError;
   }
-  if (!cfg->kernel.empty()) {
-    if (auto ok = Vm::preflight(*cfg); !ok) {
-      std::fprintf(stderr, "ringvm: error: %s\n", ok.error().message().c_str());
-      return kExitVmmError;
+  if (!host_runs_kernels()) {
+    // Bad input is named before the host's shortcoming (on a good host the builder names it, and
+    // the kernel is read once).
+    if (!cfg->kernel.empty()) {
+      if (auto ok = Vm::preflight(*cfg); !ok) {
+        std::fprintf(stderr, "ringvm: error: %s\n", ok.error().message().c_str());
+        return kExitVmmError;
+      }
     }
+    if (!host_can_boot_kernels(o.force)) return kExitVmmError;
   }
-  if (!host_can_boot_kernels(o.force)) return kExitVmmError;
   if (cfg->logger) {
     std::string err;
     if (!set_log_output(cfg->logger->path, cfg->logger->level, cfg->logger->show_level, cfg->logger->show_log_origin,
