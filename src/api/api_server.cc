@@ -170,7 +170,13 @@ void ApiServer::Impl::accept() {
   acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, Socket socket) {
     if (ec == asio::error::operation_aborted || stopped.load()) return;
     if (ec) {
+      // Out of file descriptors (EMFILE) and the like: wait a little rather than spin.
       RINGVM_LOG_RATELIMITED(warn, "API socket {}: accept: {}", path, ec.message());
+      auto timer = std::make_shared<asio::steady_timer>(ioc, std::chrono::milliseconds(50));
+      timer->async_wait([this, timer](beast::error_code) {
+        if (!stopped.load()) accept();
+      });
+      return;
     } else if (connections.load() >= kMaxConnections) {
       RINGVM_LOG_RATELIMITED(warn, "API socket {}: {} connections open; refusing another", path,
                              kMaxConnections);

@@ -105,8 +105,10 @@ class Fields {
     return make_error(ErrorCode::kUnsupported, "{}: {} is not supported by ringvm yet ({}); leave it out",
                       object_, key, why);
   }
-  // A path to an existing regular file.
-  Result<std::string> existing_file(std::string_view key, const std::string& path) const {
+  // A path to an existing regular file (block devices too with `allow_block`). A FIFO or a
+  // character device would hang the build on its first read.
+  Result<std::string> existing_file(std::string_view key, const std::string& path,
+                                    bool allow_block = false) const {
     if (path.empty())
       return make_error(ErrorCode::kInvalidArgument, "{}: {} is empty: give a file's path", object_, key);
     struct stat st {};
@@ -116,6 +118,9 @@ class Fields {
     if (S_ISDIR(st.st_mode))
       return make_error(ErrorCode::kInvalidArgument, "{}: {}: {} is a directory; give a file", object_, key,
                         path);
+    if (!S_ISREG(st.st_mode) && !(allow_block && S_ISBLK(st.st_mode)))
+      return make_error(ErrorCode::kInvalidArgument, "{}: {}: {} is not a regular file{}; give a file",
+                        object_, key, path, allow_block ? " or block device" : "");
     return path;
   }
 
@@ -220,8 +225,13 @@ Result<void> apply_drive(VmConfig& cfg, std::string_view id, const Json& j) {
   d.root = *TRY(f.boolean("is_root_device", true));
   d.read_only = TRY(f.boolean("is_read_only")).value_or(false);
   d.partuuid = TRY(f.str("partuuid")).value_or("");
+  // It goes onto the kernel command line (root=PARTUUID=...): hex digits and dashes, no spaces.
+  if (d.partuuid.size() > 64 || d.partuuid.find_first_not_of("0123456789abcdefABCDEF-") != std::string::npos)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "drives/{}: partuuid: \"{}\" is not a partition UUID (hex digits and dashes)", id,
+                      d.partuuid);
   const auto path = *TRY(f.str("path_on_host", true));
-  d.path = TRY(f.existing_file("path_on_host", path));
+  d.path = TRY(f.existing_file("path_on_host", path, /*allow_block=*/true));
   // Firecracker's default is Unsafe (flush does nothing); "Direct" is ringvm's O_DIRECT (--disk cache=none).
   const auto cache = TRY(f.one_of("cache_type", {"Unsafe", "Writeback", "Direct"})).value_or("Unsafe");
   d.cache = cache == "Writeback" ? CacheMode::kWriteback
@@ -411,6 +421,9 @@ Result<void> apply_tuning_json(VmConfig& cfg, const Json& j) {
     if (!o.is_object())
       return make_error(ErrorCode::kInvalidArgument, "tuning: {}: expected an object of KEY: VALUE", dev);
     for (const auto& [key, v] : o.items()) {
+      if (key.empty() || key.find_first_of(",=. ") != std::string::npos)
+        return make_error(ErrorCode::kInvalidArgument, "tuning: {}: \"{}\" is not a tuning constant's name",
+                          dev, key);
       std::string text;
       if (v.is_string())
         text = v.get<std::string>();

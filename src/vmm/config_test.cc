@@ -1,7 +1,12 @@
 #include "vmm/config.h"
-#include "vmm/config_json.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "vmm/config_json.h"
 
 namespace ringvm {
 namespace {
@@ -140,7 +145,8 @@ TEST(Config, TuningSpelling) {
 // The config file's "tuning" is the same spelling, and GET /vm/config writes it back so that the
 // configuration it returns is itself a config file.
 TEST(Config, ConfigFileTuningRoundTrips) {
-  auto cfg = parse_config_file(R"({"tuning": {"disk": {"chain_kib": 2048, "merge_kib": 0}, "net": {"pin_flows": false}}})");
+  auto cfg = parse_config_file(
+      R"({"tuning": {"disk": {"chain_kib": 2048, "merge_kib": 0}, "net": {"pin_flows": false}}})");
   ASSERT_TRUE(cfg.ok()) << cfg.error().message();
   DiskSpec d = *parse_disk("path=a");
   ASSERT_TRUE(apply_tuning(cfg->tuning, &d).ok());
@@ -153,9 +159,44 @@ TEST(Config, ConfigFileTuningRoundTrips) {
   auto again = parse_config_file(out.dump());
   ASSERT_TRUE(again.ok()) << again.error().message();
   EXPECT_EQ(config_to_json(*again), out);
-  for (const char* bad : {R"({"tuning": {"disk": {"chain_kib": 0}}})", R"({"tuning": {"gpu": {}}})",
-                          R"({"tuning": {"disk": {"chain_kib": [1]}}})", R"({"tuning": {"disk": {"bogus": 1}}})"})
+  for (const char* bad :
+       {R"({"tuning": {"disk": {"chain_kib": 0}}})", R"({"tuning": {"gpu": {}}})",
+        R"({"tuning": {"disk": {"chain_kib": [1]}}})", R"({"tuning": {"disk": {"bogus": 1}}})"})
     EXPECT_FALSE(parse_config_file(bad).ok()) << bad;
+}
+// Hostile paths and values the kernel command line or the build would choke on.
+TEST(Config, FifosPartuuidsAndTuningNamesAreRefused) {
+  char dir[] = "/tmp/ringvm-config-test-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string fifo = std::string(dir) + "/fifo", file = std::string(dir) + "/file";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  {
+    std::FILE* f = std::fopen(file.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fclose(f);
+  }
+  VmConfig cfg;
+  auto r = apply_boot_source(cfg, Json{{"kernel_image_path", fifo}});
+  ASSERT_FALSE(r.ok()) << "a FIFO as the kernel would block the build on its first read";
+  EXPECT_NE(r.error().message().find("not a regular file"), std::string::npos) << r.error().message();
+  EXPECT_FALSE(apply_boot_source(cfg, Json{{"kernel_image_path", file}, {"initrd_path", fifo}}).ok());
+  EXPECT_FALSE(
+      apply_drive(cfg, "d", Json{{"drive_id", "d"}, {"path_on_host", fifo}, {"is_root_device", false}}).ok());
+  EXPECT_TRUE(apply_drive(cfg, "d",
+                          Json{{"drive_id", "d"},
+                               {"path_on_host", file},
+                               {"is_root_device", true},
+                               {"partuuid", "0eaa91a0-01"}})
+                  .ok());
+  auto p = apply_drive(cfg, "e",
+                       Json{{"drive_id", "e"},
+                            {"path_on_host", file},
+                            {"is_root_device", false},
+                            {"partuuid", "1 init=/bin/sh"}});
+  ASSERT_FALSE(p.ok()) << "a partuuid with a space would add kernel arguments";
+  EXPECT_NE(p.error().message().find("partuuid"), std::string::npos);
+  EXPECT_FALSE(parse_config_file(R"({"tuning": {"disk": {"chain_kib=1,net.nice": 0}}})").ok());
+  std::filesystem::remove_all(dir);
 }
 }  // namespace
 }  // namespace ringvm

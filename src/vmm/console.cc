@@ -154,7 +154,10 @@ EscapeFilter::Output EscapeFilter::feed(std::span<const uint8_t> input) {
 Result<std::unique_ptr<Console>> Console::create(const ConsoleSpec& spec, ConsoleOptions options) {
   UniqueFd owned;
   if (spec.kind == ConsoleSpec::Kind::kFile) {
-    owned.reset(::open(spec.path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644));
+    // O_NONBLOCK for the open only: a named pipe nobody reads is an error (ENXIO) rather than a
+    // build that never finishes; writes then block as for any file.
+    owned.reset(::open(spec.path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644));
+    if (owned) (void)::fcntl(owned.get(), F_SETFL, ::fcntl(owned.get(), F_GETFL) & ~O_NONBLOCK);
     if (!owned) {
       return sys_error(
           fmt::format("--console file:{}: cannot create the file (check that its directory exists "

@@ -43,10 +43,10 @@ std::string VmController::id() const {
 Result<void> VmController::configure(std::string_view what,
                                      const std::function<Result<void>(VmConfig&)>& edit) {
   std::lock_guard lock(mu_);
-  if (state_ != VmState::kNotStarted || start_requested_)
+  if (state_ != VmState::kNotStarted || start_requested_ || building_)
     return make_error(ErrorCode::kInvalidArgument,
                       "{}: the VM is {}; this can only be set before InstanceStart", what,
-                      start_requested_ ? "starting" : vm_state_name(state_));
+                      start_requested_ || building_ ? "starting" : vm_state_name(state_));
   VmConfig next = cfg_;
   RETURN_IF_ERROR(edit(next));
   cfg_ = std::move(next);
@@ -113,6 +113,7 @@ Result<void> VmController::resume() {
       return make_error(ErrorCode::kInvalidArgument, "Resumed: the VM is {}; only a paused VM can be resumed",
                         vm_state_name(state_));
   }
+  // A Machine whose resume failed is still paused (Vm::resume keeps the vCPUs parked then).
   RETURN_IF_ERROR(machine_->resume());
   std::lock_guard lock(mu_);
   state_ = VmState::kRunning;
@@ -158,6 +159,7 @@ Result<void> VmController::flush_metrics() {
 
 Result<void> VmController::build_locked(std::unique_lock<std::mutex>& lock) {
   VmConfig cfg = cfg_;
+  building_ = true;  // configure() and start() refuse while the VM is built from `cfg`
   lock.unlock();
   auto built = [&]() -> Result<std::unique_ptr<Machine>> {
     RETURN_IF_ERROR(finalize_config(cfg));
@@ -166,6 +168,7 @@ Result<void> VmController::build_locked(std::unique_lock<std::mutex>& lock) {
   // Lock order: op_mu_, then mu_.
   std::lock_guard op(op_mu_);
   lock.lock();
+  building_ = false;
   if (!built) return std::move(built).error();
   machine_ = std::move(*built);
   return Ok();

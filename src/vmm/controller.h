@@ -35,7 +35,8 @@ class Machine {
   // Thread-safe; the first reason wins.
   virtual void request_stop(StopReason reason, std::string detail = {}) = 0;
   virtual std::string stop_detail() const = 0;
-  // Every vCPU parked and every device quiescent / everything going again. Idempotent.
+  // Every vCPU parked and every device quiescent / everything going again. Idempotent. A failed
+  // pause leaves the machine running, a failed resume leaves it paused.
   virtual Result<void> pause() = 0;
   virtual Result<void> resume() = 0;
   // Ctrl+Alt+Del on the guest's keyboard (its own handler decides: Linux reboots).
@@ -92,6 +93,7 @@ class VmController {
   VmState state_ = VmState::kNotStarted;
   // start(): the request the main thread picks up, and its answer.
   bool start_requested_ = false;
+  bool building_ = false;  // run() is building the VM from a copy of cfg_
   std::optional<Result<void>> start_result_;
   uint64_t start_generation_ = 0;
   StopReason early_stop_ = StopReason::kNone;  // a stop before there is a Machine

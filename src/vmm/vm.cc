@@ -84,16 +84,20 @@ size_t Vm::parked_vcpus() const {
 Result<void> Vm::pause() {
   std::lock_guard op(pause_op_mu_);
   if (paused_) return Ok();
-  if (threads_.empty()) return make_error(ErrorCode::kInvalidArgument, "pause: the VM is not running");
   {
     std::unique_lock lock(pause_mu_);
+    // Right after InstanceStart the vCPU threads may still be starting.
+    pause_cv_.wait_for(lock, kVcpuPauseTimeout,
+                       [&] { return vcpus_started_ || stop_reason() != StopReason::kNone; });
+    if (stop_reason() != StopReason::kNone)
+      return make_error(ErrorCode::kInvalidArgument, "pause: the VM is stopping ({})",
+                        stop_reason_name(stop_reason()));
+    if (!vcpus_started_) return make_error(ErrorCode::kInvalidArgument, "pause: the VM is not running");
     pause_requested_ = true;
     pause_flag_.store(true);
     const auto deadline = std::chrono::steady_clock::now() + kVcpuPauseTimeout;
     for (;;) {
-      lock.unlock();
       for (auto& t : threads_) t->kick();
-      lock.lock();
       // A kick the host lost is sent again every 100 ms.
       if (pause_cv_.wait_for(lock, std::chrono::milliseconds(100), [&] {
             return parked_ == threads_.size() || stop_reason() != StopReason::kNone;
@@ -101,15 +105,17 @@ Result<void> Vm::pause() {
         break;
       if (std::chrono::steady_clock::now() >= deadline) break;
     }
-    if (parked_ != threads_.size()) {
+    if (parked_ != threads_.size() || stop_reason() != StopReason::kNone) {
       const size_t parked = parked_;
       pause_requested_ = false;
       pause_flag_.store(false);
       pause_cv_.notify_all();
       if (stop_reason() != StopReason::kNone)
-        return make_error(ErrorCode::kInvalidArgument, "pause: the VM is stopping ({})", stop_reason_name(stop_reason()));
-      return make_error(ErrorCode::kInternal, "pause: only {} of {} vCPUs left KVM_RUN within {} s; the VM keeps running",
-                        parked, threads_.size(), kVcpuPauseTimeout.count());
+        return make_error(ErrorCode::kInvalidArgument, "pause: the VM is stopping ({})",
+                          stop_reason_name(stop_reason()));
+      return make_error(ErrorCode::kInternal,
+                        "pause: only {} of {} vCPUs left KVM_RUN within {} s; the VM keeps running", parked,
+                        threads_.size(), kVcpuPauseTimeout.count());
     }
   }
   if (auto r = devices_.pause(); !r) {
@@ -126,7 +132,9 @@ Result<void> Vm::pause() {
 Result<void> Vm::resume() {
   std::lock_guard op(pause_op_mu_);
   if (!paused_) return Ok();
-  auto r = devices_.resume();
+  // A device that cannot go on keeps the whole VM paused (consistent with what the controller
+  // reports; resume again to retry: every device's resume is idempotent).
+  RETURN_IF_ERROR(devices_.resume());
   {
     std::lock_guard lock(pause_mu_);
     pause_requested_ = false;
@@ -134,16 +142,18 @@ Result<void> Vm::resume() {
     pause_cv_.notify_all();
   }
   paused_ = false;
-  return r;
+  return Ok();
 }
 
 Result<void> Vm::send_ctrl_alt_del() {
   I8042* kbd = devices_.i8042();
-  if (kbd == nullptr) return make_error(ErrorCode::kUnsupported, "SendCtrlAltDel: this VM has no i8042 keyboard");
+  if (kbd == nullptr)
+    return make_error(ErrorCode::kUnsupported, "SendCtrlAltDel: this VM has no i8042 keyboard");
   if (!kbd->send_ctrl_alt_del())
-    return make_error(ErrorCode::kInvalidArgument,
-                      "SendCtrlAltDel: the guest's keyboard is not taking keys (its driver disabled scanning, or "
-                      "has not read the last ones); try again once the guest has booted");
+    return make_error(
+        ErrorCode::kInvalidArgument,
+        "SendCtrlAltDel: the guest's keyboard is not taking keys (its driver disabled scanning, or "
+        "has not read the last ones); try again once the guest has booted");
   return Ok();
 }
 
@@ -186,9 +196,8 @@ void Vm::vcpu_loop(size_t index) {
           case KVM_SYSTEM_EVENT_SHUTDOWN: request_stop(StopReason::kPowerOff); break;
           case KVM_SYSTEM_EVENT_RESET: request_stop(StopReason::kReboot); break;
           default:
-            request_stop(StopReason::kCrash,
-                         fmt::format("system event {} from vCPU {}\n{}", r->system_event_type, index,
-                                     vcpu.dump_state()));
+            request_stop(StopReason::kCrash, fmt::format("system event {} from vCPU {}\n{}",
+                                                         r->system_event_type, index, vcpu.dump_state()));
         }
         return;
       case VcpuExitKind::kShutdown:
@@ -200,16 +209,17 @@ void Vm::vcpu_loop(size_t index) {
                                                      index, vcpu.dump_state()));
         return;
       case VcpuExitKind::kFailEntry:
-        request_stop(StopReason::kCrash, fmt::format("vCPU {}: hardware refused entry (reason {:#x})\n{}", index,
-                                                     r->detail, vcpu.dump_state()));
+        request_stop(StopReason::kCrash, fmt::format("vCPU {}: hardware refused entry (reason {:#x})\n{}",
+                                                     index, r->detail, vcpu.dump_state()));
         return;
       case VcpuExitKind::kInternalError:
         request_stop(StopReason::kCrash, fmt::format("vCPU {}: KVM internal error (suberror {})\n{}", index,
                                                      r->detail, vcpu.dump_state()));
         return;
       default:
-        request_stop(StopReason::kCrash, fmt::format("vCPU {}: unexpected exit {} ({})\n{}", index, r->raw_reason,
-                                                     kvm_exit_reason_name(r->raw_reason), vcpu.dump_state()));
+        request_stop(StopReason::kCrash,
+                     fmt::format("vCPU {}: unexpected exit {} ({})\n{}", index, r->raw_reason,
+                                 kvm_exit_reason_name(r->raw_reason), vcpu.dump_state()));
         return;
     }
   }
@@ -241,14 +251,22 @@ StopReason Vm::run() {
       return stop_reason();
     }
   }
-  for (size_t i = 0; i < vcpus_.size(); ++i) {
-    threads_.push_back(std::make_unique<VcpuThread>());
-    threads_.back()->start(vcpus_[i].get(), [this, i] { vcpu_loop(i); });
+  {
+    // A pause may arrive as soon as the controller says Running: it waits for vcpus_started_.
+    std::lock_guard lock(pause_mu_);
+    for (size_t i = 0; i < vcpus_.size(); ++i) {
+      threads_.push_back(std::make_unique<VcpuThread>());
+      threads_.back()->start(vcpus_[i].get(), [this, i] { vcpu_loop(i); });
+    }
+    vcpus_started_ = true;
+    pause_cv_.notify_all();
   }
   while (stop_reason() == StopReason::kNone) {
     auto r = loop_->run();
     if (!r) request_stop(StopReason::kError, r.error().message());
   }
+  // A pause in progress sees the stop and returns before the threads are joined under it.
+  std::lock_guard op(pause_op_mu_);
   for (auto& t : threads_) t->kick();
   const auto deadline = std::chrono::steady_clock::now() + kVcpuStopTimeout;
   for (size_t i = 0; i < threads_.size(); ++i) {
@@ -292,7 +310,8 @@ std::string Vm::stats_report() const {
       if (it != kernel.end()) out += fmt::format("  {:<21} {:>12}\n", k, it->second);
     }
   }
-  if (const std::string devices = devices_.stats_text(); !devices.empty()) out += "ringvm: device counters:\n" + devices;
+  if (const std::string devices = devices_.stats_text(); !devices.empty())
+    out += "ringvm: device counters:\n" + devices;
   return out;
 }
 

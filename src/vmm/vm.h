@@ -109,6 +109,7 @@ class Vm final : public Machine {
   bool pause_requested_ = false;
   std::atomic<bool> pause_flag_{false};  // read by vCPU threads on every kick
   size_t parked_ = 0;
+  bool vcpus_started_ = false;  // run() made every vCPU thread (threads_ fixed from then on)
   bool paused_ = false;
 };
 

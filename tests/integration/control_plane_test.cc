@@ -100,6 +100,23 @@ TEST(ControlPlaneKvm, PausedGuestStopsCountingAndResumesWhereItLeftOff) {
   EXPECT_EQ(reason, StopReason::kSignal);
 }
 
+// Firecracker's clients pause right after InstanceStart: the vCPU threads may still be starting.
+TEST(ControlPlaneKvm, PauseRightAfterTheStartParksEveryVcpu) {
+  SKIP_WITHOUT_KVM();
+  TempDir dir;
+  auto vm = Vm::create(ticker_config(dir / "console", 2));
+  ASSERT_TRUE(vm.ok()) << vm.error().message();
+  StopReason reason = StopReason::kNone;
+  std::thread runner([&] { reason = (*vm)->run(); });
+  auto paused = (*vm)->pause();
+  ASSERT_TRUE(paused.ok()) << paused.error().message();
+  EXPECT_EQ((*vm)->parked_vcpus(), 2u);
+  ASSERT_TRUE((*vm)->resume().ok());
+  (*vm)->request_stop(StopReason::kSignal);
+  runner.join();
+  EXPECT_EQ(reason, StopReason::kSignal);
+}
+
 TEST(ControlPlaneKvm, StopWhilePausedEndsTheVm) {
   SKIP_WITHOUT_KVM();
   TempDir dir;

@@ -48,10 +48,11 @@ Result<int> set_thread_nice_delta(int delta) {
   if (::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), want) != 0) {
     const int err = errno;
     const bool denied = err == EACCES || err == EPERM;
-    return make_error(denied ? ErrorCode::kPermissionDenied : ErrorCode::kIo,
-                      "setting nice {} (ringvm's {} {:+}): {}; {}", want, base, delta, std::strerror(err),
-                      denied ? "raising a thread's priority needs CAP_SYS_NICE or an RLIMIT_NICE (ulimit -e) allowing it"
-                             : "the kernel refused it");
+    return make_error(
+        denied ? ErrorCode::kPermissionDenied : ErrorCode::kIo, "setting nice {} (ringvm's {} {:+}): {}; {}",
+        want, base, delta, std::strerror(err),
+        denied ? "raising a thread's priority needs CAP_SYS_NICE or an RLIMIT_NICE (ulimit -e) allowing it"
+               : "the kernel refused it");
   }
   return want - base;
 }
@@ -94,7 +95,8 @@ bool QueueBatcher::defer_kick() { return timer_ && monotonic_ns() < busy_until_n
 
 bool QueueBatcher::pending() const {
   itimerspec t{};
-  return timer_ && ::timerfd_gettime(timer_.get(), &t) == 0 && (t.it_value.tv_sec != 0 || t.it_value.tv_nsec != 0);
+  return timer_ && ::timerfd_gettime(timer_.get(), &t) == 0 &&
+         (t.it_value.tv_sec != 0 || t.it_value.tv_nsec != 0);
 }
 
 Result<WorkerPause> WorkerPause::create(std::string_view what) {
@@ -128,11 +130,12 @@ bool WorkerPause::paused() const {
   return parked_;
 }
 
-void WorkerPause::park(const std::function<void()>& quiesce) {
+bool WorkerPause::park(const std::function<void()>& quiesce) {
   (void)drain_eventfd(fd_.get());
   {
     std::lock_guard lock(mu_);
-    if (!want_ || done_) return;
+    if (done_) return false;
+    if (!want_) return true;
   }
   if (quiesce) quiesce();
   std::unique_lock lock(mu_);
@@ -140,10 +143,11 @@ void WorkerPause::park(const std::function<void()>& quiesce) {
   cv_.notify_all();
   cv_.wait(lock, [this] { return !want_ || done_; });
   parked_ = false;
+  return !done_;
 }
 
-Result<std::unique_ptr<VirtioWorker>> VirtioWorker::start(std::string name, std::vector<int> fds, Handler handler,
-                                                          std::function<void()> quiesce) {
+Result<std::unique_ptr<VirtioWorker>> VirtioWorker::start(std::string name, std::vector<int> fds,
+                                                          Handler handler, std::function<void()> quiesce) {
   std::unique_ptr<VirtioWorker> w(new VirtioWorker());
   w->name_ = std::move(name);
   w->fds_ = std::move(fds);
@@ -190,7 +194,8 @@ void VirtioWorker::run() {
     const int n = ::epoll_wait(epfd_.get(), events.data(), static_cast<int>(events.size()), -1);
     if (n < 0) {
       if (errno == EINTR) continue;
-      spdlog::error("{}: epoll_wait failed ({}); the device stops serving its queues", name_, std::strerror(errno));
+      spdlog::error("{}: epoll_wait failed ({}); the device stops serving its queues", name_,
+                    std::strerror(errno));
       pause_.shutdown();
       return;
     }
@@ -198,7 +203,7 @@ void VirtioWorker::run() {
       const uint64_t token = events[static_cast<size_t>(k)].data.u64;
       if (token == kStopToken) return;
       if (token == kPauseToken) {
-        pause_.park(quiesce_);
+        if (!pause_.park(quiesce_)) return;  // torn down while paused: serve nothing more
         continue;
       }
       // Drain the counter first: a kick that arrives while the handler runs re-arms the fd.
@@ -239,7 +244,8 @@ Result<void> SingleWorkerDevice::activate(const GuestMemory& mem, uint64_t acked
   for (const auto& q : queues_) fds.push_back(q.kick_fd);
   // Device fds are always served, even for a queue the driver left disabled.
   for (int fd : extra_fds()) fds.push_back(fd);
-  auto w = VirtioWorker::start(std::string(name()), std::move(fds), [this](size_t s, uint64_t) { on_event(s); });
+  auto w =
+      VirtioWorker::start(std::string(name()), std::move(fds), [this](size_t s, uint64_t) { on_event(s); });
   if (!w.ok()) {
     queues_.clear();
     mem_ = nullptr;

@@ -45,8 +45,8 @@ class WorkerPause {
   // The thread ended (or is about to): pause() no longer waits for it, park() no longer blocks.
   void shutdown();
   // Thread side, when fd() fired: runs `quiesce` (finish what is in flight), then blocks until
-  // resume() or shutdown().
-  void park(const std::function<void()>& quiesce);
+  // resume() or shutdown(). Returns false after shutdown(): the thread must end, not go on.
+  bool park(const std::function<void()>& quiesce);
   bool paused() const;
 
  private:

@@ -112,7 +112,7 @@ void VirtioNet::PairWorker::run() {
       if (kind == kPause) {
         // Nothing is in flight between passes: a frame the tap could not take stays held in
         // the device (tx_chain) and goes out after resume.
-        pause_.park({});
+        if (!pause_.park({})) return;  // torn down while paused: serve nothing more
         for (Served& s : served_) s.more = true;
         continue;
       }
