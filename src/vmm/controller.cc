@@ -234,7 +234,7 @@ StopReason VmController::run(bool boot_now, const std::function<void(Machine&, S
       early_detail_ = m->stop_detail();
       return reason;
     }
-    spdlog::warn("guest rebooted; restarting");
+    spdlog::info("guest rebooted; restarting");
     // Running (no Machine for a moment): a rebuilt VM takes no new configuration.
     state_ = VmState::kRunning;
     lock.unlock();
