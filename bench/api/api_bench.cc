@@ -57,6 +57,38 @@ void report(const char* name, std::vector<double> v, int errors) {
               pct(0.99), v.back(), v.size(), errors);
 }
 
+// 8 clients, each on its own kept-alive connection, 125 GET / each, at once: reports the
+// latencies and the wall time; returns the errors.
+int many_clients(const std::string& sock, const char* name) {
+  std::atomic<int> bad{0};
+  std::vector<std::vector<double>> per(8);
+  std::vector<std::thread> clients;
+  const auto t0 = Clock::now();
+  for (int c = 0; c < 8; ++c)
+    clients.emplace_back([&, c] {
+      auto cl = ApiClient::connect(sock);
+      if (!cl) {
+        bad += 125;
+        return;
+      }
+      for (int i = 0; i < 125; ++i) {
+        const auto t = Clock::now();
+        auto r = cl->request("GET", "/");
+        if (!r || r->status != 200)
+          ++bad;
+        else
+          per[static_cast<size_t>(c)].push_back(us_since(t));
+      }
+    });
+  for (auto& t : clients) t.join();
+  const double total_ms = us_since(t0) / 1000.0;
+  std::vector<double> all;
+  for (auto& v : per) all.insert(all.end(), v.begin(), v.end());
+  report(name, all, bad.load());
+  std::printf("%-28s %.1f ms for %zu requests\n", "8 clients wall", total_ms, all.size());
+  return bad.load();
+}
+
 // GET / with the VM not started: the server, the handler and the controller, nothing else.
 int get_only() {
   const std::string dir =
@@ -82,29 +114,10 @@ int get_only() {
       get.push_back(us_since(t));  // the first 100 warm up
   }
   report("GET / round trip (no VM)", get, errors);
-  std::atomic<int> bad{0};
-  std::vector<std::vector<double>> per(8);
-  std::vector<std::thread> clients;
-  for (int c = 0; c < 8; ++c)
-    clients.emplace_back([&, c] {
-      auto cl = ApiClient::connect(sock);
-      for (int i = 0; cl && i < 125; ++i) {
-        const auto t = Clock::now();
-        auto r = cl->request("GET", "/");
-        if (!r || r->status != 200)
-          ++bad;
-        else
-          per[static_cast<size_t>(c)].push_back(us_since(t));
-      }
-      if (!cl) bad += 125;
-    });
-  for (auto& t : clients) t.join();
-  std::vector<double> all;
-  for (auto& v : per) all.insert(all.end(), v.begin(), v.end());
-  report("8 clients x 125 GET / (no VM)", all, bad.load());
+  const int bad = many_clients(sock, "8 clients x 125 GET / (no VM)");
   (*server)->stop();
   std::filesystem::remove_all(dir);
-  return errors + bad.load() == 0 ? 0 : 1;
+  return errors + bad == 0 ? 0 : 1;
 }
 
 int latency(const std::string& kernel) {
@@ -171,38 +184,13 @@ int latency(const std::string& kernel) {
   report("pause (all vCPUs parked)", pause, errors);
   report("resume (all running)", resume, errors);
 
-  std::atomic<int> bad{0};
-  std::vector<std::vector<double>> per(8);
-  std::vector<std::thread> clients;
-  const auto t0 = Clock::now();
-  for (int c = 0; c < 8; ++c)
-    clients.emplace_back([&, c] {
-      auto cl = ApiClient::connect(sock);
-      if (!cl) {
-        bad += 125;
-        return;
-      }
-      for (int i = 0; i < 125; ++i) {
-        const auto t = Clock::now();
-        auto r = cl->request("GET", "/");
-        if (!r || r->status != 200)
-          ++bad;
-        else
-          per[static_cast<size_t>(c)].push_back(us_since(t));
-      }
-    });
-  for (auto& t : clients) t.join();
-  const double total_ms = us_since(t0) / 1000.0;
-  std::vector<double> all;
-  for (auto& v : per) all.insert(all.end(), v.begin(), v.end());
-  report("8 clients x 125 GET /", all, bad.load());
-  std::printf("%-28s %.1f ms for %zu requests\n", "8 clients wall", total_ms, all.size());
+  const int bad = many_clients(sock, "8 clients x 125 GET /");
 
   controller.request_stop(StopReason::kSignal);
   runner.join();
   server->reset();
   std::filesystem::remove_all(dir);
-  return bad.load() == 0 ? 0 : 1;
+  return bad == 0 ? 0 : 1;
 }
 
 bool can_connect(const std::string& path) {

@@ -16,6 +16,7 @@
 
 #include "base/log.h"
 #include "base/unique_fd.h"
+#include "base/unix_address.h"
 
 namespace ringvm {
 
@@ -32,20 +33,10 @@ namespace {
 // Largest request head (request line and headers) accepted.
 constexpr uint32_t kMaxHeaderBytes = 8192;
 
-Result<sockaddr_un> socket_address(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof addr.sun_path)
-    return make_error(ErrorCode::kInvalidArgument, "--api-sock {}: a socket path is 1 to {} bytes", path,
-                      sizeof addr.sun_path - 1);
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  return addr;
-}
-
 }  // namespace
 
 Result<int> bind_api_socket(const std::string& path) {
-  const sockaddr_un addr = TRY(socket_address(path));
+  const sockaddr_un addr = TRY(unix_address(path, "--api-sock"));
   // SAFETY: sockaddr_un is a sockaddr; the kernel reads sizeof addr bytes.
   const auto* sa = reinterpret_cast<const sockaddr*>(&addr);
   struct stat st {};

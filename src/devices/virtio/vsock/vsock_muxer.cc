@@ -11,22 +11,13 @@
 #include <cstring>
 
 #include "base/log.h"
+#include "base/unix_address.h"
 
 namespace ringvm {
 
 namespace {
 
 constexpr size_t kMaxControlPackets = 4096;
-
-Result<sockaddr_un> unix_address(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof addr.sun_path)
-    return make_error(ErrorCode::kInvalidArgument, "vsock socket path '{}' must be 1 to {} bytes", path,
-                      sizeof addr.sun_path - 1);
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  return addr;
-}
 
 }  // namespace
 
@@ -52,7 +43,7 @@ struct VsockMuxer::Conn {
 };
 
 Result<std::unique_ptr<VsockMuxer>> VsockMuxer::create(uint64_t guest_cid, std::string uds_path) {
-  const sockaddr_un addr = TRY(unix_address(uds_path));
+  const sockaddr_un addr = TRY(unix_address(uds_path, "vsock socket"));
   struct stat st {};
   if (::lstat(uds_path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode))
@@ -315,7 +306,7 @@ void VsockMuxer::handle_guest(const virtio_vsock_hdr& hdr, std::span<const uint8
       return;
     }
     const std::string target = fmt::format("{}_{}", path_, host_port);
-    auto addr = unix_address(target);
+    auto addr = unix_address(target, "vsock socket");
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     // SAFETY: sockaddr_un is the address type AF_UNIX's connect takes.
     if (!addr.ok() || !fd ||
