@@ -34,6 +34,13 @@ Result<MappedRegion> MappedRegion::shared(int fd, size_t size, off_t offset) {
   return MappedRegion(p, size);
 }
 
+Result<MappedRegion> MappedRegion::private_file(int fd, size_t size, off_t offset) {
+  if (size == 0) return make_error(ErrorCode::kInvalidArgument, "mmap of 0 bytes");
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, offset);
+  if (p == MAP_FAILED) return sys_error(fmt::format("mmap {} bytes of fd {} at offset {} (copy-on-write)", size, fd, offset));
+  return MappedRegion(p, size);
+}
+
 void MappedRegion::reset() {
   if (addr_ != nullptr) ::munmap(addr_, size_);
   addr_ = nullptr;

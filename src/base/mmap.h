@@ -35,6 +35,10 @@ class MappedRegion {
   // so that a 2 MiB-aligned guest address range maps onto 2 MiB-aligned host memory and both the
   // host's transparent huge pages and KVM's large stage-2 mappings can back it.
   static Result<MappedRegion> anonymous_aligned(size_t size, size_t align);
+  // A private, writable copy-on-write mapping of `fd` at `offset` (a snapshot's memory file):
+  // pages are read from the file on first touch, shared with every other private mapping of
+  // the same file until written, and writes never reach the file.
+  static Result<MappedRegion> private_file(int fd, size_t size, off_t offset);
   // A shared mapping of `fd` (e.g. the kvm_run area of a vCPU).
   static Result<MappedRegion> shared(int fd, size_t size, off_t offset = 0);
 

@@ -4,6 +4,13 @@
 
 namespace ringvm {
 
+void StateWriter::put(const uint8_t* p, size_t n) {
+  if (n == 0) return;
+  const size_t at = out_.size();
+  out_.resize(at + n);
+  std::memcpy(out_.data() + at, p, n);
+}
+
 void StateWriter::bytes(std::span<const uint8_t> data) {
   u32(static_cast<uint32_t>(data.size()));
   raw(data);

@@ -5,9 +5,12 @@
 // hands us (descriptor tables, buffers, boot structures) go through these accessors.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <span>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -19,6 +22,9 @@ namespace ringvm {
 struct GuestRegion {
   uint64_t gpa = 0;     // guest-physical base
   MappedRegion host;    // its host mapping (host.size() bytes)
+  // Pages ringvm itself wrote (devices, loaders), one bit per 4 KiB page, while dirty tracking
+  // is on (GuestMemory::enable_dirty_tracking); KVM's dirty log has the guest's own writes.
+  std::unique_ptr<std::atomic<uint64_t>[]> vmm_dirty;
   uint64_t size() const { return host.size(); }
   uint64_t end() const { return gpa + host.size(); }  // exclusive
 };
@@ -39,6 +45,19 @@ class GuestMemory {
   // Standard x86 layout: RAM below `mmio_hole_start` and the rest above 4 GiB.
   static Result<GuestMemory> create_x86(uint64_t ram_bytes, uint64_t mmio_hole_start = 0xC000'0000,
                                         bool huge_pages = true);
+  // The same layout backed by a snapshot's memory file (the regions one after the other, in
+  // address order), mapped copy-on-write (MappedRegion::private_file). The file must hold
+  // exactly `ram_bytes`; `what` names it in errors.
+  static Result<GuestMemory> create_x86_from_file(uint64_t ram_bytes, uint64_t mmio_hole_start, int fd,
+                                                  std::string_view what);
+
+  // Dirty tracking of ringvm's own writes: from now on every span() (the path of every device
+  // access, reads included: conservative) marks its pages. take_vmm_dirty() returns a region's
+  // bitmap (64 pages per word) and clears it.
+  void enable_dirty_tracking();
+  bool dirty_tracking() const { return !regions_.empty() && regions_.front().vmm_dirty != nullptr; }
+  std::vector<uint64_t> take_vmm_dirty(size_t region_index) const;
+  static constexpr uint64_t kPageSize = 4096;
 
   const std::vector<GuestRegion>& regions() const { return regions_; }
   uint64_t total_size() const;

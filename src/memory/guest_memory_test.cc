@@ -1,5 +1,10 @@
 #include "memory/guest_memory.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
 #include <gtest/gtest.h>
 
 #include <array>
@@ -98,6 +103,58 @@ TEST(GuestMemory, X86LayoutSplitsAroundTheHole) {
   EXPECT_EQ(big->regions()[1].gpa, 1ULL << 32);
   EXPECT_EQ(big->total_size(), 4ULL << 30);
   EXPECT_FALSE(GuestMemory::create_x86(0).ok());
+}
+
+}  // namespace
+}  // namespace ringvm
+
+namespace ringvm {
+namespace {
+
+TEST(GuestMemoryFileTest, PrivateMappingReadsTheFileAndNeverWritesIt) {
+  char path[] = "/tmp/ringvm-memfile-XXXXXX";
+  int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  ::unlink(path);
+  std::vector<uint8_t> content(2 * 4096 * 4, 0);
+  content[5] = 0x5A;
+  content[4096 * 5 + 1] = 0xA5;  // in the high region below
+  ASSERT_EQ(::pwrite(fd, content.data(), content.size(), 0), static_cast<ssize_t>(content.size()));
+  // 32 KiB of RAM with the hole at 16 KiB: 16 KiB low, 16 KiB at 4 GiB (file offset 16 KiB).
+  auto mem = GuestMemory::create_x86_from_file(content.size(), 4 * 4096, fd, "mem");
+  ASSERT_TRUE(mem) << mem.error().message();
+  EXPECT_EQ(*mem->read_obj<uint8_t>(5), 0x5A);
+  EXPECT_EQ(*mem->read_obj<uint8_t>((1ULL << 32) + 4096 + 1), 0xA5);
+  ASSERT_TRUE(mem->write_obj<uint8_t>(5, 0x11));
+  uint8_t on_disk = 0;
+  ASSERT_EQ(::pread(fd, &on_disk, 1, 5), 1);
+  EXPECT_EQ(on_disk, 0x5A);  // copy-on-write: the file keeps the snapshot
+  ::close(fd);
+}
+
+TEST(GuestMemoryFileTest, WrongSizeRefusedNamingTheFile) {
+  char path[] = "/tmp/ringvm-memfile-XXXXXX";
+  int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  ::unlink(path);
+  ASSERT_EQ(::ftruncate(fd, 8192), 0);
+  auto mem = GuestMemory::create_x86_from_file(16384, 1ULL << 30, fd, "memory file m.mem");
+  ASSERT_FALSE(mem);
+  EXPECT_NE(mem.error().message().find("m.mem"), std::string::npos);
+  ::close(fd);
+}
+
+TEST(GuestMemoryDirtyTest, DeviceAccessesMarkTheirPages) {
+  auto mem = GuestMemory::create_x86(64 * 4096, 1ULL << 30, false);
+  ASSERT_TRUE(mem);
+  ASSERT_TRUE(mem->write_obj<uint32_t>(0, 1));  // before tracking: not marked
+  mem->enable_dirty_tracking();
+  ASSERT_TRUE(mem->write_obj<uint32_t>(3 * 4096 + 8, 1));
+  ASSERT_TRUE(mem->span(10 * 4096 - 2, 4));  // straddles pages 9 and 10
+  auto bits = mem->take_vmm_dirty(0);
+  ASSERT_EQ(bits.size(), 1u);
+  EXPECT_EQ(bits[0], (uint64_t{1} << 3) | (uint64_t{1} << 9) | (uint64_t{1} << 10));
+  EXPECT_EQ(mem->take_vmm_dirty(0)[0], 0u);  // taken: cleared
 }
 
 }  // namespace
