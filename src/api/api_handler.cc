@@ -35,8 +35,8 @@ constexpr std::array kRoutes = {
     ApiRoute{"GET", "/metrics"},
     ApiRoute{"PUT", "/actions"},
     ApiRoute{"PATCH", "/vm"},
-    ApiRoute{"PUT", "/snapshot/create", false},
-    ApiRoute{"PUT", "/snapshot/load", false},
+    ApiRoute{"PUT", "/snapshot/create", true},
+    ApiRoute{"PUT", "/snapshot/load", true},
     ApiRoute{"GET", "/balloon", false},
     ApiRoute{"PUT", "/balloon", false},
     ApiRoute{"PATCH", "/balloon", false},
@@ -59,7 +59,6 @@ constexpr std::array kRoutes = {
 
 // Why an unsupported route is unsupported, by its first path segment.
 std::string_view not_yet_reason(std::string_view path) {
-  if (path.starts_with("/snapshot")) return "snapshots are the next planned capability";
   if (path.starts_with("/balloon")) return "the balloon device is planned";
   if (path.starts_with("/mmds")) return "ringvm has no metadata service (MMDS)";
   if (path.starts_with("/cpu-config")) return "custom CPU templates are not implemented";
@@ -250,6 +249,20 @@ ApiResponse ApiHandler::dispatch(std::string_view method, std::string_view path,
   }
   if (p == "/actions") return actions(body);
   if (p == "/vm") return patch_vm(body);
+  if (p == "/snapshot/create" || p == "/snapshot/load") {
+    auto j = parse_json_body(body, p.substr(1));
+    if (!j) return error_response(j.error());
+    if (p == "/snapshot/create") {
+      auto req = parse_snapshot_create(*j);
+      if (!req) return error_response(req.error());
+      auto r = vm_.snapshot_create(*req);
+      return r ? no_content() : error_response(r.error());
+    }
+    auto req = parse_snapshot_load(*j);
+    if (!req) return error_response(req.error());
+    auto r = vm_.snapshot_load(*req);
+    return r ? no_content() : error_response(r.error());
+  }
   return ApiResponse{500, fault_json(fmt::format("{} {}: routed but not handled (a ringvm bug)", method, p))};
 }
 

@@ -40,6 +40,8 @@ int run_cli(int argc, char** argv) {
   add_run_command(app, &status);
   add_img_command(app, &status);
   add_ctl_command(app, &status);
+  add_clone_command(app, &status);
+  add_snapshot_command(app, &status);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -10,5 +10,7 @@ void add_check_command(CLI::App& app, int* status);
 void add_run_command(CLI::App& app, int* status);
 void add_img_command(CLI::App& app, int* status);
 void add_ctl_command(CLI::App& app, int* status);
+void add_clone_command(CLI::App& app, int* status);
+void add_snapshot_command(CLI::App& app, int* status);
 
 }  // namespace ringvm

@@ -21,6 +21,7 @@
 #include "vmm/config_json.h"
 #include "vmm/controller.h"
 #include "vmm/host_check.h"
+#include "vmm/snapshot.h"
 #include "vmm/vm.h"
 
 namespace ringvm {
@@ -39,7 +40,56 @@ struct RunOptions {
   bool stats = false;
   std::string api_sock, config_file, id;
   bool force = false;
+  bool track_dirty_pages = false;
+  // --restore: build the VM from a snapshot (docs/snapshot.md).
+  std::string restore, restore_mem;
+  bool paused = false, clock_realtime = false;
+  std::vector<std::string> net_overrides, mac_overrides, disk_overrides;  // ID=VALUE
+  std::string vsock_override;                                            // cid=N,socket=PATH
 };
+
+Result<std::vector<std::pair<std::string, std::string>>> id_pairs(const std::vector<std::string>& in,
+                                                                  std::string_view option) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const std::string& s : in) {
+    const auto eq = s.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == s.size())
+      return make_error(ErrorCode::kInvalidArgument, "{} {}: give ID=VALUE", option, s);
+    out.emplace_back(s.substr(0, eq), s.substr(eq + 1));
+  }
+  return out;
+}
+
+// --restore: the snapshot's configuration, over the command line's console and logging.
+Result<VmConfig> make_restore_config(const RunOptions& o, VmConfig base) {
+  if (!o.kernel.empty() || !o.initrd.empty() || !o.disks.empty() || !o.nets.empty() || !o.vsock.empty() ||
+      !o.config_file.empty() || o.rng)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "--restore: the snapshot brings its own kernel, disks, NICs and devices; leave out --kernel, "
+                      "--initrd, --disk, --net, --vsock, --rng and --config-file (--net-override changes a tap)");
+  if (o.restore_mem.empty())
+    return make_error(ErrorCode::kInvalidArgument, "--restore {}: give its memory file with --restore-mem FILE",
+                      o.restore);
+  if (o.paused && o.api_sock.empty())
+    return make_error(ErrorCode::kInvalidArgument,
+                      "--paused: nothing could resume the VM; give --api-sock too (then `ringvm ctl resume`)");
+  SnapshotLoadRequest req;
+  req.snapshot_path = o.restore;
+  req.mem_path = o.restore_mem;
+  req.resume = !o.paused;
+  req.clock_realtime = o.clock_realtime;
+  req.track_dirty_pages = o.track_dirty_pages;
+  req.network_overrides = TRY(id_pairs(o.net_overrides, "--net-override"));
+  req.mac_overrides = TRY(id_pairs(o.mac_overrides, "--mac-override"));
+  req.disk_overrides = TRY(id_pairs(o.disk_overrides, "--disk-override"));
+  if (!o.vsock_override.empty()) {
+    const VsockSpec v = TRY(parse_vsock_spec(o.vsock_override));
+    req.vsock_cid = v.cid;
+    req.vsock_uds = v.socket;
+  }
+  if (!o.id.empty()) req.id = o.id;
+  return prepare_restore(req, std::move(base));
+}
 
 constexpr const char* kRunFooter = R"(With no --kernel, boots the demo: the host's installed kernel (/boot/vmlinuz-*)
 with a busybox initramfs built into ringvm, dropping to a shell on the console.
@@ -64,6 +114,8 @@ Examples:
   ringvm run
   ringvm run --api-sock /tmp/vm.sock          # then configure and start it with curl or ringvm ctl
   ringvm run --config-file vm.json --api-sock /tmp/vm.sock
+  ringvm run --restore vm.snap --restore-mem vm.mem     # a snapshot, resumed at once
+  ringvm run --restore vm.snap --restore-mem vm.mem --paused --api-sock /tmp/vm.sock
   ringvm run --kernel /boot/vmlinuz-6.1.0-56-amd64 --initrd initrd.img \
              --cmdline "console=ttyS0 root=/dev/vda rw" --cpus 2 --memory 1G \
              --disk path=root.img --console file:console.log)";
@@ -116,6 +168,12 @@ Result<VmConfig> make_config(const RunOptions& o) {
   // The heuristics' constants, for measuring another value (docs/tuning.md).
   if (const char* t = std::getenv("RINGVM_TUNING"); t != nullptr && *t != '\0') cfg.tuning = TRY(parse_tuning(t));
   if (!o.id.empty()) cfg.id = o.id;
+  cfg.track_dirty_pages = o.track_dirty_pages;
+  if (!o.restore.empty()) return make_restore_config(o, std::move(cfg));
+  if (o.paused || o.clock_realtime || !o.restore_mem.empty() || !o.net_overrides.empty() ||
+      !o.mac_overrides.empty() || !o.disk_overrides.empty() || !o.vsock_override.empty())
+    return make_error(ErrorCode::kInvalidArgument,
+                      "--restore-mem, --paused, --clock-realtime and the --*-override options need --restore");
   if (o.kernel.empty() && (!o.api_sock.empty() || !o.config_file.empty())) {
     // The kernel comes over the API or from the config file.
     if (!o.initrd.empty())
@@ -205,7 +263,7 @@ int run_vm(const RunOptions& o) {
   if (!host_runs_kernels()) {
     // Bad input is named before the host's shortcoming (on a good host the builder names it, and
     // the kernel is read once).
-    if (!cfg->kernel.empty()) {
+    if (!cfg->kernel.empty() && !cfg->restore) {
       if (auto ok = Vm::preflight(*cfg); !ok) {
         std::fprintf(stderr, "ringvm: error: %s\n", ok.error().message().c_str());
         return kExitVmmError;
@@ -222,7 +280,7 @@ int run_vm(const RunOptions& o) {
     }
   }
   // Boot at once unless the configuration is to come over the API.
-  const bool boot_now = o.api_sock.empty() || !cfg->kernel.empty();
+  const bool boot_now = o.api_sock.empty() || !cfg->kernel.empty() || cfg->restore.has_value();
   VmController controller(*cfg, [](const VmConfig& c) -> Result<std::unique_ptr<Machine>> {
     auto vm = Vm::create(c);
     if (!vm) return std::move(vm).error();
@@ -321,6 +379,29 @@ void add_run_command(CLI::App& app, int* status) {
                   "entropy, logger, metrics, serial); applied over the command line's options, then boots")
       ->check(CLI::ExistingFile);
   cmd->add_option("--id", opts->id, "The instance id GET / reports (default: ringvm)");
+  cmd->add_flag("--track-dirty-pages", opts->track_dirty_pages,
+                "Log the pages the guest and devices write, so Diff snapshots can be taken (a fault per first "
+                "write to a page after each snapshot)");
+  cmd->add_option("--restore", opts->restore,
+                  "Start from a snapshot's state file instead of booting (docs/snapshot.md); the snapshot brings "
+                  "the kernel, disks, NICs and devices")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--restore-mem", opts->restore_mem,
+                  "With --restore: the snapshot's memory file (mapped copy-on-write; never written)")
+      ->check(CLI::ExistingFile);
+  cmd->add_flag("--paused", opts->paused, "With --restore: come up paused (resume over --api-sock)");
+  cmd->add_flag("--clock-realtime", opts->clock_realtime,
+                "With --restore: set the guest's clock to now (default: it continues from the snapshot)");
+  cmd->add_option("--net-override", opts->net_overrides,
+                  "With --restore: IFACE_ID=TAP puts a NIC on another tap (Firecracker's network_overrides)");
+  cmd->add_option("--mac-override", opts->mac_overrides,
+                  "With --restore: IFACE_ID=MAC gives a NIC a new MAC (clones; the guest sees it when its driver "
+                  "probes the device again)");
+  cmd->add_option("--disk-override", opts->disk_overrides,
+                  "With --restore: DRIVE_ID=QCOW2 runs a disk on an overlay whose backing file is the snapshot's "
+                  "disk (clones)");
+  cmd->add_option("--vsock-override", opts->vsock_override,
+                  "With --restore: cid=N,socket=PATH, a new vsock CID and socket (clones)");
   cmd->add_flag("--force", opts->force,
                 "Run even where this host's KVM cannot boot unmodified kernels (PVM); for tiny test guests");
   cmd->callback([opts, status] { *status = run_vm(*opts); });

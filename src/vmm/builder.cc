@@ -69,6 +69,12 @@ class SinkDevice final : public Device {
   std::string_view name() const override { return name_; }
   void read(uint64_t, std::span<uint8_t> data) override { std::fill(data.begin(), data.end(), uint8_t{0xff}); }
   void write(uint64_t, std::span<const uint8_t>) override {}
+  // Stateless: an empty state.
+  Result<std::vector<uint8_t>> save() const override { return std::vector<uint8_t>{}; }
+  Result<void> restore(std::span<const uint8_t> state) override {
+    if (!state.empty()) return make_error(ErrorCode::kCorrupt, "{}: a state of {} bytes for a stateless device", name_, state.size());
+    return Ok();
+  }
 
  private:
   std::string name_;
@@ -85,7 +91,8 @@ class VmBuilder {
   static Result<void> add_platform_devices(Vm& vm);
   static Result<void> add_virtio_devices(Vm& vm, PciBus& pci);
   static Result<x86::LoadedKernel> load_kernel(Vm& vm);
-  static Result<void> create_vcpus(Vm& vm, const x86::LoadedKernel& kernel);
+  // `kernel` null: a restore (the vCPUs' state comes from the snapshot).
+  static Result<void> create_vcpus(Vm& vm, const x86::LoadedKernel* kernel);
   // Sets `gsi` to `level` on the in-kernel irqchip; failures are logged, never fatal.
   static std::function<void(bool)> irq_line(Vm& vm, uint32_t gsi);
 };
@@ -124,9 +131,21 @@ Result<void> VmBuilder::create_kvm(Vm& vm) {
   // the kernel then calibrates against the TSC and the ACPI PM timer.
   if (auto r = kvm_vm.create_pit2(); !r) spdlog::info("no in-kernel PIT: {}", r.error().message());
 
-  vm.mem_ = TRY(GuestMemory::create_x86(vm.cfg_.memory_bytes, x86::kMmioHoleStart,
-                                        vm.cfg_.huge_pages == HugePages::kTransparent));
-  RETURN_IF_ERROR(kvm_vm.map_memory(vm.mem_));
+  if (vm.cfg_.restore) {
+    // Restore: guest RAM is the snapshot's memory file, copy-on-write. Pages load on first touch
+    // and stay shared (the host's page cache) between every VM restored from the same file.
+    const std::string& path = vm.cfg_.restore->mem_path;
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return sys_error(fmt::format("memory file {}", path));
+    vm.mem_ = TRY(GuestMemory::create_x86_from_file(vm.cfg_.memory_bytes, x86::kMmioHoleStart, fd.get(),
+                                                    fmt::format("memory file {}", path)));
+  } else {
+    vm.mem_ = TRY(GuestMemory::create_x86(vm.cfg_.memory_bytes, x86::kMmioHoleStart,
+                                          vm.cfg_.huge_pages == HugePages::kTransparent));
+  }
+  // Diff snapshots: KVM logs the guest's writes, GuestMemory ringvm's own.
+  if (vm.cfg_.track_dirty_pages) vm.mem_.enable_dirty_tracking();
+  RETURN_IF_ERROR(kvm_vm.map_memory(vm.mem_, 0, vm.cfg_.track_dirty_pages ? KVM_MEM_LOG_DIRTY_PAGES : 0));
   return Ok();
 }
 
@@ -148,6 +167,7 @@ Result<void> VmBuilder::add_platform_devices(Vm& vm) {
   auto rtc = std::make_shared<CmosRtc>();
   RETURN_IF_ERROR(vm.pio_.insert(x86::kRtcPort, CmosRtc::kSize, rtc));
   vm.devices_.add_platform(rtc);
+  vm.rtc_ = rtc;
 
   AcpiPmDevice::Hooks pm_hooks;
   pm_hooks.on_poweroff = [self] { self->request_stop(StopReason::kPowerOff); };
@@ -301,7 +321,7 @@ Result<x86::LoadedKernel> VmBuilder::load_kernel(Vm& vm) {
   return loaded;
 }
 
-Result<void> VmBuilder::create_vcpus(Vm& vm, const x86::LoadedKernel& kernel) {
+Result<void> VmBuilder::create_vcpus(Vm& vm, const x86::LoadedKernel* kernel) {
   const auto supported = TRY(vm.kvm_->supported_cpuid());
   x86::CpuidOptions cpuid_opts;
   // The LAPIC's TSC-deadline mode is the cheapest timer for the guest (one MSR write, handled in
@@ -309,12 +329,15 @@ Result<void> VmBuilder::create_vcpus(Vm& vm, const x86::LoadedKernel& kernel) {
   cpuid_opts.tsc_deadline = vm.kvm_->check_extension(KVM_CAP_TSC_DEADLINE_TIMER) > 0;
   for (uint32_t i = 0; i < vm.cfg_.cpus; ++i) {
     auto vcpu = std::make_unique<KvmVcpu>(TRY(vm.vm_->create_vcpu(i)));
-    RETURN_IF_ERROR(vcpu->set_cpuid(TRY(x86::build_cpuid(supported, i, vm.cfg_.cpus, cpuid_opts))));
-    RETURN_IF_ERROR(x86::setup_cpu_msrs(*vcpu));
-    RETURN_IF_ERROR(x86::setup_lapic(*vcpu));
-    // Only the bootstrap processor starts at the kernel's entry; KVM holds the others until the
-    // guest sends them INIT/SIPI.
-    if (i == 0) RETURN_IF_ERROR(x86::setup_boot_cpu(*vcpu, vm.mem_, kernel));
+    // A restored vCPU gets everything (CPUID included) from its snapshot.
+    if (kernel != nullptr) {
+      RETURN_IF_ERROR(vcpu->set_cpuid(TRY(x86::build_cpuid(supported, i, vm.cfg_.cpus, cpuid_opts))));
+      RETURN_IF_ERROR(x86::setup_cpu_msrs(*vcpu));
+      RETURN_IF_ERROR(x86::setup_lapic(*vcpu));
+      // Only the bootstrap processor starts at the kernel's entry; KVM holds the others until
+      // the guest sends them INIT/SIPI.
+      if (i == 0) RETURN_IF_ERROR(x86::setup_boot_cpu(*vcpu, vm.mem_, *kernel));
+    }
     vm.vcpus_.push_back(std::move(vcpu));
   }
   return Ok();
@@ -327,9 +350,16 @@ Result<std::unique_ptr<Vm>> VmBuilder::build(const VmConfig& cfg) {
   RETURN_IF_ERROR(finalize_config(vm->cfg_));
   vm->loop_.emplace(TRY(EventLoop::create()));
   RETURN_IF_ERROR(create_kvm(*vm));
+  if (vm->cfg_.restore) {
+    // The kernel, the boot structures and the ACPI tables are in the snapshot's memory.
+    RETURN_IF_ERROR(add_platform_devices(*vm));
+    RETURN_IF_ERROR(create_vcpus(*vm, nullptr));
+    RETURN_IF_ERROR(vm->restore_from_snapshot());
+    return vm;
+  }
   auto kernel = TRY(load_kernel(*vm));
   RETURN_IF_ERROR(add_platform_devices(*vm));
-  RETURN_IF_ERROR(create_vcpus(*vm, kernel));
+  RETURN_IF_ERROR(create_vcpus(*vm, &kernel));
   return vm;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -114,6 +115,43 @@ struct LoggerConfig {
   bool show_log_origin = false;
 };
 
+struct SnapshotState;  // vmm/snapshot_file.h
+
+// A VM built from a snapshot instead of booted (PUT /snapshot/load, `ringvm run --restore`);
+// vmm/snapshot.h prepare_restore fills it in, after checking the files.
+struct RestoreSpec {
+  std::string snapshot_path;
+  std::string mem_path;
+  bool resume = false;          // resume_vm: run at once (else the VM comes up Paused)
+  bool clock_realtime = false;  // the guest's clock jumps to now (else it continues from the snapshot)
+  std::shared_ptr<const SnapshotState> state;
+};
+
+// PUT /snapshot/create, `ringvm ctl snapshot create`.
+struct SnapshotCreateRequest {
+  bool diff = false;          // snapshot_type Diff: only pages written since the last snapshot
+  std::string snapshot_path;  // the state file
+  std::string mem_path;       // the memory file
+};
+
+// PUT /snapshot/load, `ringvm run --restore`, and each of `ringvm clone`'s VMs.
+struct SnapshotLoadRequest {
+  std::string snapshot_path;
+  std::string mem_path;
+  bool track_dirty_pages = false;
+  bool resume = false;
+  bool clock_realtime = false;
+  // iface_id -> host tap (Firecracker's network_overrides).
+  std::vector<std::pair<std::string, std::string>> network_overrides;
+  // ringvm's own overrides, for clones: a new MAC per iface_id, disk paths by drive_id (an
+  // overlay whose backing file is the snapshot's disk), a new vsock CID and socket.
+  std::vector<std::pair<std::string, std::string>> mac_overrides;
+  std::vector<std::pair<std::string, std::string>> disk_overrides;
+  std::optional<uint32_t> vsock_cid;
+  std::optional<std::string> vsock_uds;
+  std::optional<std::string> id;
+};
+
 struct VmConfig {
   std::string id = "ringvm";  // the instance id GET / reports
   std::string kernel;  // bzImage or PVH ELF
@@ -144,6 +182,7 @@ struct VmConfig {
   std::optional<LoggerConfig> logger;
   std::string metrics_path;  // JSON lines of counters (PUT /metrics); empty: none
   Tuning tuning;
+  std::optional<RestoreSpec> restore;  // set: build from this snapshot, do not boot
 };
 
 // The kernel command line the guest gets: `cmdline` plus root= for the root disk, if any.

@@ -496,6 +496,79 @@ Json machine_config_to_json(const VmConfig& cfg) {
               {"huge_pages", cfg.huge_pages == HugePages::kNone ? "None" : "Transparent"}};
 }
 
+Result<SnapshotCreateRequest> parse_snapshot_create(const Json& j) {
+  Fields f(j, "snapshot/create");
+  RETURN_IF_ERROR(f.object({"snapshot_type", "snapshot_path", "mem_file_path", "version"}));
+  RETURN_IF_ERROR(f.refuse("version", "a snapshot is always written in this ringvm's format version"));
+  SnapshotCreateRequest r;
+  r.diff = TRY(f.one_of("snapshot_type", {"Full", "Diff"})).value_or("Full") == "Diff";
+  r.snapshot_path = *TRY(f.str("snapshot_path", true));
+  r.mem_path = *TRY(f.str("mem_file_path", true));
+  if (r.snapshot_path.empty() || r.mem_path.empty())
+    return make_error(ErrorCode::kInvalidArgument,
+                      "snapshot/create: snapshot_path and mem_file_path must name files to write");
+  if (r.snapshot_path == r.mem_path)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "snapshot/create: snapshot_path and mem_file_path are the same file; give two paths");
+  return r;
+}
+
+Result<SnapshotLoadRequest> parse_snapshot_load(const Json& j) {
+  Fields f(j, "snapshot/load");
+  RETURN_IF_ERROR(f.object({"snapshot_path", "mem_backend", "mem_file_path", "track_dirty_pages",
+                            "enable_diff_snapshots", "resume_vm", "network_overrides", "clock_realtime"}));
+  SnapshotLoadRequest r;
+  r.snapshot_path = TRY(f.existing_file("snapshot_path", *TRY(f.str("snapshot_path", true))));
+  const bool backend = f.has("mem_backend"), file = f.has("mem_file_path");
+  if (backend == file)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "snapshot/load: give exactly one of mem_backend {{\"backend_type\": \"File\", "
+                      "\"backend_path\": ...}} and mem_file_path (deprecated)");
+  if (backend) {
+    Fields m(j.at("mem_backend"), "snapshot/load: mem_backend");
+    RETURN_IF_ERROR(m.object({"backend_type", "backend_path"}));
+    const auto type = *TRY(m.one_of("backend_type", {"File", "Uffd"}, true));
+    if (type == "Uffd")
+      return make_error(ErrorCode::kUnsupported,
+                        "snapshot/load: mem_backend: backend_type Uffd is not supported by ringvm yet (memory "
+                        "comes from a file, mapped copy-on-write); use \"File\"");
+    r.mem_path = TRY(m.existing_file("backend_path", *TRY(m.str("backend_path", true))));
+  } else {
+    r.mem_path = TRY(f.existing_file("mem_file_path", *TRY(f.str("mem_file_path", true))));
+  }
+  const auto track = TRY(f.boolean("track_dirty_pages"));
+  const auto legacy = TRY(f.boolean("enable_diff_snapshots"));
+  r.track_dirty_pages = track.value_or(legacy.value_or(false));
+  r.resume = TRY(f.boolean("resume_vm")).value_or(false);
+  r.clock_realtime = TRY(f.boolean("clock_realtime")).value_or(false);
+  if (f.has("network_overrides")) {
+    const Json& arr = j.at("network_overrides");
+    if (!arr.is_array())
+      return make_error(ErrorCode::kInvalidArgument, "snapshot/load: network_overrides: expected an array, got {}",
+                        type_name(arr));
+    if (arr.size() > kMaxApiNets)
+      return make_error(ErrorCode::kInvalidArgument, "snapshot/load: network_overrides: at most {} entries",
+                        kMaxApiNets);
+    for (const Json& o : arr) {
+      Fields n(o, "snapshot/load: network_overrides[]");
+      RETURN_IF_ERROR(n.object({"iface_id", "host_dev_name"}));
+      auto id = *TRY(n.str("iface_id", true));
+      RETURN_IF_ERROR(check_id("snapshot/load: network_overrides[]: iface_id", id));
+      auto tap = *TRY(n.str("host_dev_name", true));
+      if (tap.empty() || tap.size() >= 16)
+        return make_error(ErrorCode::kInvalidArgument,
+                          "snapshot/load: network_overrides[]: host_dev_name \"{}\": a tap name has 1 to 15 "
+                          "characters", tap);
+      for (const auto& [prev, _] : r.network_overrides)
+        if (prev == id)
+          return make_error(ErrorCode::kInvalidArgument,
+                            "snapshot/load: network_overrides: iface_id \"{}\" is given twice", id);
+      r.network_overrides.emplace_back(std::move(id), std::move(tap));
+    }
+  }
+  return r;
+}
+
 Json config_to_json(const VmConfig& cfg) {
   Json out;
   out["machine-config"] = machine_config_to_json(cfg);

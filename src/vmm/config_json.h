@@ -57,6 +57,10 @@ Result<void> check_network_patch(const VmConfig& cfg, std::string_view id, const
 Result<VmConfig> parse_config_file(std::string_view text, VmConfig base = {});
 Result<Json> parse_json_body(std::string_view text, std::string_view what);
 
+// PUT /snapshot/create and PUT /snapshot/load bodies (Firecracker's fields; docs/api.md).
+Result<SnapshotCreateRequest> parse_snapshot_create(const Json& j);
+Result<SnapshotLoadRequest> parse_snapshot_load(const Json& j);
+
 // GET /vm/config and GET /machine-config.
 Json config_to_json(const VmConfig& cfg);
 Json machine_config_to_json(const VmConfig& cfg);

@@ -9,6 +9,7 @@
 
 #include "base/log.h"
 #include "base/unique_fd.h"
+#include "vmm/snapshot.h"
 
 namespace ringvm {
 
@@ -50,6 +51,7 @@ Result<void> VmController::configure(std::string_view what,
   VmConfig next = cfg_;
   RETURN_IF_ERROR(edit(next));
   cfg_ = std::move(next);
+  configured_ = true;
   return Ok();
 }
 
@@ -76,6 +78,10 @@ Result<void> VmController::start() {
   // Checked here too, so the common mistake is a clear 400 without a round trip.
   VmConfig probe = cfg_;
   RETURN_IF_ERROR(finalize_config(probe));
+  return request_build_locked(lock);
+}
+
+Result<void> VmController::request_build_locked(std::unique_lock<std::mutex>& lock) {
   start_requested_ = true;
   start_result_.reset();
   const uint64_t gen = ++start_generation_;
@@ -87,6 +93,50 @@ Result<void> VmController::start() {
   Result<void> r = std::move(*start_result_);
   start_result_.reset();
   return r;
+}
+
+Result<void> VmController::snapshot_create(const SnapshotCreateRequest& req) {
+  std::lock_guard op(op_mu_);
+  {
+    std::lock_guard lock(mu_);
+    if (state_ != VmState::kPaused || !machine_)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "snapshot/create: the VM is {}; a snapshot is taken of a paused VM (PATCH /vm "
+                        "{{\"state\": \"Paused\"}} first)", vm_state_name(state_));
+  }
+  return machine_->snapshot(req);
+}
+
+Result<void> VmController::snapshot_load(const SnapshotLoadRequest& req) {
+  VmConfig base;
+  {
+    std::lock_guard lock(mu_);
+    if (state_ != VmState::kNotStarted || start_requested_ || building_)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "snapshot/load: the VM is {}; a snapshot loads only into a VMM that has not started one",
+                        start_requested_ || building_ ? "starting" : vm_state_name(state_));
+    if (configured_)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "snapshot/load: this VMM was configured already (machine-config, boot-source, drives, ...); "
+                        "a snapshot carries its own configuration, so load it into a fresh ringvm");
+    base = cfg_;
+  }
+  // The files are read and checked without the lock (they may be large).
+  VmConfig restored = TRY(prepare_restore(req, base));
+  std::unique_lock lock(mu_);
+  if (state_ != VmState::kNotStarted || start_requested_ || building_ || configured_)
+    return make_error(ErrorCode::kInvalidArgument, "snapshot/load: the VM changed while the snapshot was read");
+  if (early_stop_ != StopReason::kNone)
+    return make_error(ErrorCode::kInvalidArgument, "snapshot/load: ringvm is shutting down ({})",
+                      stop_reason_name(early_stop_));
+  cfg_ = std::move(restored);
+  auto r = request_build_locked(lock);
+  if (!r) {
+    // Nothing was built: this VMM stays fresh for another load (or a configuration).
+    cfg_ = std::move(base);
+    return wrap(std::move(r).error(), "snapshot/load");
+  }
+  return Ok();
 }
 
 Result<void> VmController::pause() {
@@ -213,7 +263,8 @@ StopReason VmController::run(bool boot_now, const std::function<void(Machine&, S
       wait_for_start(lock);
       continue;
     }
-    state_ = VmState::kRunning;
+    // A VM restored with resume_vm false comes up paused (Vm::restore_from_snapshot).
+    state_ = cfg_.restore && !cfg_.restore->resume ? VmState::kPaused : VmState::kRunning;
     if (start_requested_) {
       start_result_ = Ok();
       start_requested_ = false;
@@ -235,6 +286,8 @@ StopReason VmController::run(bool boot_now, const std::function<void(Machine&, S
       return reason;
     }
     spdlog::info("guest rebooted; restarting");
+    // A reboot boots the kernel: the snapshot was the first start only.
+    cfg_.restore.reset();
     // Running (no Machine for a moment): a rebuilt VM takes no new configuration.
     state_ = VmState::kRunning;
     lock.unlock();

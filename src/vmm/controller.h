@@ -43,6 +43,8 @@ class Machine {
   virtual Result<void> send_ctrl_alt_del() = 0;
   // The counters `--stats` prints, as one JSON object (Firecracker's metrics line).
   virtual nlohmann::json metrics() const = 0;
+  // Writes a snapshot of the paused machine (vmm/snapshot.h). Refused while running.
+  virtual Result<void> snapshot(const SnapshotCreateRequest& req) = 0;
 };
 
 using MachineFactory = std::function<Result<std::unique_ptr<Machine>>(const VmConfig&)>;
@@ -67,6 +69,13 @@ class VmController {
   Result<void> pause();
   Result<void> resume();
   Result<void> send_ctrl_alt_del();
+  // PUT /snapshot/create: only while Paused.
+  Result<void> snapshot_create(const SnapshotCreateRequest& req);
+  // PUT /snapshot/load: only before any configuration and InstanceStart (Firecracker's rule).
+  // Reads and checks the snapshot (vmm/snapshot.h prepare_restore), then builds the VM from it as
+  // InstanceStart builds a booted one, and waits for that. The VM is then Running (resume_vm) or
+  // Paused. A refused load leaves the controller as it was: fix the request and load again.
+  Result<void> snapshot_load(const SnapshotLoadRequest& req);
   // Writes one JSON line of metrics to the configured metrics file.
   Result<void> flush_metrics();
   // The metrics object (also what FlushMetrics writes).
@@ -83,6 +92,8 @@ class VmController {
 
  private:
   Result<void> build_locked(std::unique_lock<std::mutex>& lock);
+  // start()'s wait, after the caller checked the state: hands cfg_ to run() and waits.
+  Result<void> request_build_locked(std::unique_lock<std::mutex>& lock);
   // Until start() asks or a stop arrives (a blocked stop signal counts: there is no VM to read it).
   void wait_for_start(std::unique_lock<std::mutex>& lock);
 
@@ -94,6 +105,7 @@ class VmController {
   // start(): the request the main thread picks up, and its answer.
   bool start_requested_ = false;
   bool building_ = false;  // run() is building the VM from a copy of cfg_
+  bool configured_ = false;  // configure() changed something: snapshot/load is refused from then on
   std::optional<Result<void>> start_result_;
   uint64_t start_generation_ = 0;
   StopReason early_stop_ = StopReason::kNone;  // a stop before there is a Machine

@@ -72,6 +72,55 @@ Result<void> DeviceManager::resume() {
   return first;
 }
 
+Result<std::vector<NamedState>> DeviceManager::save_states() const {
+  std::vector<NamedState> out;
+  for (const auto& p : platform_) {
+    auto data = p->save();
+    if (!data) return wrap(std::move(data).error(), "snapshot");
+    out.push_back({std::string(p->state_name()), std::move(*data)});
+  }
+  for (const auto& v : virtio_) {
+    auto dev = v.device->save();
+    if (!dev) return wrap(std::move(dev).error(), "snapshot");
+    out.push_back({std::string(v.device->state_name()), std::move(*dev)});
+    auto transport = v.transport->save();
+    if (!transport) return wrap(std::move(transport).error(), "snapshot");
+    out.push_back({std::string(v.transport->name()), std::move(*transport)});
+  }
+  return out;
+}
+
+Result<void> DeviceManager::restore_states(const std::vector<NamedState>& states) {
+  std::vector<std::string> names;
+  for (const auto& p : platform_) names.emplace_back(p->state_name());
+  for (const auto& v : virtio_) {
+    names.emplace_back(v.device->state_name());
+    names.emplace_back(v.transport->name());
+  }
+  for (size_t i = 0; i < std::max(names.size(), states.size()); ++i) {
+    if (i < names.size() && i < states.size() && names[i] == states[i].name) continue;
+    return make_error(ErrorCode::kInvalidArgument,
+                      "the snapshot's devices differ from this VM's: the snapshot has {} where this VM has {}; "
+                      "restore with the configuration the snapshot was taken with",
+                      i < states.size() ? fmt::format("`{}`", states[i].name) : std::string("nothing"),
+                      i < names.size() ? fmt::format("`{}`", names[i]) : std::string("nothing"));
+  }
+  size_t i = 0;
+  for (const auto& p : platform_) RETURN_IF_ERROR(p->restore(states[i++].data));
+  // Each backend before its transport: the transport re-activates the backend it restores.
+  for (const auto& v : virtio_) {
+    RETURN_IF_ERROR(v.device->restore(states[i++].data));
+    RETURN_IF_ERROR(v.transport->restore(states[i++].data));
+  }
+  return Ok();
+}
+
+Result<void> DeviceManager::flush_disks() {
+  for (const auto& b : blocks_)
+    if (auto r = b.device->flush(); !r) return wrap(std::move(r).error(), "flushing disk {} ({})", b.device->name(), b.path);
+  return Ok();
+}
+
 void DeviceManager::stop_workers() {
   if (stopped_) return;
   stopped_ = true;

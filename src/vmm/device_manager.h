@@ -15,6 +15,7 @@
 #include "base/result.h"
 #include "base/unique_fd.h"
 #include "devices/device.h"
+#include "vmm/snapshot_file.h"
 
 namespace ringvm {
 
@@ -54,6 +55,16 @@ class DeviceManager {
   Result<void> resume();
   // Resets every virtio device (joins its workers). Idempotent; ~DeviceManager calls it too.
   void stop_workers();
+
+  // Snapshots (vmm/snapshot.h): every device's state, in a fixed order (platform devices, then
+  // each virtio device followed by its transport), named by state_name(). Only while paused.
+  Result<std::vector<NamedState>> save_states() const;
+  // Onto freshly built, never-run devices: `states` must name exactly this VM's devices in the
+  // same order (the same configuration built them), else nothing is restored and the error
+  // names the first difference.
+  Result<void> restore_states(const std::vector<NamedState>& states);
+  // Makes every write the guest saw completed durable (each disk's flush).
+  Result<void> flush_disks();
 
   std::string stats_text() const;
   nlohmann::json metrics() const;

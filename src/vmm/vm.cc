@@ -181,6 +181,15 @@ std::string Vm::stop_detail() const {
 void Vm::vcpu_loop(size_t index) {
   KvmVcpu& vcpu = *vcpus_[index];
   BusExitHandler exits(pio_, mmio_);
+  if (restored_) {
+    // The guest was stopped since its snapshot: as after a pause (park_vcpu), its watchdogs
+    // must not count that time. A VM restored paused parks first and says so when it wakes.
+    if (pause_flag_.load()) {
+      park_vcpu(index);
+    } else if (::ioctl(vcpu.fd(), KVM_KVMCLOCK_CTRL, 0) != 0 && errno != EINVAL) {  // SAFETY: no argument
+      RINGVM_LOG_RATELIMITED(warn, "vCPU {}: KVM_KVMCLOCK_CTRL: {}", index, std::strerror(errno));
+    }
+  }
   while (stop_reason() == StopReason::kNone) {
     auto r = vcpu.run(exits, &counters_);
     if (!r) {
@@ -254,6 +263,7 @@ StopReason Vm::run() {
   {
     // A pause may arrive as soon as the controller says Running: it waits for vcpus_started_.
     std::lock_guard lock(pause_mu_);
+
     for (size_t i = 0; i < vcpus_.size(); ++i) {
       threads_.push_back(std::make_unique<VcpuThread>());
       threads_.back()->start(vcpus_[i].get(), [this, i] { vcpu_loop(i); });

@@ -57,6 +57,8 @@ class Vm final : public Machine {
   Result<void> resume() override;
   Result<void> send_ctrl_alt_del() override;
   nlohmann::json metrics() const override;
+  // vmm/snapshot_vm.cc: only while paused.
+  Result<void> snapshot(const SnapshotCreateRequest& req) override;
   // How many vCPU threads are parked (tests, the pause benchmark).
   size_t parked_vcpus() const;
 
@@ -77,6 +79,8 @@ class Vm final : public Machine {
   friend class VmBuilder;
   Vm() = default;
   void vcpu_loop(size_t index);
+  // After the builder made every device and vCPU: their states from cfg_.restore's snapshot.
+  Result<void> restore_from_snapshot();
   // On vCPU `index`'s thread after a kick: waits while a pause is asked for.
   void park_vcpu(size_t index);
 
@@ -111,6 +115,10 @@ class Vm final : public Machine {
   size_t parked_ = 0;
   bool vcpus_started_ = false;  // run() made every vCPU thread (threads_ fixed from then on)
   bool paused_ = false;
+  // Built from a snapshot: each vCPU tells KVM its guest was stopped before its first entry.
+  bool restored_ = false;
+  std::shared_ptr<class CmosRtc> rtc_;        // clock_realtime sets it to now after a restore
+  std::shared_ptr<class VmGenId> vmgenid_;    // a new generation ID on every restore
 };
 
 }  // namespace ringvm
