@@ -42,10 +42,21 @@ struct StatsDescHeader {  // struct kvm_stats_desc without its name
 };
 static_assert(sizeof(Cpuid2Header) == 8 && sizeof(MsrsHeader) == 8 && sizeof(MsrListHeader) == 4);
 static_assert(sizeof(IrqRoutingHeader) == 8 && sizeof(StatsDescHeader) == 16);
+// struct kvm_xsave without its flexible `extra` tail: the legacy 4 KiB region. KVM_GET_XSAVE2
+// writes (and KVM_SET_XSAVE reads) KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2) bytes, which may be more:
+// the buffer behind these ioctls must always be that large.
+struct XsaveRegion {
+  uint32_t region[1024];
+};
+static_assert(sizeof(XsaveRegion) == 4096);
 
 inline constexpr unsigned long kGetMsrIndexList = _IOWR(KVMIO, 0x02, MsrListHeader);
 inline constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, Cpuid2Header);
 inline constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, Cpuid2Header);
+inline constexpr unsigned long kGetCpuid2 = _IOWR(KVMIO, 0x91, Cpuid2Header);
+inline constexpr unsigned long kGetXsave = _IOR(KVMIO, 0xa4, XsaveRegion);
+inline constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, XsaveRegion);
+inline constexpr unsigned long kGetXsave2 = _IOR(KVMIO, 0xcf, XsaveRegion);
 inline constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, MsrsHeader);
 inline constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, MsrsHeader);
 inline constexpr unsigned long kSetGsiRouting = _IOW(KVMIO, 0x6a, IrqRoutingHeader);

@@ -78,6 +78,64 @@ Result<void> KvmVcpu::set_mp_state(const kvm_mp_state& s) const {
   return set(fd(), KVM_SET_MP_STATE, s, "KVM_SET_MP_STATE");
 }
 
+Result<kvm_vcpu_events> KvmVcpu::get_vcpu_events() const {
+  return get<kvm_vcpu_events>(fd(), KVM_GET_VCPU_EVENTS, "KVM_GET_VCPU_EVENTS");
+}
+Result<void> KvmVcpu::set_vcpu_events(const kvm_vcpu_events& e) const {
+  return set(fd(), KVM_SET_VCPU_EVENTS, e, "KVM_SET_VCPU_EVENTS");
+}
+Result<kvm_debugregs> KvmVcpu::get_debugregs() const {
+  return get<kvm_debugregs>(fd(), KVM_GET_DEBUGREGS, "KVM_GET_DEBUGREGS");
+}
+Result<void> KvmVcpu::set_debugregs(const kvm_debugregs& d) const {
+  return set(fd(), KVM_SET_DEBUGREGS, d, "KVM_SET_DEBUGREGS");
+}
+Result<kvm_xcrs> KvmVcpu::get_xcrs() const { return get<kvm_xcrs>(fd(), KVM_GET_XCRS, "KVM_GET_XCRS"); }
+Result<void> KvmVcpu::set_xcrs(const kvm_xcrs& x) const { return set(fd(), KVM_SET_XCRS, x, "KVM_SET_XCRS"); }
+Result<kvm_sregs2> KvmVcpu::get_sregs2() const {
+  return get<kvm_sregs2>(fd(), KVM_GET_SREGS2, "KVM_GET_SREGS2");
+}
+Result<void> KvmVcpu::set_sregs2(const kvm_sregs2& s) const {
+  return set(fd(), KVM_SET_SREGS2, s, "KVM_SET_SREGS2");
+}
+
+Result<uint32_t> KvmVcpu::get_tsc_khz() const {
+  const int khz = ::ioctl(fd(), KVM_GET_TSC_KHZ, 0);
+  if (khz < 0) return sys_error("KVM_GET_TSC_KHZ");
+  return static_cast<uint32_t>(khz);
+}
+
+Result<void> KvmVcpu::set_tsc_khz(uint32_t khz) const {
+  if (::ioctl(fd(), KVM_SET_TSC_KHZ, static_cast<unsigned long>(khz)) != 0)
+    return sys_error(fmt::format("KVM_SET_TSC_KHZ {} kHz on vCPU {}", khz, id_));
+  return Ok();
+}
+
+Result<void> KvmVcpu::kvmclock_ctrl() const {
+  // SAFETY: KVM_KVMCLOCK_CTRL takes no argument.
+  if (::ioctl(fd(), KVM_KVMCLOCK_CTRL, 0) != 0 && errno != EINVAL)
+    return sys_error(fmt::format("KVM_KVMCLOCK_CTRL on vCPU {}", id_));
+  return Ok();
+}
+
+Result<std::vector<kvm_cpuid_entry2>> KvmVcpu::get_cpuid() const {
+  // KVM answers E2BIG (and the count it has) when the buffer is too small; KVM_MAX_CPUID_ENTRIES
+  // is 256 today, so the second try fits unless the kernel grew.
+  for (uint32_t n = 64; n <= 4096; n *= 2) {
+    std::vector<kvm_cpuid_entry2> entries(n);
+    auto buf = kvm_abi::with_header(kvm_abi::Cpuid2Header{n, 0}, entries);
+    if (::ioctl(fd(), kvm_abi::kGetCpuid2, buf.data()) == 0) {
+      kvm_abi::Cpuid2Header out{};
+      std::memcpy(&out, buf.data(), sizeof out);
+      entries.resize(std::min(out.nent, n));
+      std::memcpy(entries.data(), buf.data() + sizeof out, entries.size() * sizeof(kvm_cpuid_entry2));
+      return entries;
+    }
+    if (errno != E2BIG) return sys_error(fmt::format("KVM_GET_CPUID2 on vCPU {}", id_));
+  }
+  return make_error(ErrorCode::kUnsupported, "KVM_GET_CPUID2 on vCPU {}: more than 4096 entries", id_);
+}
+
 Result<void> KvmVcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) const {
   auto buf = kvm_abi::with_header(kvm_abi::Cpuid2Header{static_cast<uint32_t>(entries.size()), 0}, entries);
   if (::ioctl(fd(), kvm_abi::kSetCpuid2, buf.data()) != 0) return sys_error("KVM_SET_CPUID2");
