@@ -5,6 +5,7 @@
 #include <bit>
 #include <cstring>
 
+#include "base/state_codec.h"
 #include "devices/pci/msix.h"
 
 namespace ringvm {
@@ -181,6 +182,46 @@ void PciConfigSpace::write_bar_register(int slot, uint32_t value) {
   const uint32_t type_mask = b.info.io ? kIoAddressMask : kMemLowMask;
   // Address bits below the size are hard-wired to zero: that is how the guest sizes the BAR.
   b.address = ((b.address & ~uint64_t{0xFFFFFFFF}) | (value & type_mask)) & ~(b.info.size - 1);
+}
+
+void PciConfigSpace::save_state(StateWriter& w) const {
+  w.raw(regs_);
+  for (const Bar& b : bars_) w.u64(b.address);
+}
+
+Result<PciConfigSpace::State> PciConfigSpace::read_state(StateReader& r) const {
+  State s;
+  RETURN_IF_ERROR(r.raw("PCI config space", s.regs));
+  for (auto& a : s.bar_addresses) a = TRY(r.u64("PCI BAR address"));
+  for (size_t i = 0; i < kSize; ++i) {
+    if (((s.regs[i] ^ regs_[i]) & ~wmask_[i]) != 0)
+      return r.corrupt(fmt::format(
+          "PCI config space byte {:#x} is {:#04x}; its read-only bits are {:#04x} on this function (another device?)",
+          i, s.regs[i], regs_[i] & ~wmask_[i]));
+  }
+  for (size_t i = 0; i < kNumBars; ++i) {
+    const Bar& b = bars_[i];
+    const uint64_t a = s.bar_addresses[i];
+    if (b.info.size == 0 || b.upper_half) {
+      if (a != 0) return r.corrupt(fmt::format("PCI BAR {} has address {:#x} but the function has no BAR there", i, a));
+      continue;
+    }
+    const uint64_t limit = b.info.io ? kIoAddressMask : b.info.is_64bit ? ~uint64_t{0} : uint64_t{0xFFFFFFFF};
+    if ((a & (b.info.size - 1)) != 0 || a > limit)
+      return r.corrupt(fmt::format("PCI BAR {} address {:#x} cannot be programmed into a {:#x}-byte {} BAR", i, a,
+                                   b.info.size, b.info.io ? "I/O" : b.info.is_64bit ? "64-bit" : "32-bit"));
+  }
+  return s;
+}
+
+void PciConfigSpace::restore_state(const State& s) {
+  regs_ = s.regs;
+  for (size_t i = 0; i < kNumBars; ++i) bars_[i].address = s.bar_addresses[i];
+  if (msix_ != nullptr) {
+    const uint16_t now = msix_->message_control();
+    regs_[msix_cap_ + PCI_MSIX_FLAGS] = static_cast<uint8_t>(now);
+    regs_[msix_cap_ + PCI_MSIX_FLAGS + 1] = static_cast<uint8_t>(now >> 8);
+  }
 }
 
 }  // namespace ringvm

@@ -19,6 +19,8 @@
 namespace ringvm {
 
 class MsixTable;
+class StateReader;
+class StateWriter;
 
 struct PciIds {
   uint16_t vendor = 0;
@@ -62,6 +64,25 @@ class PciConfigSpace final {
   void write(uint16_t offset, uint8_t size, uint32_t value);
 
   uint16_t command() const;
+
+  // --- Snapshot (base/state_codec.h) ---
+  // The 256 bytes and the BAR addresses. The write masks, BAR sizes and capability layout are
+  // structural (the function builds them the same way in every process) and not saved.
+  struct State {
+    std::array<uint8_t, kSize> regs{};
+    std::array<uint64_t, kNumBars> bar_addresses{};
+  };
+  void save_state(StateWriter& w) const;
+  // Reads and checks a state save_state() wrote; changes nothing. Refused (kCorrupt): a
+  // read-only bit that differs from this function's (another device, another layout), a BAR
+  // address where this function has no BAR (or in the upper half of a 64-bit one), or an address
+  // a guest could not have programmed (not aligned to the BAR size, an I/O BAR above 64 KiB, a
+  // 32-bit BAR above 4 GiB).
+  Result<State> read_state(StateReader& r) const;
+  // Takes `s` over. The MSI-X Message Control bits are the MsixTable's (restore it first): they
+  // are read back from it, as after a guest write. Whoever maps the BARs (PciBus) must then
+  // re-read them (PciBus::restore does).
+  void restore_state(const State& s);
 
  private:
   struct Bar {

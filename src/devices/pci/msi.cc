@@ -86,6 +86,20 @@ Result<void> MsiRouter::set_route(uint32_t gsi, uint64_t address, uint32_t data)
   return commit_locked();
 }
 
+Result<void> MsiRouter::set_routes(std::span<const MsiRoute> routes) {
+  std::lock_guard lock(mu_);
+  for (const auto& r : routes)
+    if (vectors_.find(r.gsi) == vectors_.end())
+      return make_error(ErrorCode::kInternal, "MSI routing: GSI {} was not allocated", r.gsi);
+  const auto before = vectors_;
+  for (const auto& r : routes) vectors_[r.gsi] = Vector{true, r.address, r.data};
+  if (auto c = commit_locked(); !c.ok()) {
+    vectors_ = before;
+    return c;
+  }
+  return Ok();
+}
+
 void MsiRouter::remove_vector(uint32_t gsi, int eventfd) {
   std::lock_guard lock(mu_);
   auto it = vectors_.find(gsi);

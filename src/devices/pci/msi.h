@@ -12,12 +12,20 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <span>
 #include <vector>
 
 #include "base/result.h"
 #include "devices/pci/interrupt_controller.h"
 
 namespace ringvm {
+
+// One MSI route: what set_routes() points `gsi` at.
+struct MsiRoute {
+  uint32_t gsi = 0;
+  uint64_t address = 0;
+  uint32_t data = 0;
+};
 
 class MsiRouter final {
  public:
@@ -35,6 +43,9 @@ class MsiRouter final {
   Result<uint32_t> add_vector(int eventfd);
   // Points `gsi` at the MSI (`address`, `data`) and commits the table.
   Result<void> set_route(uint32_t gsi, uint64_t address, uint32_t data);
+  // Several routes with one commit (a restore reprograms every vector of a function at once).
+  // All or nothing: on error (a GSI not allocated, the commit refused) no route changed.
+  Result<void> set_routes(std::span<const MsiRoute> routes);
   // Drops the route and irqfd of `gsi` and frees the GSI. Errors are logged: this runs on teardown.
   void remove_vector(uint32_t gsi, int eventfd);
 

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "base/log.h"
+#include "base/state_codec.h"
 
 namespace ringvm {
 namespace {
@@ -148,6 +149,66 @@ void MsixTable::deliver_locked(Entry& e) {
 void MsixTable::flush_pending_locked() {
   for (auto& e : entries_)
     if (e.pending && deliverable_locked(e)) deliver_locked(e);
+}
+
+}  // namespace ringvm
+
+namespace ringvm {
+
+void MsixTable::save_state(StateWriter& w) const {
+  std::lock_guard lock(mu_);
+  w.u16(static_cast<uint16_t>(entries_.size()));
+  w.boolean(enabled_);
+  w.boolean(function_masked_);
+  for (const auto& e : entries_) {
+    for (uint32_t word : e.words) w.u32(word);
+    w.boolean(e.pending);
+  }
+}
+
+Result<MsixTable::State> MsixTable::read_state(StateReader& r) const {
+  const uint16_t n = TRY(r.u16("MSI-X vector count"));
+  if (n != entries_.size())
+    return r.corrupt(fmt::format("the MSI-X table has {} vectors; this device has {}", n, entries_.size()));
+  State s;
+  s.enabled = TRY(r.boolean("MSI-X enable"));
+  s.function_masked = TRY(r.boolean("MSI-X function mask"));
+  s.words.resize(n);
+  s.pending.resize(n);
+  for (uint16_t v = 0; v < n; ++v) {
+    for (auto& word : s.words[v]) word = TRY(r.u32("MSI-X table entry"));
+    if ((s.words[v][kWordControl] & ~kVectorMasked) != 0)
+      return r.corrupt(fmt::format("MSI-X vector {} has reserved Vector Control bits set ({:#x})", v,
+                                   s.words[v][kWordControl]));
+    s.pending[v] = TRY(r.boolean("MSI-X pending bit")) ? 1 : 0;
+  }
+  return s;
+}
+
+Result<void> MsixTable::restore_state(const State& s) {
+  if (s.words.size() != entries_.size() || s.pending.size() != entries_.size())
+    return make_error(ErrorCode::kInternal, "MSI-X: a state for {} vectors given to a table of {}", s.words.size(),
+                      entries_.size());
+  std::lock_guard lock(mu_);
+  std::vector<MsiRoute> routes;
+  for (size_t v = 0; v < entries_.size(); ++v) {
+    const auto& w = s.words[v];
+    const uint64_t address = (uint64_t{w[1]} << 32) | w[0];
+    if (address != 0) routes.push_back({entries_[v].gsi, address, w[2]});
+  }
+  if (!routes.empty()) RETURN_IF_ERROR(router_.set_routes(routes));
+  for (size_t v = 0; v < entries_.size(); ++v) {
+    Entry& e = entries_[v];
+    std::copy(s.words[v].begin(), s.words[v].end(), e.words);
+    e.pending = s.pending[v] != 0;
+    e.route_address = (uint64_t{e.words[1]} << 32) | e.words[0];
+    e.route_data = e.words[2];
+    e.routed = e.route_address != 0;
+  }
+  enabled_ = s.enabled;
+  function_masked_ = s.function_masked;
+  flush_pending_locked();
+  return Ok();
 }
 
 }  // namespace ringvm

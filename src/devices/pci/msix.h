@@ -8,6 +8,7 @@
 // route is (re)programmed lazily, whenever it is deliverable and its address/data changed.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -19,6 +20,9 @@
 #include "devices/pci/msi.h"
 
 namespace ringvm {
+
+class StateReader;
+class StateWriter;
 
 class MsixTable final {
  public:
@@ -49,6 +53,25 @@ class MsixTable final {
   // Raises `vector`: delivered at once if deliverable, else its pending bit is set. Thread-safe;
   // called from device threads. Out-of-range vectors are ignored.
   void fire(uint16_t vector);
+
+  // --- Snapshot (base/state_codec.h) ---
+  // The guest-visible state: enable and function mask, every entry's four words and pending bit.
+  // The eventfds and GSIs are the new process's own and are not part of it.
+  struct State {
+    bool enabled = false;
+    bool function_masked = false;
+    std::vector<std::array<uint32_t, 4>> words;
+    std::vector<uint8_t> pending;  // 0 or 1 per vector
+  };
+  void save_state(StateWriter& w) const;
+  // Reads and checks a state save_state() wrote; changes nothing. Refused (kCorrupt): another
+  // vector count than size(), reserved Vector Control bits set.
+  Result<State> read_state(StateReader& r) const;
+  // Takes `s` over and reprograms, with one routing commit, the MSI route of every vector whose
+  // address the guest programmed (non-zero), so the first interrupt after a restore needs no
+  // ioctl; then delivers pending vectors that are deliverable, as an unmask would. If the
+  // router refuses, nothing changed.
+  Result<void> restore_state(const State& s);
 
   // For tests and debugging.
   bool pending(uint16_t vector) const;

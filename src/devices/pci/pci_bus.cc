@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "base/log.h"
+#include "base/state_codec.h"
 #include "devices/pci/config_space.h"
 
 namespace ringvm {
@@ -21,23 +22,6 @@ constexpr uint32_t kClassHostBridge = 0x060000;   // bridge, host bridge, no pro
 // BAR address bits (the UAPI masks are unsigned long; these are the 32-bit registers' own).
 constexpr uint32_t kBarMemMask = 0xFFFFFFF0;
 constexpr uint32_t kBarIoMask = 0xFFFFFFFC;
-
-// The host bridge: identity only, no BARs and no interrupt.
-class HostBridge final : public PciDevice {
- public:
-  HostBridge()
-      : cfg_(PciIds{PciBus::kHostBridgeVendor, PciBus::kHostBridgeDevice, 0,
-                    kClassHostBridge, 0, 0}) {}
-  std::string_view name() const override { return "pci-host-bridge"; }
-  uint32_t config_read(uint16_t offset, uint8_t size) override { return cfg_.read(offset, size); }
-  void config_write(uint16_t offset, uint8_t size, uint32_t value) override { cfg_.write(offset, size, value); }
-  void bar_read(int, uint64_t, std::span<uint8_t> data) override { std::memset(data.data(), 0xFF, data.size()); }
-  void bar_write(int, uint64_t, std::span<const uint8_t>) override {}
-  void bar_moved(int, uint64_t, uint64_t) override {}
-
- private:
-  PciConfigSpace cfg_;
-};
 
 // What one BAR looks like on a Bus: accesses forwarded to the function with the BAR index.
 class BarWindow final : public Device {
@@ -63,6 +47,24 @@ void store_le(std::span<uint8_t> data, uint32_t v) { std::memcpy(data.data(), &v
 bool valid_size(size_t n) { return n == 1 || n == 2 || n == 4; }
 
 }  // namespace
+
+// The host bridge: identity only, no BARs and no interrupt.
+class PciBus::HostBridge final : public PciDevice {
+ public:
+  HostBridge()
+      : cfg_(PciIds{kHostBridgeVendor, PciBus::kHostBridgeDevice, 0,
+                    kClassHostBridge, 0, 0}) {}
+  std::string_view name() const override { return "pci-host-bridge"; }
+  uint32_t config_read(uint16_t offset, uint8_t size) override { return cfg_.read(offset, size); }
+  void config_write(uint16_t offset, uint8_t size, uint32_t value) override { cfg_.write(offset, size, value); }
+  void bar_read(int, uint64_t, std::span<uint8_t> data) override { std::memset(data.data(), 0xFF, data.size()); }
+  void bar_write(int, uint64_t, std::span<const uint8_t>) override {}
+  void bar_moved(int, uint64_t, uint64_t) override {}
+  PciConfigSpace& config() { return cfg_; }
+
+ private:
+  PciConfigSpace cfg_;
+};
 
 // 0xCF8..0xCFF on the PIO bus.
 class PciBus::ConfigIo final : public Device {
@@ -111,7 +113,8 @@ Result<std::shared_ptr<PciBus>> PciBus::create(Bus& pio, Bus& mmio, const PciBus
   std::shared_ptr<PciBus> bus(new PciBus(pio, mmio, config));
   {
     std::lock_guard lock(bus->mu_);
-    TRY(bus->add_locked(std::make_shared<HostBridge>(), 0));
+    bus->host_ = std::make_shared<HostBridge>();
+    TRY(bus->add_locked(bus->host_, 0));
   }
   RETURN_IF_ERROR(pio.insert(config.config_port, kConfigPortSize, std::make_shared<ConfigIo>(bus)));
   if (config.io_size != 0)
@@ -315,6 +318,56 @@ void PciBus::io_write(uint64_t offset, uint8_t size, uint32_t value) {
   uint8_t slot;
   uint16_t reg;
   if (decode(address, offset, slot, reg)) config_write(slot, reg, size, value);
+}
+
+uint32_t PciBus::occupied_locked() const {
+  uint32_t mask = 0;
+  for (size_t slot = 0; slot < kSlots; ++slot)
+    if (slots_[slot].dev) mask |= 1u << slot;
+  return mask;
+}
+
+Result<std::vector<uint8_t>> PciBus::save() const {
+  StateWriter w;
+  std::lock_guard lock(mu_);
+  w.u32(occupied_locked());
+  w.u32(address_);
+  host_->config().save_state(w);
+  return w.take();
+}
+
+Result<void> PciBus::restore(std::span<const uint8_t> data) {
+  StateReader r(data, "pci-bus");
+  std::lock_guard lock(mu_);
+  const uint32_t occupied = TRY(r.u32("occupied slots"));
+  if (occupied != occupied_locked())
+    return r.corrupt(fmt::format("functions were in slots {:#010x}; this bus has them in {:#010x}", occupied,
+                                 occupied_locked()));
+  const uint32_t address = TRY(r.u32("CONFIG_ADDRESS"));
+  if ((address & ~(kAddrEnable | 0x00FFFFFCu)) != 0)
+    return r.corrupt(fmt::format("CONFIG_ADDRESS {:#x} has reserved bits set", address));
+  const PciConfigSpace::State host = TRY(host_->config().read_state(r));
+  RETURN_IF_ERROR(r.finish());
+  address_ = address;
+  host_->config().restore_state(host);
+  // Two passes, so functions whose BARs traded places do not collide: first every BAR that moves
+  // leaves its old place, then each is mapped at its new one.
+  for (uint8_t slot = 0; slot < kSlots; ++slot) {
+    Slot& s = slots_[slot];
+    if (!s.dev) continue;
+    const auto command = static_cast<uint16_t>(s.dev->config_read(PCI_COMMAND, 2));
+    for (int bar = 0; bar < PciConfigSpace::kNumBars; ++bar) {
+      BarState& b = s.bars[static_cast<size_t>(bar)];
+      if (b.info.size == 0 || b.mapped == 0 || programmed_base_locked(s, bar, command) == b.mapped) continue;
+      (void)(b.info.io ? io_bars_ : mmio_).remove(b.mapped);
+      const uint64_t old = b.mapped;
+      b.mapped = 0;
+      s.dev->bar_moved(bar, old, 0);
+    }
+  }
+  for (uint8_t slot = 0; slot < kSlots; ++slot)
+    if (slots_[slot].dev) update_mappings_locked(slot);
+  return Ok();
 }
 
 }  // namespace ringvm

@@ -8,7 +8,13 @@
 // (all ones written) or with decoding off is unmapped.
 //
 // Locking: config cycles arrive from the PIO bus (its shared lock held) and change the MMIO bus
-// (exclusive lock): different buses, so no deadlock. I/O BARs cannot be re-mapped on the PIO bus
+// (exclusive lock): different buses, so no deadlock.
+//
+// Snapshots: the bus is Stateful ("pci-bus"): its state is the CONFIG_ADDRESS latch (a vCPU may
+// be parked between its 0xCF8 and 0xCFC accesses), the host bridge's config space and which
+// slots hold a function. Where BARs are mapped is not saved: it follows from each function's
+// config space, so restore() must come after every function's own restore; it then maps every
+// BAR where its config space says, as if the guest had just written it (bar_moved()). I/O BARs cannot be re-mapped on the PIO bus
 // from inside its own handler, so they live on a private Bus behind one window device that the
 // PIO bus maps once.
 #pragma once
@@ -19,6 +25,7 @@
 #include <mutex>
 
 #include "base/result.h"
+#include "base/stateful.h"
 #include "devices/bus.h"
 #include "devices/pci/pci_device.h"
 
@@ -37,7 +44,7 @@ struct PciBusConfig {
   uint32_t (*intx_gsi)(uint32_t slot, uint32_t pin) = nullptr;
 };
 
-class PciBus final {
+class PciBus final : public Stateful {
  public:
   static constexpr int kSlots = 32;
   static constexpr uint16_t kConfigPortSize = 8;  // CONFIG_ADDRESS and CONFIG_DATA, 4 bytes each
@@ -64,8 +71,18 @@ class PciBus final {
   // Where BAR `bar` of `slot` is mapped now; 0 when unmapped.
   uint64_t bar_address(uint8_t slot, int bar) const;
 
+  // Stateful. No thread: pause() and resume() have nothing to do. restore() refuses (kCorrupt,
+  // nothing changed) a state whose occupied slots differ from this bus's or whose host bridge
+  // state is not one; otherwise it re-maps every function's BARs (see above).
+  std::string_view state_name() const override { return "pci-bus"; }
+  Result<void> pause() override { return Ok(); }
+  Result<void> resume() override { return Ok(); }
+  Result<std::vector<uint8_t>> save() const override;
+  Result<void> restore(std::span<const uint8_t> data) override;
+
  private:
   class ConfigIo;
+  class HostBridge;
   class IoWindow;
   struct BarState {
     PciBarInfo info;
@@ -83,6 +100,8 @@ class PciBus final {
   Result<void> assign_bars_locked(Slot& s);
   // Re-reads BARs and the command register of `slot` and re-maps whatever changed.
   void update_mappings_locked(uint8_t slot);
+  // Bit n set: slot n holds a function.
+  uint32_t occupied_locked() const;
   uint64_t programmed_base_locked(const Slot& s, int bar, uint16_t command) const;
   // The 0xCF8 latch and the data ports.
   uint32_t io_read(uint64_t offset, uint8_t size);
@@ -95,6 +114,7 @@ class PciBus final {
   mutable std::mutex mu_;  // config cycles, the address latch, slots and allocators
   uint32_t address_ = 0;   // CONFIG_ADDRESS (0xCF8)
   std::array<Slot, kSlots> slots_;
+  std::shared_ptr<HostBridge> host_;  // slot 0
   uint64_t next_mmio_;
   uint64_t next_io_;
 };

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "base/log.h"
+#include "base/state_codec.h"
 #include "devices/virtio/ring_abi.h"
 #include "memory/guest_memory.h"
 
@@ -74,33 +75,116 @@ void VirtQueue::reset() {
   event_idx_ = indirect_ = false;
   next_avail_ = next_used_ = signalled_used_ = 0;
   broken_.store(false, std::memory_order_release);
+  positioned_ = false;
+}
+
+Result<void> VirtQueue::check_geometry(uint16_t size, uint16_t max_size, uint64_t desc, uint64_t avail,
+                                       uint64_t used, const GuestMemory* mem) {
+  if (size == 0 || size > max_size || !std::has_single_bit(size))
+    return make_error(ErrorCode::kInvalidArgument,
+                      "virtqueue size {} is invalid: it must be a power of two between 1 and {}", size, max_size);
+  if (desc % VRING_DESC_ALIGN_SIZE != 0 || avail % VRING_AVAIL_ALIGN_SIZE != 0 || used % VRING_USED_ALIGN_SIZE != 0)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "virtqueue rings misaligned (desc {:#x} needs 16, avail {:#x} needs 2, used {:#x} needs 4)",
+                      desc, avail, used);
+  if (mem == nullptr) return Ok();
+  if (!mem->contains(desc, desc_table_bytes(size)))
+    return make_error(ErrorCode::kOutOfRange, "virtqueue descriptor table at {:#x} (size {}) is outside guest memory",
+                      desc, size);
+  if (!mem->contains(avail, avail_ring_bytes(size)))
+    return make_error(ErrorCode::kOutOfRange, "virtqueue avail ring at {:#x} (size {}) is outside guest memory",
+                      avail, size);
+  if (!mem->contains(used, used_ring_bytes(size)))
+    return make_error(ErrorCode::kOutOfRange, "virtqueue used ring at {:#x} (size {}) is outside guest memory",
+                      used, size);
+  return Ok();
 }
 
 Result<void> VirtQueue::activate(const GuestMemory& mem, uint64_t features) {
-  if (size_ == 0 || size_ > max_size_ || !std::has_single_bit(size_))
-    return make_error(ErrorCode::kInvalidArgument,
-                      "virtqueue size {} is invalid: it must be a power of two between 1 and {}", size_,
-                      max_size_);
-  if (desc_addr_ % VRING_DESC_ALIGN_SIZE != 0 || avail_addr_ % VRING_AVAIL_ALIGN_SIZE != 0 ||
-      used_addr_ % VRING_USED_ALIGN_SIZE != 0)
-    return make_error(ErrorCode::kInvalidArgument,
-                      "virtqueue rings misaligned (desc {:#x} needs 16, avail {:#x} needs 2, used {:#x} needs 4)",
-                      desc_addr_, avail_addr_, used_addr_);
-  if (!mem.contains(desc_addr_, desc_table_bytes(size_)))
-    return make_error(ErrorCode::kOutOfRange, "virtqueue descriptor table at {:#x} (size {}) is outside guest memory",
-                      desc_addr_, size_);
-  if (!mem.contains(avail_addr_, avail_ring_bytes(size_)))
-    return make_error(ErrorCode::kOutOfRange, "virtqueue avail ring at {:#x} (size {}) is outside guest memory",
-                      avail_addr_, size_);
-  if (!mem.contains(used_addr_, used_ring_bytes(size_)))
-    return make_error(ErrorCode::kOutOfRange, "virtqueue used ring at {:#x} (size {}) is outside guest memory",
-                      used_addr_, size_);
+  RETURN_IF_ERROR(check_geometry(size_, max_size_, desc_addr_, avail_addr_, used_addr_, &mem));
   mem_ = &mem;
   event_idx_ = (features & (1ULL << VIRTIO_RING_F_EVENT_IDX)) != 0;
   indirect_ = (features & (1ULL << VIRTIO_RING_F_INDIRECT_DESC)) != 0;
-  next_avail_ = next_used_ = signalled_used_ = 0;
-  broken_.store(false, std::memory_order_release);
+  if (!positioned_) {
+    next_avail_ = next_used_ = signalled_used_ = 0;
+    broken_.store(false, std::memory_order_release);
+  }
+  positioned_ = false;
   return Ok();
+}
+
+VirtQueue::State VirtQueue::state() const {
+  State s;
+  s.size = size_;
+  s.desc_addr = desc_addr_;
+  s.avail_addr = avail_addr_;
+  s.used_addr = used_addr_;
+  s.ready = ready_;
+  // A queue restored but not yet re-activated is still "active" in the snapshot's sense.
+  s.active = mem_ != nullptr || positioned_;
+  s.next_avail = next_avail_;
+  s.next_used = next_used_;
+  s.signalled_used = signalled_used_;
+  s.broken = broken();
+  return s;
+}
+
+void VirtQueue::save_state(StateWriter& w) const {
+  const State s = state();
+  w.u16(s.size);
+  w.u64(s.desc_addr);
+  w.u64(s.avail_addr);
+  w.u64(s.used_addr);
+  w.boolean(s.ready);
+  w.boolean(s.active);
+  w.u16(s.next_avail);
+  w.u16(s.next_used);
+  w.u16(s.signalled_used);
+  w.boolean(s.broken);
+}
+
+Result<VirtQueue::State> VirtQueue::read_state(StateReader& r, const GuestMemory* mem) const {
+  State s;
+  s.size = TRY(r.u16("queue size"));
+  s.desc_addr = TRY(r.u64("queue desc address"));
+  s.avail_addr = TRY(r.u64("queue avail address"));
+  s.used_addr = TRY(r.u64("queue used address"));
+  s.ready = TRY(r.boolean("queue ready"));
+  s.active = TRY(r.boolean("queue active"));
+  s.next_avail = TRY(r.u16("queue next avail"));
+  s.next_used = TRY(r.u16("queue next used"));
+  s.signalled_used = TRY(r.u16("queue signalled used"));
+  s.broken = TRY(r.boolean("queue broken"));
+  if (s.size == 0 || s.size > max_size_ || !std::has_single_bit(s.size))
+    return r.corrupt(fmt::format("queue size {} is not a power of two between 1 and {}", s.size, max_size_));
+  if (!s.active) {
+    if (s.next_avail != 0 || s.next_used != 0 || s.signalled_used != 0 || s.broken)
+      return r.corrupt(fmt::format("an inactive queue has indices {}/{}/{}{}", s.next_avail, s.next_used,
+                                   s.signalled_used, s.broken ? " and is broken" : ""));
+    return s;
+  }
+  const auto outstanding = static_cast<uint16_t>(s.next_avail - s.next_used);
+  if (outstanding > s.size)
+    return r.corrupt(fmt::format("queue next avail {} is {} chains ahead of next used {}; the size is {}",
+                                 s.next_avail, outstanding, s.next_used, s.size));
+  if (auto g = check_geometry(s.size, max_size_, s.desc_addr, s.avail_addr, s.used_addr, mem); !g.ok())
+    return r.corrupt(g.error().message());
+  return s;
+}
+
+void VirtQueue::restore_state(const State& s) {
+  size_ = s.size;
+  desc_addr_ = s.desc_addr;
+  avail_addr_ = s.avail_addr;
+  used_addr_ = s.used_addr;
+  ready_ = s.ready;
+  mem_ = nullptr;
+  event_idx_ = indirect_ = false;
+  next_avail_ = s.next_avail;
+  next_used_ = s.next_used;
+  signalled_used_ = s.signalled_used;
+  broken_.store(s.broken, std::memory_order_release);
+  positioned_ = s.active;
 }
 
 void VirtQueue::mark_broken(std::string_view why) {

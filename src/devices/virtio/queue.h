@@ -26,6 +26,8 @@
 namespace ringvm {
 
 class GuestMemory;
+class StateReader;
+class StateWriter;
 
 // One guest buffer of a chain, already checked to lie wholly inside guest memory.
 struct DescriptorBuffer {
@@ -93,10 +95,42 @@ class VirtQueue {
   // Counters are kept (they describe the device's life, not one driver session).
   void reset();
 
+  // --- Snapshot (base/state_codec.h): the transport saves and restores its queues while the
+  // device is paused (no pop/add_used running) or not activated. ---
+  // Configuration plus processing position. `active`: the queue was activated when saved, so the
+  // indices are the device's; an inactive queue's indices are 0. The negotiated ring features
+  // (EVENT_IDX, INDIRECT_DESC) are not here: activate() takes them from the transport again.
+  struct State {
+    uint16_t size = 0;
+    uint64_t desc_addr = 0;
+    uint64_t avail_addr = 0;
+    uint64_t used_addr = 0;
+    bool ready = false;
+    bool active = false;
+    uint16_t next_avail = 0;
+    uint16_t next_used = 0;
+    uint16_t signalled_used = 0;  // next_used at the last notification decision (EVENT_IDX)
+    bool broken = false;
+  };
+  State state() const;
+  void save_state(StateWriter& w) const;
+  // Reads and checks a state save_state() wrote, against this queue's max_size(); changes
+  // nothing. Refused (kCorrupt): a size that is not a power of two in [1, max_size()], an inactive
+  // queue with non-zero indices or broken, an active queue with more chains outstanding
+  // (next_avail - next_used) than its size, or whose rings are misaligned or (with `mem`, the
+  // memory it will be activated against; null skips that check) not wholly inside guest memory.
+  Result<State> read_state(StateReader& r, const GuestMemory* mem) const;
+  // Takes a state read_state() accepted. The queue must not be active (a freshly built or reset
+  // queue). If s.active, the next activate() keeps the restored indices (and a broken flag)
+  // instead of starting at 0: the device continues exactly where the saved one stopped.
+  void restore_state(const State& s);
+
   // --- Processing (device, after DRIVER_OK). ---
   // Checks the configured geometry (size a power of two <= max_size, ring alignment, every ring
   // wholly inside `mem`) and binds the queue to `mem` (which must outlive the activation) and the
   // negotiated features (VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC are honoured).
+  // After restore_state() of an active queue, the indices are kept (see there); otherwise they
+  // start at 0.
   Result<void> activate(const GuestMemory& mem, uint64_t features);
   bool active() const { return mem_ != nullptr; }
 
@@ -134,6 +168,9 @@ class VirtQueue {
   void reject(uint16_t head, ChainError e);
   void mark_broken(std::string_view why);
   Result<uint16_t> read_avail_idx() const;
+  // Size, alignment and (with `mem`) placement of the rings; the error says what is wrong.
+  static Result<void> check_geometry(uint16_t size, uint16_t max_size, uint64_t desc, uint64_t avail, uint64_t used,
+                                     const GuestMemory* mem);
 
   const uint16_t max_size_;
   uint16_t size_;
@@ -149,6 +186,7 @@ class VirtQueue {
   uint16_t next_used_ = 0;
   uint16_t signalled_used_ = 0;  // next_used_ at the last notification decision
   std::atomic<bool> broken_{false};
+  bool positioned_ = false;  // restore_state() set the indices: activate() keeps them
   QueueStats stats_;
 };
 

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "base/log.h"
+#include "base/state_codec.h"
 #include "devices/virtio/worker.h"
 #include "memory/guest_memory.h"
 
@@ -450,6 +451,109 @@ void VirtioPciDevice::signal(uint16_t vector, uint8_t isr_bit) {
     return;
   }
   line_high_ = true;
+}
+
+Result<std::vector<uint8_t>> VirtioPciDevice::save() const {
+  StateWriter w;
+  std::lock_guard lock(mu_);
+  w.u64(offered_features_);
+  w.u8(status_);
+  w.u32(device_feature_select_);
+  w.u32(driver_feature_select_);
+  w.u64(driver_features_);
+  w.u16(queue_select_);
+  w.u16(config_vector_.load());
+  w.u8(config_generation_.load());
+  w.u16(static_cast<uint16_t>(queues_.size()));
+  for (const auto& q : queues_) {
+    q->vq.save_state(w);
+    w.u16(q->msix_vector.load());
+  }
+  {
+    std::lock_guard intx(intx_mu_);
+    w.u8(isr_);
+    w.boolean(line_high_);
+  }
+  msix_->save_state(w);
+  cfg_.save_state(w);
+  return w.take();
+}
+
+Result<void> VirtioPciDevice::restore(std::span<const uint8_t> data) {
+  StateReader r(data, name_);
+  std::lock_guard lock(mu_);
+  if (active_)
+    return make_error(ErrorCode::kInvalidArgument, "{}: restore needs a transport that was never activated",
+                      name_);
+  // Everything is read and checked first; only then is anything changed.
+  const uint64_t offered = TRY(r.u64("offered features"));
+  if (offered != offered_features_)
+    return r.corrupt(fmt::format("the saved device offered features {:#x}; this one offers {:#x}", offered,
+                                 offered_features_));
+  const uint8_t status = TRY(r.u8("device status"));
+  const uint32_t device_feature_select = TRY(r.u32("device feature select"));
+  const uint32_t driver_feature_select = TRY(r.u32("driver feature select"));
+  const uint64_t driver_features = TRY(r.u64("driver features"));
+  if ((status & VIRTIO_CONFIG_S_FEATURES_OK) &&
+      ((driver_features & ~offered_features_) != 0 || !(driver_features & (1ULL << VIRTIO_F_VERSION_1))))
+    return r.corrupt(fmt::format("FEATURES_OK with driver features {:#x}, which were not acceptable (offered {:#x})",
+                                 driver_features, offered_features_));
+  const uint16_t queue_select = TRY(r.u16("queue select"));
+  const auto check_vector = [&](std::string_view field, uint16_t v) -> Result<void> {
+    if (v != kNoVector && v >= msix_->size())
+      return r.corrupt(fmt::format("{} {} is neither an MSI-X vector (0..{}) nor NO_VECTOR", field, v,
+                                   msix_->size() - 1));
+    return Ok();
+  };
+  const uint16_t config_vector = TRY(r.u16("config MSI-X vector"));
+  RETURN_IF_ERROR(check_vector("config MSI-X vector", config_vector));
+  const uint8_t config_generation = TRY(r.u8("config generation"));
+  const uint16_t nqueues = TRY(r.u16("queue count"));
+  if (nqueues != queues_.size())
+    return r.corrupt(fmt::format("{} queues saved; this device has {}", nqueues, queues_.size()));
+  std::vector<VirtQueue::State> qstates;
+  std::vector<uint16_t> qvectors;
+  for (const auto& q : queues_) {
+    qstates.push_back(TRY(q->vq.read_state(r, &mem_)));
+    qvectors.push_back(TRY(r.u16("queue MSI-X vector")));
+    RETURN_IF_ERROR(check_vector("queue MSI-X vector", qvectors.back()));
+  }
+  const uint8_t isr = TRY(r.u8("ISR"));
+  if ((isr & ~(kIsrQueue | kIsrConfig)) != 0) return r.corrupt(fmt::format("ISR {:#x} has undefined bits", isr));
+  const bool line_high = TRY(r.boolean("INTx line"));
+  const MsixTable::State msix = TRY(msix_->read_state(r));
+  const PciConfigSpace::State cfg = TRY(cfg_.read_state(r));
+  RETURN_IF_ERROR(r.finish());
+
+  // The only step that can fail (the router refusing the routes) comes first and changes
+  // nothing when it does.
+  RETURN_IF_ERROR(msix_->restore_state(msix));
+  cfg_.restore_state(cfg);
+  status_ = status;
+  device_feature_select_ = device_feature_select;
+  driver_feature_select_ = driver_feature_select;
+  driver_features_ = driver_features;
+  queue_select_ = queue_select;
+  config_vector_.store(config_vector);
+  config_generation_.store(config_generation);
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    queues_[i]->vq.restore_state(qstates[i]);
+    queues_[i]->msix_vector.store(qvectors[i]);
+  }
+  {
+    std::lock_guard intx(intx_mu_);
+    isr_ = isr;
+    if (line_high != line_high_ && has_intx_.load()) {
+      // The level the saved VM's line had; the irqchip's own state is the VM's to restore.
+      if (auto l = ic_.set_irq_line(intx_gsi_.load(), line_high); l.ok())
+        line_high_ = line_high;
+      else
+        spdlog::warn("{}: restoring the INTx line: {}", name_, l.error().message());
+    }
+  }
+  constexpr uint8_t kLive = VIRTIO_CONFIG_S_DRIVER_OK | VIRTIO_CONFIG_S_FEATURES_OK;
+  if ((status_ & kLive) == kLive && !(status_ & VIRTIO_CONFIG_S_NEEDS_RESET)) activate_locked();
+  return Ok();
 }
 
 }  // namespace ringvm

@@ -20,6 +20,19 @@
 //
 // The device stays Inactive until DRIVER_OK; queue configuration is frozen from then on. A
 // failed activate() or a broken queue puts the device in DEVICE_NEEDS_RESET.
+//
+// Snapshots: the transport is Stateful under state_name() == name() ("virtio-pci-" + the
+// device's name). save() holds the common config, every queue (VirtQueue::State and its MSI-X
+// vector), the ISR and INTx line, the MSI-X table and the config space with its BAR addresses.
+// The caller's order on restore, into a VM built from the same configuration:
+//   1. guest memory and the interrupt routing (MsiRouter::install) exist;
+//   2. the device backend's restore(), then this transport's restore() (it is freshly built and
+//      was never activated);
+//   3. once every PCI function is restored, PciBus::restore(), which maps the BARs where the
+//      restored config spaces say (bar_moved() moves the doorbell ioeventfds along).
+// A state whose status has DRIVER_OK and FEATURES_OK (and not NEEDS_RESET) activates the device
+// as the driver's DRIVER_OK write did, with its queues at their saved indices; its workers run
+// from then on (pause the backend again if the VM must stay quiescent).
 #pragma once
 
 #include <atomic>
@@ -31,6 +44,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "base/stateful.h"
 #include "base/unique_fd.h"
 #include "devices/pci/config_space.h"
 #include "devices/pci/interrupt_controller.h"
@@ -49,7 +63,7 @@ struct VirtioPciOptions {
   bool pio_notify = true;
 };
 
-class VirtioPciDevice final : public PciDevice {
+class VirtioPciDevice final : public PciDevice, public Stateful {
  public:
   static constexpr uint16_t kVendor = 0x1AF4;         // Red Hat / virtio
   static constexpr uint16_t kDeviceIdBase = 0x1040;   // modern device ID = 0x1040 + VIRTIO_ID_*
@@ -84,6 +98,18 @@ class VirtioPciDevice final : public PciDevice {
   void bar_write(int bar, uint64_t offset, std::span<const uint8_t> data) override;
   void bar_moved(int bar, uint64_t old_base, uint64_t new_base) override;
   void attached(uint8_t slot, uint32_t intx_gsi) override;
+
+  // Stateful. The transport has no thread: pause() and resume() have nothing to do (its device
+  // backend is paused on its own, before save()). save() needs the backend paused and the vCPUs
+  // parked. restore() is all or nothing: a refused state (kCorrupt: truncated, trailing bytes,
+  // a bad bool, a queue size or index out of range, rings outside guest memory, another device's
+  // config space or MSI-X table, features this device does not offer) changes nothing.
+  std::string_view state_name() const override { return name_; }
+  Result<void> pause() override { return Ok(); }
+  Result<void> resume() override { return Ok(); }
+  Result<std::vector<uint8_t>> save() const override;
+  // Precondition: the transport was never activated (or was reset); kInvalidArgument otherwise.
+  Result<void> restore(std::span<const uint8_t> data) override;
 
   uint64_t bar_size() const { return bar_size_; }
   uint64_t msix_pba_offset() const { return pba_offset_; }
@@ -157,7 +183,7 @@ class VirtioPciDevice final : public PciDevice {
   std::atomic<uint16_t> config_vector_;
   std::atomic<uint8_t> config_generation_{0};
 
-  std::mutex intx_mu_;  // ISR and the INTx line; never held with mu_ taken after it
+  mutable std::mutex intx_mu_;  // ISR and the INTx line; never held with mu_ taken after it
   uint8_t isr_ = 0;
   bool line_high_ = false;
   std::atomic<uint32_t> intx_gsi_{0};
