@@ -121,6 +121,19 @@ class VirtioBlock final : public VirtioDevice {
   // Stateful: every queue's worker finishes the requests it has in flight, then parks.
   Result<void> pause() override;
   Result<void> resume() override;
+  // Snapshot state: what the guest was told (offered features, queue count and size, capacity,
+  // read-only, serial). The driver can change nothing here (no VIRTIO_BLK_F_CONFIG_WCE: the
+  // cache mode is the host's option, not the guest's), and after pause() nothing is in flight, so
+  // there are no requests to carry. restore(), on a device never activated built from the same
+  // configuration, refuses a state whose capacity differs from this device's disk (naming the
+  // disk and both sizes) or whose features, queues, read-only flag or serial differ: the guest
+  // would go on with a disk it does not know.
+  Result<std::vector<uint8_t>> save() const override;
+  Result<void> restore(std::span<const uint8_t> state) override;
+  // Makes every write the guest saw completed durable on the host (the Disk's flush: fdatasync
+  // for raw files, qcow2 metadata then data), whatever the cache mode, so a snapshot taken next
+  // never depends on the host page cache. Call while paused (nothing is in flight then).
+  Result<void> flush();
 
   const BlockStats& stats() const { return stats_; }
   bool read_only() const { return read_only_; }
@@ -176,7 +189,7 @@ class VirtioBlock final : public VirtioDevice {
   uint64_t features_;
   virtio_blk_config config_{};
 
-  std::mutex mu_;  // activate/reset
+  mutable std::mutex mu_;  // activate/reset/restore
   const GuestMemory* mem_ = nullptr;
   std::vector<ActivatedQueue> queues_;
   std::vector<std::unique_ptr<UringQueue>> rings_;  // per queue; null = synchronous

@@ -312,6 +312,91 @@ TEST_F(VirtioBlockTest, UnsafeCacheSkipsFlush) {
   EXPECT_EQ(status(f), VIRTIO_BLK_S_OK);  // the failing flush was never called
 }
 
+std::vector<uint8_t> config_of(const VirtioBlock& b) {
+  std::vector<uint8_t> c(sizeof(virtio_blk_config));
+  b.read_config(0, c);
+  return c;
+}
+
+// A write the guest saw completed before the snapshot reads back through a device restored on
+// the same disk file, with fresh rings (a new guest memory: the disk is what carries the data).
+TEST_F(VirtioBlockTest, SaveFlushRestoreOnTheSameDisk) {
+  const auto opts = opts_with([](auto& o) { o.serial = "snap"; o.queues = 2; });
+  start(opts);
+  std::vector<uint8_t> payload(2048);
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<uint8_t>(i * 13 + 1);
+  auto w = submit(VIRTIO_BLK_T_OUT, 16, payload, 0);
+  run();
+  ASSERT_EQ(status(w), VIRTIO_BLK_S_OK);
+  ASSERT_TRUE(blk_->pause().ok());
+  ASSERT_TRUE(blk_->flush().ok());
+  auto state = blk_->save();
+  ASSERT_TRUE(state.ok()) << state.error().message();
+  const auto config = config_of(*blk_);
+  blk_->reset();
+  blk_.reset();
+
+  auto fresh = VirtioBlock::create(std::shared_ptr<Disk>(std::move(*RawDisk::open(path_, false))), opts);
+  ASSERT_TRUE(fresh.ok());
+  ASSERT_TRUE((*fresh)->restore(*state).ok());
+  EXPECT_EQ(config_of(**fresh), config);
+  drv_ = FakeDriver(16);
+  next_desc_ = 0;
+  drv_.configure(q_);
+  std::vector<ActivatedQueue> qs{ActivatedQueue{&q_, -1, [this] { ++interrupts_; }}};
+  ASSERT_TRUE((*fresh)->activate(drv_.mem(), kFeatures, std::move(qs)).ok());
+  blk_ = std::move(*fresh);
+  auto r = submit(VIRTIO_BLK_T_IN, 16, {}, 2048);
+  run();
+  EXPECT_EQ(status(r), VIRTIO_BLK_S_OK);
+  EXPECT_EQ(data(r, 2048), payload);
+}
+
+TEST_F(VirtioBlockTest, FlushReportsTheDiskFailing) {
+  start({}, std::make_shared<FailingDisk>());
+  auto r = blk_->flush();
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("flushing failing"), std::string::npos) << r.error().message();
+}
+
+TEST_F(VirtioBlockTest, RestoreRefusesAnotherDiskOrBadState) {
+  start(opts_with([](auto& o) { o.serial = "snap"; }));
+  const std::vector<uint8_t> good = *blk_->save();
+  auto device = [&](std::string_view serial, const std::string& path) {
+    VirtioBlockOptions o;
+    o.serial = serial;
+    return std::move(*VirtioBlock::create(std::shared_ptr<Disk>(std::move(*RawDisk::open(path, false))), o));
+  };
+  auto fresh = device("snap", path_);
+  const auto config = config_of(*fresh);
+  auto refused = [&](VirtioBlock& b, const std::vector<uint8_t>& s, ErrorCode code, std::string_view says) {
+    auto r = b.restore(s);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, code) << r.error().message();
+    EXPECT_NE(r.error().message().find(says), std::string::npos) << r.error().message();
+  };
+  for (size_t len = 0; len < good.size(); ++len)
+    refused(*fresh, std::vector<uint8_t>(good.begin(), good.begin() + static_cast<ptrdiff_t>(len)),
+            ErrorCode::kCorrupt, "state ends after");
+  auto trailing = good;
+  trailing.push_back(1);
+  refused(*fresh, trailing, ErrorCode::kCorrupt, "follow the end");
+  auto boolean = good;
+  boolean[4 + 8 + 2 + 2 + 8] = 2;  // version, features, queues, queue size, capacity, then read_only
+  refused(*fresh, boolean, ErrorCode::kCorrupt, "not a boolean");
+  // A disk of another size: refused naming the disk and both sizes.
+  const std::string other = dir_ + "/other.img";
+  {
+    UniqueFd fd(::open(other.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644));
+    ASSERT_EQ(::ftruncate(fd.get(), 2 << 20), 0);
+  }
+  auto bigger = device("snap", other);
+  refused(*bigger, good, ErrorCode::kInvalidArgument, "2048 sectors (1048576 bytes); " + other + " has 4096");
+  refused(*device("other", path_), good, ErrorCode::kInvalidArgument, "'snap'; this device's is 'other'");
+  EXPECT_EQ(config_of(*fresh), config);
+  EXPECT_TRUE(fresh->restore(good).ok());
+}
+
 // Through the real worker: kicks on an eventfd, interrupts on another, for either engine.
 class VirtioBlockWorkerTest : public VirtioBlockTest,
                               public ::testing::WithParamInterface<VirtioBlockOptions::Engine> {

@@ -9,10 +9,16 @@
 #include <cstring>
 #include <vector>
 
+#include "base/state_codec.h"
 #include "devices/virtio/chain_io.h"
 #include "devices/virtio/ring_abi.h"
 
 namespace ringvm {
+
+namespace {
+// save()/restore()'s layout; a change to it is a new version.
+constexpr uint32_t kStateVersion = 1;
+}  // namespace
 
 Result<std::unique_ptr<VirtioConsole>> VirtioConsole::create(OutputSink sink, std::string id) {
   auto fd = TRY(make_eventfd(fmt::format("{} input", id)));
@@ -33,6 +39,68 @@ void VirtioConsole::read_config(uint64_t offset, std::span<uint8_t> data) const 
   const size_t n = std::min<uint64_t>(data.size(), sizeof cfg - offset);
   // SAFETY: cfg is a trivially-copyable UAPI struct; [offset, offset + n) lies inside it.
   std::memcpy(data.data(), reinterpret_cast<const uint8_t*>(&cfg) + offset, n);
+}
+
+// GCC 12's -Wstringop-overflow false positive on StateWriter's inlined vector growth (see
+// VirtioBlock::save).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstringop-overflow"
+#endif
+Result<std::vector<uint8_t>> VirtioConsole::save() const {
+  virtio_console_config cfg{};
+  // SAFETY: cfg is a trivially-copyable UAPI struct, filled through its own bytes.
+  read_config(0, {reinterpret_cast<uint8_t*>(&cfg), sizeof cfg});
+  StateWriter w;
+  w.u32(kStateVersion);
+  w.u64(device_features());
+  w.u16(le16toh(cfg.cols));
+  w.u16(le16toh(cfg.rows));
+  w.u32(le32toh(cfg.max_nr_ports));
+  std::vector<uint8_t> pending;
+  {
+    std::lock_guard lock(input_mu_);
+    pending.assign(input_.begin(), input_.end());
+  }
+  w.bytes(pending);
+  return w.take();
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+Result<void> VirtioConsole::restore(std::span<const uint8_t> state) {
+  StateReader r(state, fmt::format("virtio-console {}", id_));
+  const uint32_t version = TRY(r.u32("version"));
+  if (version != kStateVersion)
+    return r.corrupt(fmt::format("state version {} is not {}, the one this ringvm writes", version, kStateVersion));
+  const uint64_t features = TRY(r.u64("features"));
+  const uint16_t cols = TRY(r.u16("cols"));
+  const uint16_t rows = TRY(r.u16("rows"));
+  const uint32_t ports = TRY(r.u32("max_nr_ports"));
+  const auto pending = TRY(r.bytes("pending_input", kInputBufferBytes));
+  RETURN_IF_ERROR(r.finish());
+  if (features != device_features())
+    return make_error(ErrorCode::kInvalidArgument,
+                      "virtio-console {}: the snapshot was taken offering features {:#x}; this device offers {:#x}",
+                      id_, features, device_features());
+  virtio_console_config cfg{};
+  // SAFETY: cfg is a trivially-copyable UAPI struct, filled through its own bytes.
+  read_config(0, {reinterpret_cast<uint8_t*>(&cfg), sizeof cfg});
+  if (cols != le16toh(cfg.cols) || rows != le16toh(cfg.rows) || ports != le32toh(cfg.max_nr_ports))
+    return make_error(ErrorCode::kInvalidArgument,
+                      "virtio-console {}: the snapshot's config is {}x{} with {} ports; this device's is {}x{} with {}",
+                      id_, cols, rows, ports, le16toh(cfg.cols), le16toh(cfg.rows), le32toh(cfg.max_nr_ports));
+  if (mem() != nullptr)
+    return make_error(ErrorCode::kInternal, "virtio-console {}: restore on an activated device (reset it first)",
+                      id_);
+  {
+    std::lock_guard lock(input_mu_);
+    input_.insert(input_.begin(), pending.begin(), pending.end());
+    if (input_.size() > kInputBufferBytes) input_.resize(kInputBufferBytes);
+  }
+  if (!pending.empty()) signal_eventfd(input_fd_.get());
+  return Ok();
 }
 
 size_t VirtioConsole::enqueue_input(std::span<const uint8_t> bytes) {

@@ -37,6 +37,15 @@ class VirtioConsole final : public SingleWorkerDevice {
   void read_config(uint64_t offset, std::span<uint8_t> data) const override;
   void write_config(uint64_t, std::span<const uint8_t>) override {}
 
+  // Snapshot state: the offered features, the config (cols/rows and max_nr_ports: all 0, as
+  // neither F_SIZE nor MULTIPORT is offered) and the host input not yet given to the guest.
+  // Nothing else lives between passes (each chain popped is used at once). restore(), on a
+  // device never activated, refuses another config or feature set, and puts the saved input
+  // ahead of any that arrived since the device was built (at most kInputBufferBytes in all; the
+  // newest is dropped beyond that); the activation that follows delivers it as buffers come.
+  Result<std::vector<uint8_t>> save() const override;
+  Result<void> restore(std::span<const uint8_t> state) override;
+
   // Host input for the guest; thread-safe. Returns how many bytes were accepted (fewer than
   // given when the buffer is full: the caller keeps the rest and retries, as with the UART).
   size_t enqueue_input(std::span<const uint8_t> bytes);
@@ -59,7 +68,7 @@ class VirtioConsole final : public SingleWorkerDevice {
   OutputSink sink_;
   std::string id_;
   UniqueFd input_fd_;  // signalled when input is queued
-  std::mutex input_mu_;
+  mutable std::mutex input_mu_;
   std::deque<uint8_t> input_;
   std::atomic<uint64_t> bytes_in_{0};
   std::atomic<uint64_t> bytes_out_{0};

@@ -96,5 +96,84 @@ TEST(VirtioConsole, InputIsBounded) {
   EXPECT_EQ((*con)->enqueue_input(big), 0u);
 }
 
+// Input the guest had not taken yet when the snapshot was saved reaches it after the restore,
+// ahead of input that came later.
+TEST(VirtioConsole, PendingInputSurvivesSaveAndRestore) {
+  auto wait_for = [](auto done) {
+    for (int i = 0; i < 500 && !done(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return done();
+  };
+  auto a = VirtioConsole::create({});
+  ASSERT_TRUE(a.ok());
+  FakeDriver drv_a(16, 1 << 20);
+  VirtQueue rxa(16);
+  drv_a.configure(rxa);
+  ASSERT_TRUE((*a)->activate(drv_a.mem(), 1ULL << VIRTIO_F_VERSION_1, {ActivatedQueue{&rxa, -1, [] {}}, ActivatedQueue{}}).ok());
+  const std::string in = "typed before the snapshot";
+  ASSERT_EQ((*a)->enqueue_input({reinterpret_cast<const uint8_t*>(in.data()), in.size()}), in.size());
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(drv_a.used_idx(), 0);  // no receive buffer: the input waits
+  ASSERT_TRUE((*a)->pause().ok());
+  auto state = (*a)->save();
+  ASSERT_TRUE(state.ok()) << state.error().message();
+  (*a)->reset();
+
+  auto b = VirtioConsole::create({});
+  ASSERT_TRUE(b.ok());
+  const std::string later = "+after";
+  (*b)->enqueue_input({reinterpret_cast<const uint8_t*>(later.data()), later.size()});
+  ASSERT_TRUE((*b)->restore(*state).ok());
+  std::vector<uint8_t> ca(12), cb(12);
+  (*a)->read_config(0, ca);
+  (*b)->read_config(0, cb);
+  EXPECT_EQ(ca, cb);
+  FakeDriver drv(16, 1 << 20);
+  VirtQueue rxq(16);
+  drv.configure(rxq);
+  drv.add_chain(0, {}, {64});
+  ASSERT_TRUE((*b)->activate(drv.mem(), 1ULL << VIRTIO_F_VERSION_1, {ActivatedQueue{&rxq, -1, [] {}}, ActivatedQueue{}}).ok());
+  ASSERT_TRUE(wait_for([&] { return drv.used_idx() == 1; }));
+  const std::string want = in + later;
+  ASSERT_EQ(drv.used(0).len, want.size());
+  std::string got(want.size(), '\0');
+  ASSERT_TRUE(drv.mem().read(FakeDriver::kDataAddr, {reinterpret_cast<uint8_t*>(got.data()), got.size()}).ok());
+  EXPECT_EQ(got, want);
+  (*b)->reset();
+}
+
+TEST(VirtioConsole, RestoreRefusesBadStates) {
+  auto a = VirtioConsole::create({});
+  ASSERT_TRUE(a.ok());
+  const std::string in = "abc";
+  (*a)->enqueue_input({reinterpret_cast<const uint8_t*>(in.data()), in.size()});
+  const std::vector<uint8_t> good = *(*a)->save();
+  auto b = VirtioConsole::create({});
+  ASSERT_TRUE(b.ok());
+  auto refused = [&](const std::vector<uint8_t>& s, ErrorCode code, std::string_view says) {
+    auto r = (*b)->restore(s);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, code) << r.error().message();
+    EXPECT_NE(r.error().message().find(says), std::string::npos) << r.error().message();
+  };
+  for (size_t len = 0; len < good.size(); ++len)
+    refused(std::vector<uint8_t>(good.begin(), good.begin() + static_cast<ptrdiff_t>(len)), ErrorCode::kCorrupt,
+            "state ends after");
+  auto trailing = good;
+  trailing.push_back(0);
+  refused(trailing, ErrorCode::kCorrupt, "follow the end");
+  auto big = good;
+  big[4 + 8 + 8 + 2] = 0x10;  // pending input claims 1 MiB + 3 bytes
+  refused(big, ErrorCode::kCorrupt, "pending_input");
+  auto cols = good;
+  cols[4 + 8] = 80;
+  refused(cols, ErrorCode::kInvalidArgument, "80x0 with 0 ports; this device's is 0x0 with 0");
+  auto features = good;
+  features[4 + 4] ^= 1;  // VIRTIO_F_VERSION_1 is bit 32
+  refused(features, ErrorCode::kInvalidArgument, "this device offers");
+  // Refused states added no input: a good one brings exactly the saved bytes.
+  ASSERT_TRUE((*b)->restore(good).ok());
+  EXPECT_EQ((*b)->save().value(), good);
+}
+
 }  // namespace
 }  // namespace ringvm

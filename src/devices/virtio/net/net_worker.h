@@ -29,6 +29,7 @@ class VirtioNet::PairWorker {
   // Parks the thread between two passes (WorkerPause); frames and kicks wait in their fds.
   void pause() { pause_.pause(); }
   void resume() { pause_.resume(); }
+  bool paused() const { return pause_.paused(); }
 
  private:
   enum Kind : uint64_t { kStop, kRxKick, kTxKick, kCtrlKick, kBackend, kTxTimer, kPause };

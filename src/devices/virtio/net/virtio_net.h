@@ -131,6 +131,22 @@ class VirtioNet final : public VirtioDevice {
   // Stateful: every worker finishes its pass and parks.
   Result<void> pause() override;
   Result<void> resume() override;
+  // Snapshot state (only while paused): the config's link status and MAC, and, when activated,
+  // the negotiated features, the queue pairs the driver enabled (VQ_PAIRS_SET) and per pair the
+  // received frame held for the guest, the receive chains gathered for it and the transmit
+  // chain parked on a full tap (chain_state.h). Not the tap: the snapshot loader may build the
+  // device on another one (network_overrides). Offloads follow from the negotiated features and
+  // are set again by activate(); the control queue takes no other command (no CTRL_RX, no
+  // CTRL_GUEST_OFFLOADS) so nothing else can have changed.
+  Result<std::vector<uint8_t>> save() const override;
+  // On a device never activated, built from the same configuration: refuses (naming both values)
+  // other offered features, queue pair count or queue size. The link status comes from the
+  // state; the MAC stays this device's own (a clone is built with a fresh one; the guest driver
+  // reads the MAC only when it probes). The held frames and chains wait for the activate() the
+  // transport makes with the saved acked features (others are refused there), which checks every
+  // restored chain against guest memory and the queue before using it, re-enables the saved
+  // queue pairs on the backend and delivers the held frames as soon as the guest has room.
+  Result<void> restore(std::span<const uint8_t> state) override;
 
   const NetStats& stats() const { return stats_; }
   size_t queue_pairs() const { return pairs_.size(); }
@@ -208,7 +224,22 @@ class VirtioNet final : public VirtioDevice {
   uint64_t features_;
   virtio_net_config config_{};
 
-  std::mutex mu_;  // activate/reset
+  // What restore() read, for the next activate(); reset() forgets it.
+  struct RestoredPair {
+    std::vector<uint8_t> rx_frame;  // empty: none held
+    std::deque<DescriptorChain> rx_chains;
+    std::optional<DescriptorChain> tx_chain;
+  };
+  struct Restored {
+    uint64_t acked = 0;
+    size_t active_pairs = 1;
+    std::vector<RestoredPair> pairs;
+  };
+  // Checks `restored` against the activated queues and guest memory, then hands it to the pairs.
+  Result<void> apply_restored(Restored& restored, const GuestMemory& mem, size_t pairs);
+
+  mutable std::mutex mu_;  // activate/reset/save/restore
+  std::optional<Restored> restored_;
   const GuestMemory* mem_ = nullptr;
   uint64_t acked_ = 0;
   bool mergeable_ = false;

@@ -9,10 +9,39 @@
 #include <vector>
 
 #include "base/log.h"
+#include "base/state_codec.h"
 #include "devices/virtio/chain_io.h"
 #include "devices/virtio/ring_abi.h"
 
 namespace ringvm {
+
+namespace {
+// save()/restore()'s layout; a change to it is a new version.
+constexpr uint32_t kStateVersion = 1;
+}  // namespace
+
+Result<std::vector<uint8_t>> VirtioRng::save() const {
+  StateWriter w;
+  w.u32(kStateVersion);
+  w.u64(device_features());
+  return w.take();
+}
+
+Result<void> VirtioRng::restore(std::span<const uint8_t> state) {
+  StateReader r(state, fmt::format("virtio-rng {}", id_));
+  const uint32_t version = TRY(r.u32("version"));
+  if (version != kStateVersion)
+    return r.corrupt(fmt::format("state version {} is not {}, the one this ringvm writes", version, kStateVersion));
+  const uint64_t features = TRY(r.u64("features"));
+  RETURN_IF_ERROR(r.finish());
+  if (features != device_features())
+    return make_error(ErrorCode::kInvalidArgument,
+                      "virtio-rng {}: the snapshot was taken offering features {:#x}; this device offers {:#x}", id_,
+                      features, device_features());
+  if (mem() != nullptr)
+    return make_error(ErrorCode::kInternal, "virtio-rng {}: restore on an activated device (reset it first)", id_);
+  return Ok();
+}
 
 uint32_t VirtioRng::device_type() const { return VIRTIO_ID_RNG; }
 

@@ -27,6 +27,10 @@ class VirtioRng final : public SingleWorkerDevice {
   std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize}; }
   void read_config(uint64_t, std::span<uint8_t> data) const override;
   void write_config(uint64_t, std::span<const uint8_t>) override {}
+  // Snapshot state: a version and the offered features, nothing more (every request is served
+  // and used in one pass; there is no config). restore() refuses other features.
+  Result<std::vector<uint8_t>> save() const override;
+  Result<void> restore(std::span<const uint8_t> state) override;
 
   uint64_t bytes_served() const { return bytes_.load(std::memory_order_relaxed); }
   uint64_t requests_served() const { return requests_.load(std::memory_order_relaxed); }

@@ -39,5 +39,34 @@ TEST(VirtioRng, FillsWritableBuffersBounded) {
   EXPECT_EQ(rng.requests_served(), 2u);
 }
 
+TEST(VirtioRng, SaveAndRestore) {
+  VirtioRng a;
+  ASSERT_TRUE(a.pause().ok());
+  const auto state = a.save();
+  ASSERT_TRUE(state.ok());
+  VirtioRng b;
+  ASSERT_TRUE(b.restore(*state).ok());
+  for (size_t len = 0; len < state->size(); ++len) {
+    auto r = b.restore(std::span<const uint8_t>(state->data(), len));
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, ErrorCode::kCorrupt);
+  }
+  auto trailing = *state;
+  trailing.push_back(0);
+  EXPECT_EQ(b.restore(trailing).error().code, ErrorCode::kCorrupt);
+  auto version = *state;
+  version[0] = 9;
+  EXPECT_NE(b.restore(version).error().message().find("version 9"), std::string::npos);
+  // After restore the device serves as before.
+  FakeDriver drv(16, 1 << 20);
+  VirtQueue q(16);
+  drv.configure(q);
+  ASSERT_TRUE(b.activate(drv.mem(), 1ULL << VIRTIO_F_VERSION_1, {ActivatedQueue{&q, -1, [] {}}}).ok());
+  drv.add_chain(0, {}, {32});
+  b.on_event(0);
+  EXPECT_EQ(drv.used_idx(), 1);
+  b.reset();
+}
+
 }  // namespace
 }  // namespace ringvm

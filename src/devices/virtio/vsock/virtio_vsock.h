@@ -2,7 +2,7 @@
 // programs over Unix sockets (see vsock_muxer.h for the host-side scheme).
 //
 // Queues: rx (0) carries packets to the guest, tx (1) the guest's packets, event (2) is only for
-// transport resets after a migration, which ringvm does not raise. One worker thread serves the
+// transport resets, which ringvm raises once after a restore (see restore()). One worker thread serves the
 // queues and the muxer's host sockets; it never waits on a host socket without a reason (no
 // credit or no guest buffer means the socket is not polled), so nothing spins.
 #pragma once
@@ -37,7 +37,20 @@ class VirtioVsock final : public SingleWorkerDevice {
   std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize, kQueueSize, kQueueSize}; }
   void read_config(uint64_t offset, std::span<uint8_t> data) const override;
   void write_config(uint64_t, std::span<const uint8_t>) override {}
+  Result<void> activate(const GuestMemory& mem, uint64_t acked_features,
+                        std::vector<ActivatedQueue> queues) override;
   void reset() override;
+
+  // Snapshot state: the offered features, the CID the guest had, and the receive chain the device
+  // holds (rx_spare_, chain_state.h). Connections are not carried, as in Firecracker: their host
+  // sockets belong to the process that saved them. So restore(), on a device never activated,
+  // keeps this device's own CID (a clone gets a fresh one; the saved one is only logged when it
+  // differs), and the activation that follows tells the guest with a
+  // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the event queue, raised on the worker's first pass (or
+  // when the driver posts an event buffer): the guest driver then resets every socket and reads
+  // the CID again. Refuses a state offering other features.
+  Result<std::vector<uint8_t>> save() const override;
+  Result<void> restore(std::span<const uint8_t> state) override;
 
   uint64_t guest_cid() const { return guest_cid_; }
   const VsockStats& stats() const { return muxer_->stats(); }
@@ -54,11 +67,16 @@ class VirtioVsock final : public SingleWorkerDevice {
       : guest_cid_(cid), muxer_(std::move(muxer)), id_(std::move(id)) {}
   void process_tx();
   void fill_rx();
+  // The transport reset a restore owes the guest: one event buffer, used with the event's id.
+  void send_transport_reset();
 
   uint64_t guest_cid_;
   std::unique_ptr<VsockMuxer> muxer_;
   std::string id_;
   std::optional<DescriptorChain> rx_spare_;  // popped, but the packet it was for went away
+  // Set by restore() (before the worker exists); then the worker's alone until reset() joins it.
+  bool reset_event_pending_ = false;
+  std::optional<DescriptorChain> restored_spare_;  // for the next activate()
 };
 
 // `--vsock cid=N,socket=PATH`.

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <thread>
 
+#include "base/state_codec.h"
+#include "devices/virtio/net/chain_state.h"
 #include "devices/virtio/net/net_test_driver.h"
 #include "devices/virtio/vsock/virtio_vsock.h"
 
@@ -305,6 +307,123 @@ TEST(VirtioVsockTest, PacketsCrossTheQueues) {
   dev.reset();
   EXPECT_EQ(dev.muxer().connection_count(), 0u);
   std::filesystem::remove_all(tmpl);
+}
+
+// After a restore, connections are gone and the guest is told so: once activated, the device
+// uses one event buffer for a VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, and keeps its own CID.
+class VirtioVsockStateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ringvm-vsockstate-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::unique_ptr<VirtioVsock> make(uint64_t cid, const std::string& name) {
+    auto d = VirtioVsock::create(cid, dir_ + "/" + name);
+    EXPECT_TRUE(d.ok());
+    return d.ok() ? std::move(*d) : nullptr;
+  }
+  Result<void> activate(VirtioVsock& dev, testing::NetTestDriver& drv, size_t first) {
+    std::vector<ActivatedQueue> aq;
+    for (size_t i = 0; i < 3; ++i) {
+      qs_.push_back(std::make_unique<VirtQueue>(256));
+      drv.configure(first + i, *qs_.back());
+      aq.push_back(ActivatedQueue{qs_.back().get(), -1, [this] { ++irqs_; }});
+    }
+    return dev.activate(drv.mem(), dev.device_features(), std::move(aq));
+  }
+  std::string dir_;
+  std::vector<std::unique_ptr<VirtQueue>> qs_;
+  std::atomic<int> irqs_{0};
+};
+
+TEST_F(VirtioVsockStateTest, RestoreRaisesOneTransportResetAndKeepsTheNewCid) {
+  auto a = make(kCid, "a.sock");
+  testing::NetTestDriver drv(6, 16);
+  ASSERT_TRUE(activate(*a, drv, 0).ok());
+  ASSERT_TRUE(a->pause().ok());
+  auto state = a->save();
+  ASSERT_TRUE(state.ok()) << state.error().message();
+  a->reset();
+
+  auto b = make(kCid + 1, "b.sock");  // a clone: another CID
+  ASSERT_TRUE(b->restore(*state).ok());
+  uint64_t cid = 0;
+  b->read_config(0, {reinterpret_cast<uint8_t*>(&cid), 8});
+  EXPECT_EQ(le64toh(cid), kCid + 1);
+  // The driver's event buffers, posted before the device is activated (filled with 0xff: the
+  // event must overwrite them).
+  const uint64_t ev1 = drv.add_in(5, 8);
+  drv.write(ev1, std::vector<uint8_t>(8, 0xff));
+  drv.add_in(5, 8);
+  ASSERT_TRUE(activate(*b, drv, 3).ok());
+  for (int i = 0; i < 400 && drv.used_idx(5) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_EQ(drv.used_idx(5), 1);
+  EXPECT_EQ(drv.used(5, 0).len, sizeof(virtio_vsock_event));
+  EXPECT_EQ(drv.read(ev1, 4), std::vector<uint8_t>(4, 0));  // id 0: VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
+  static_assert(VIRTIO_VSOCK_EVENT_TRANSPORT_RESET == 0);
+  EXPECT_EQ(drv.read(ev1 + 4, 1)[0], 0xff);
+  EXPECT_GE(irqs_.load(), 1);
+  // Once: the worker's later passes raise no more.
+  b->on_event(VirtioVsock::kEventQueue);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(drv.used_idx(5), 1);
+  b->reset();
+  // A device that was not restored raises none.
+  auto c = make(kCid, "c.sock");
+  testing::NetTestDriver drv2(3, 16);
+  drv2.add_in(2, 8);
+  ASSERT_TRUE(activate(*c, drv2, 0).ok());
+  c->on_event(VirtioVsock::kEventQueue);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(drv2.used_idx(2), 0);
+  c->reset();
+}
+
+TEST_F(VirtioVsockStateTest, RefusesBadStatesAndStaysAsItWas) {
+  auto a = make(kCid, "a.sock");
+  const std::vector<uint8_t> good = *a->save();
+  auto b = make(kCid, "b.sock");
+  auto refused = [&](const std::vector<uint8_t>& s, std::string_view says) {
+    auto r = b->restore(s);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, ErrorCode::kCorrupt) << r.error().message();
+    EXPECT_NE(r.error().message().find(says), std::string::npos) << r.error().message();
+  };
+  for (size_t len = 0; len < good.size(); ++len)
+    refused(std::vector<uint8_t>(good.begin(), good.begin() + static_cast<ptrdiff_t>(len)), "state ends after");
+  auto trailing = good;
+  trailing.push_back(0);
+  refused(trailing, "follow the end");
+  auto boolean = good;
+  boolean[4 + 8 + 8] = 2;
+  refused(boolean, "not a boolean");
+  auto cid = good;
+  cid[4 + 8] = 2;  // the host's CID
+  cid[4 + 8 + 1] = 0;
+  refused(cid, "guest_cid");
+  uint64_t config_cid = 0;
+  b->read_config(0, {reinterpret_cast<uint8_t*>(&config_cid), 8});
+  EXPECT_EQ(le64toh(config_cid), kCid);
+  // A held receive chain whose buffer lies outside guest memory: refused at activation.
+  auto spare = good;
+  spare.back() = 1;
+  StateWriter w;
+  DescriptorChain c;
+  c.head = 3;
+  c.writable.push_back({uint64_t{1} << 40, 4096});
+  save_chain(w, c);
+  spare.insert(spare.end(), w.data().begin(), w.data().end());
+  ASSERT_TRUE(b->restore(spare).ok());
+  testing::NetTestDriver drv(3, 16);
+  auto r = activate(*b, drv, 0);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("outside guest memory"), std::string::npos) << r.error().message();
+  // The refused activation took the held chain with it: a good state restores and activates.
+  ASSERT_TRUE(b->restore(good).ok());
+  ASSERT_TRUE(activate(*b, drv, 0).ok());
+  b->reset();
 }
 
 }  // namespace
