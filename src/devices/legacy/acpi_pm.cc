@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/state_codec.h"
 
 namespace ringvm {
 namespace {
@@ -23,6 +24,9 @@ enum : uint16_t {
 };
 
 constexpr uint32_t kTimerMask = 0xffffff;  // 24-bit timer (the FADT leaves TMR_VAL_EXT clear)
+
+// The layout save() writes; restore() refuses any other.
+constexpr uint8_t kStateVersion = 1;
 
 // Merges the bytes of a write that land in the 16-bit register at `reg`. Returns false if none do.
 bool merge16(uint64_t reg, uint64_t offset, std::span<const uint8_t> data, uint16_t* value, uint16_t* mask) {
@@ -55,7 +59,7 @@ uint32_t AcpiPmDevice::timer_value() const {
   // Split so the product cannot overflow, however long the VM runs.
   const uint64_t ticks =
       (ns / 1'000'000'000) * kPmTimerHz + (ns % 1'000'000'000) * kPmTimerHz / 1'000'000'000;
-  return static_cast<uint32_t>(ticks & kTimerMask);
+  return static_cast<uint32_t>((timer_base_ + ticks) & kTimerMask);
 }
 
 uint8_t AcpiPmDevice::read_byte(uint64_t offset) const {
@@ -117,6 +121,45 @@ void AcpiPmDevice::update_sci() {
   if (level == sci_level_) return;
   sci_level_ = level;
   if (sci_) sci_(level);
+}
+
+Result<std::vector<uint8_t>> AcpiPmDevice::save() const {
+  std::lock_guard lock(mu_);
+  StateWriter w;
+  w.u8(kStateVersion);
+  w.u16(sts_);
+  w.u16(en_);
+  w.u16(cnt_);
+  w.u32(timer_value());
+  return w.take();
+}
+
+Result<void> AcpiPmDevice::restore(std::span<const uint8_t> state) {
+  StateReader r(state, std::string(name()));
+  const uint8_t version = TRY(r.u8("version"));
+  if (version != kStateVersion)
+    return r.corrupt(fmt::format("state version {}; this ringvm reads version {}", version, kStateVersion));
+  const uint16_t sts = TRY(r.u16("pm1_sts"));
+  const uint16_t en = TRY(r.u16("pm1_en"));
+  const uint16_t cnt = TRY(r.u16("pm1_cnt"));
+  const uint32_t timer = TRY(r.u32("pm_tmr"));
+  RETURN_IF_ERROR(r.finish());
+  if (sts & ~kStsMask) return r.corrupt(fmt::format("PM1_STS {:#06x} sets undefined bits", sts));
+  if (en & ~kEnMask) return r.corrupt(fmt::format("PM1_EN {:#06x} enables events the device lacks", en));
+  if ((cnt & ~(kCntStored | kCntSciEn)) || !(cnt & kCntSciEn))
+    return r.corrupt(fmt::format("PM1_CNT {:#06x} is not SCI_EN plus stored bits", cnt));
+  RETURN_IF_ERROR(r.check_range("pm_tmr", timer, 0, kTimerMask));
+
+  std::lock_guard lock(mu_);
+  sts_ = sts;
+  en_ = en;
+  cnt_ = cnt;
+  epoch_ = clock_();
+  timer_base_ = timer;
+  // The line is driven whatever it was before: the irqchip it feeds may be a new one.
+  sci_level_ = (sts_ & en_ & kStsMask) != 0;
+  if (sci_) sci_(sci_level_);
+  return Ok();
 }
 
 }  // namespace ringvm

@@ -8,6 +8,12 @@
 // Insert it at PM1a_EVT_BLK with size kSize. Accesses of any width inside the window work byte by
 // byte, as ACPICA splits and merges them. SCI_EN reads as set: the guest finds ACPI mode already on
 // (the FADT's SMI_CMD is 0). The SCI line is level: high while any enabled status bit is set.
+// There is no GPE block (the FADT's GPE0_BLK is 0).
+//
+// save()/restore() carry PM1_STS, PM1_EN, PM1_CNT and the PM timer's value. The restored timer
+// counts on from the saved value on this device's clock, so the guest sees it advance by the
+// time it ran, not by the time the snapshot sat on disk. restore() drives the SCI line to the
+// restored level, so restore the irqchip first and this device after it.
 #pragma once
 
 #include <chrono>
@@ -16,6 +22,7 @@
 #include <mutex>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "devices/device.h"
 
@@ -51,6 +58,12 @@ class AcpiPmDevice final : public Device {
   // Thread-safe host request: sets PWRBTN_STS so an ACPI-aware guest shuts itself down.
   void press_power_button();
 
+  // Stateful. restore() refuses (kCorrupt, the device unchanged) truncated state, status,
+  // enable or control bits the device does not implement, SCI_EN clear and a timer value wider
+  // than 24 bits.
+  Result<std::vector<uint8_t>> save() const override;
+  Result<void> restore(std::span<const uint8_t> state) override;
+
  private:
   uint8_t read_byte(uint64_t offset) const;
   uint32_t timer_value() const;
@@ -60,9 +73,11 @@ class AcpiPmDevice final : public Device {
   const std::function<void(bool)> sci_;
   const MonotonicClock clock_;
   const uint8_t s5_slp_typ_;
-  const std::chrono::steady_clock::time_point epoch_;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
+  // The timer reads timer_base_ plus the ticks since epoch_ (both move on a restore).
+  std::chrono::steady_clock::time_point epoch_;
+  uint32_t timer_base_ = 0;
   uint16_t sts_ = 0;
   uint16_t en_ = 0;
   uint16_t cnt_;

@@ -119,5 +119,81 @@ TEST_F(AcpiPmTest, OutOfWindowBytesReadAllOnes) {
   EXPECT_EQ(in16(6), 0);
 }
 
+TEST_F(AcpiPmTest, SaveRestoreRoundTripAndTimerContinues) {
+  out16(kCnt, 5 << 10);  // SLP_TYP stored, no SLP_EN
+  out16(kCnt, (3 << 10) | kSlpEn);  // an S3 attempt: WAK_STS
+  dev_.press_power_button();
+  out16(kEn, 0x0120);  // PWRBTN_EN, GBL_EN
+  ASSERT_EQ(sci_, std::vector<bool>{true});
+  now_ += 5s + 300ms;  // the timer is far from 0 and has wrapped once
+  const std::vector<uint8_t> state = dev_.save().value();
+
+  // A new process, whose monotonic clock is somewhere else entirely.
+  std::chrono::steady_clock::time_point other = std::chrono::steady_clock::time_point{} + 1000h;
+  std::vector<bool> sci;
+  AcpiPmDevice copy({.on_poweroff = nullptr, .sci = [&](bool level) { sci.push_back(level); },
+                     .clock = [&] { return other; }});
+  auto r = copy.restore(state);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(sci, std::vector<bool>{true});
+  EXPECT_EQ(copy.save().value(), state);
+  auto read32 = [](AcpiPmDevice& d, uint64_t off) {
+    uint8_t b[4] = {};
+    d.read(off, b);
+    return static_cast<uint32_t>(b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24));
+  };
+  for (uint64_t off : {kSts, kCnt, kTmr}) EXPECT_EQ(read32(copy, off), in32(off)) << off;
+  // Both advance by the same guest time from here.
+  now_ += 250ms;
+  other += 250ms;
+  EXPECT_EQ(read32(copy, kTmr), in32(kTmr));
+  EXPECT_EQ(read32(copy, kTmr), ((5300 + 250) * 3579545ULL / 1000) & 0xffffff);
+  // Clearing the restored power button status lowers the restored SCI.
+  const uint8_t clear[2] = {0x00, 0x01};
+  copy.write(kSts, clear);
+  EXPECT_EQ(sci, (std::vector<bool>{true, false}));
+}
+
+TEST_F(AcpiPmTest, RestoreRefusesTruncatedAndOutOfRangeState) {
+  dev_.press_power_button();
+  const std::vector<uint8_t> good = dev_.save().value();
+  ASSERT_EQ(good.size(), 11u);  // version, STS, EN, CNT, TMR
+  std::vector<bool> sci;
+  AcpiPmDevice target({.on_poweroff = nullptr, .sci = [&](bool level) { sci.push_back(level); },
+                       .clock = [this] { return now_; }});
+  const std::vector<uint8_t> before = target.save().value();
+  for (size_t len = 0; len < good.size(); ++len) {
+    auto r = target.restore(std::span(good).first(len));
+    ASSERT_FALSE(r.ok()) << len;
+    EXPECT_EQ(r.error().code, ErrorCode::kCorrupt) << len;
+  }
+  auto with16 = [&](size_t at, uint16_t v) {
+    std::vector<uint8_t> b = good;
+    b[at] = static_cast<uint8_t>(v);
+    b[at + 1] = static_cast<uint8_t>(v >> 8);
+    return b;
+  };
+  std::vector<uint8_t> wide_timer = good;
+  wide_timer[10] = 0x01;  // bit 24
+  std::vector<uint8_t> version = good;
+  version[0] = 9;
+  const std::vector<std::pair<std::vector<uint8_t>, const char*>> bad = {
+      {version, "version"},
+      {with16(1, 0x0002), "STS bit 1"},
+      {with16(3, 0x0002), "EN bit 1"},
+      {with16(5, 0x0000), "SCI_EN clear"},
+      {with16(5, 0x2001), "SLP_EN stored"},
+      {wide_timer, "a 25-bit timer"},
+  };
+  for (const auto& [b, why] : bad) {
+    auto r = target.restore(b);
+    ASSERT_FALSE(r.ok()) << why;
+    EXPECT_EQ(r.error().code, ErrorCode::kCorrupt) << why;
+    EXPECT_NE(r.error().message().find("acpi-pm"), std::string::npos) << r.error().message();
+  }
+  EXPECT_EQ(target.save().value(), before);
+  EXPECT_TRUE(sci.empty());
+}
+
 }  // namespace
 }  // namespace ringvm

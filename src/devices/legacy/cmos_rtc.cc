@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/state_codec.h"
 
 namespace ringvm {
 namespace {
@@ -41,6 +42,14 @@ enum : uint8_t {
   kHourPm = 0x80,     // hours register, 12-hour mode: PM
   kIndexMask = 0x7f,  // index port bit 7 is the NMI mask, not part of the index
 };
+
+// The times the clock holds, [1900-01-01, 2200-01-01) UTC: what a BCD century byte of 19..21
+// spans, and well inside what a nanosecond time_point (to 2262) holds with a host offset added.
+constexpr seconds kMinTime{-2208988800};
+constexpr seconds kMaxTime{7258118400};  // exclusive
+
+// The layout save() writes; restore() refuses any other.
+constexpr uint8_t kStateVersion = 1;
 
 constexpr uint64_t kIndexPort = 0;
 constexpr uint64_t kDataPort = 1;
@@ -142,7 +151,7 @@ bool CmosRtc::decode_time(system_clock::time_point* t) const {
 
 void CmosRtc::adopt_written_time() {
   system_clock::time_point t;
-  if (decode_time(&t)) {
+  if (decode_time(&t) && t.time_since_epoch() >= kMinTime && t.time_since_epoch() < kMaxTime) {
     // Whole seconds, so the host clock's sub-second phase carries over unchanged.
     offset_ = duration_cast<seconds>(t - std::chrono::floor<seconds>(clock_()));
   } else {
@@ -191,6 +200,48 @@ void CmosRtc::write_register(uint8_t index, uint8_t value) {
     case kRegD: return;  // read-only
     default: ram_[index] = value; return;
   }
+}
+
+void CmosRtc::set_time_to_host_now() {
+  std::lock_guard lock(mu_);
+  offset_ = system_clock::duration::zero();
+}
+
+Result<std::vector<uint8_t>> CmosRtc::save() const {
+  std::lock_guard lock(mu_);
+  StateWriter w;
+  w.u8(kStateVersion);
+  w.raw(ram_);
+  w.u8(index_);
+  // The running clock, also while SET holds the fields (ram_ keeps what the guest wrote).
+  w.i64(std::chrono::duration_cast<std::chrono::nanoseconds>(guest_now().time_since_epoch()).count());
+  return w.take();
+}
+
+Result<void> CmosRtc::restore(std::span<const uint8_t> state) {
+  StateReader r(state, std::string(name()));
+  const uint8_t version = TRY(r.u8("version"));
+  if (version != kStateVersion)
+    return r.corrupt(fmt::format("state version {}; this ringvm reads version {}", version, kStateVersion));
+  std::array<uint8_t, 128> ram{};
+  RETURN_IF_ERROR(r.raw("cmos_ram", ram));
+  const uint8_t index = TRY(r.u8("index"));
+  const int64_t guest_ns = TRY(r.i64("guest_time_ns"));
+  RETURN_IF_ERROR(r.finish());
+  RETURN_IF_ERROR(r.check_range("index", index, 0, kIndexMask));
+  if (ram[kRegA] & kAUip) return r.corrupt("register A stores UIP, which the RTC only computes");
+  if (ram[kRegC] != 0) return r.corrupt(fmt::format("register C is {:#04x}; it is always 0", ram[kRegC]));
+  if (ram[kRegD] != kDValid)
+    return r.corrupt(fmt::format("register D is {:#04x}; it is always {:#04x}", ram[kRegD], kDValid));
+  const std::chrono::nanoseconds guest_time{guest_ns};
+  if (guest_time < kMinTime || guest_time >= kMaxTime)
+    return r.corrupt(fmt::format("`guest_time_ns` {} lies outside the years 1900..2199", guest_ns));
+
+  std::lock_guard lock(mu_);
+  ram_ = ram;
+  index_ = index;
+  offset_ = std::chrono::duration_cast<system_clock::duration>(guest_time) - clock_().time_since_epoch();
+  return Ok();
 }
 
 }  // namespace ringvm

@@ -7,6 +7,12 @@
 // fields consistently even when each port access is a slow VM exit.
 //
 // No interrupts are generated (periodic, alarm and update-ended): register C always reads 0.
+//
+// save()/restore() carry the 128 bytes of CMOS RAM, the index register and the time the clock
+// shows. A restored clock continues from that time (its offset from the host clock is
+// recomputed), so the guest sees no jump for however long the snapshot sat on disk;
+// set_time_to_host_now() is the other choice (a snapshot restored with clock_realtime=true).
+// The clock holds times from 1900 to 2199: a guest writing a time outside them is ignored.
 #pragma once
 
 #include <array>
@@ -16,6 +22,7 @@
 #include <mutex>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "devices/device.h"
 
@@ -36,6 +43,16 @@ class CmosRtc final : public Device {
   void read(uint64_t offset, std::span<uint8_t> data) override;
   void write(uint64_t offset, std::span<const uint8_t> data) override;
 
+  // Thread-safe. The clock shows the host's UTC time from now on (the offset a guest set by
+  // writing the time, or a restore carried over, is dropped).
+  void set_time_to_host_now();
+
+  // Stateful. restore() refuses (kCorrupt, the RTC unchanged) truncated state, an index above
+  // 127, UIP stored in register A, registers C and D other than the hardware's constants, and a
+  // time outside 1900..2199. The RTC raises no interrupts, so there is no line to re-drive.
+  Result<std::vector<uint8_t>> save() const override;
+  Result<void> restore(std::span<const uint8_t> state) override;
+
  private:
   // The guest's view of "now": host time plus the offset it set.
   std::chrono::system_clock::time_point guest_now() const;
@@ -52,10 +69,11 @@ class CmosRtc final : public Device {
 
   const Clock clock_;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::array<uint8_t, 128> ram_{};
   uint8_t index_ = 0;
-  std::chrono::seconds offset_{0};  // guest time minus host time
+  // Guest time minus host time: whole seconds when the guest set it, any duration after a restore.
+  std::chrono::system_clock::duration offset_{0};
 };
 
 }  // namespace ringvm

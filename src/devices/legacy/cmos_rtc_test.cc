@@ -187,5 +187,120 @@ TEST(CmosRtcHostClock, WideAccessesAreHarmless) {
   EXPECT_EQ(v, 0xff);
 }
 
+TEST_F(CmosRtcTest, TimesBeyond2199AreIgnored) {
+  set_cmos(0x32, 0x22);  // the 2200s
+  EXPECT_EQ(cmos(0x32), 0x20);
+  set_cmos(0x32, 0x21);
+  EXPECT_EQ(cmos(0x32), 0x21);
+}
+
+// Offsets of save()'s layout: version, 128 bytes of RAM, index, guest time (i64 ns).
+constexpr size_t kStateRam = 1, kStateIndex = 129, kStateTime = 130, kStateSize = 138;
+
+TEST_F(CmosRtcTest, SaveRestoreContinuesFromTheSavedTime) {
+  set_cmos(0x40, 0xab);  // NVRAM a guest (or firmware) keeps settings in
+  set_cmos(0x7f, 0x11);
+  set_cmos(0x0b, 0x82);  // SET: the guest sets 2030-01-01 12:00:00
+  for (auto [index, value] : {std::pair{0x00, 0x00}, {0x02, 0x00}, {0x04, 0x12}, {0x07, 0x01}, {0x08, 0x01},
+                              {0x09, 0x30}, {0x32, 0x20}})
+    set_cmos(static_cast<uint8_t>(index), static_cast<uint8_t>(value));
+  set_cmos(0x0b, 0x02);  // running
+  set_cmos(0x0b, 0x06);  // binary, 24-hour
+  now_ += 95s;           // 12:01:35 for the guest, at 250 ms into its second
+  set_cmos(0x0a, 0x2a);  // another periodic rate
+  const uint8_t index = 0x40;
+  rtc_.write(0, std::span<const uint8_t>(&index, 1));
+
+  const std::vector<uint8_t> state = rtc_.save().value();
+  ASSERT_EQ(state.size(), kStateSize);
+
+  // Restored an hour and 600 ms later on another host clock: the guest's clock does not jump.
+  system_clock::time_point later = now_ + 3600s + 600ms;
+  CmosRtc copy([&] { return later; });
+  ASSERT_TRUE(copy.restore(state).ok());
+  EXPECT_EQ(copy.save().value(), state);
+  auto reg = [](CmosRtc& rtc, uint8_t i) {
+    rtc.write(0, std::span<const uint8_t>(&i, 1));
+    uint8_t v = 0;
+    rtc.read(1, std::span<uint8_t>(&v, 1));
+    return v;
+  };
+  uint8_t v = 0;
+  copy.read(1, std::span<uint8_t>(&v, 1));
+  EXPECT_EQ(v, 0xab) << "the index register came back";
+  EXPECT_EQ(reg(copy, 0x7f), 0x11);
+  EXPECT_EQ(reg(copy, 0x0a) & 0x7f, 0x2a);
+  EXPECT_EQ(reg(copy, 0x0b), 0x06);
+  EXPECT_EQ(reg(copy, 0x04), 12);
+  EXPECT_EQ(reg(copy, 0x02), 1);
+  EXPECT_EQ(reg(copy, 0x00), 35);
+  EXPECT_EQ(reg(copy, 0x09), 30);
+  later += 745ms;  // 12:01:35.995: the sub-second phase carried over, so UIP is up
+  EXPECT_EQ(reg(copy, 0x0a) & 0x80, 0x80);
+  later += 10s;
+  EXPECT_EQ(reg(copy, 0x00), 45);
+  for (int i : {0x02, 0x04, 0x09, 0x0b, 0x32, 0x40, 0x7f})
+    EXPECT_EQ(reg(copy, static_cast<uint8_t>(i)), reg(rtc_, static_cast<uint8_t>(i))) << i;
+
+  // clock_realtime=true: the host's time from now on.
+  copy.set_time_to_host_now();
+  const time_t host = system_clock::to_time_t(later);
+  struct tm tm = {};
+  gmtime_r(&host, &tm);
+  EXPECT_EQ(reg(copy, 0x09), tm.tm_year % 100);
+  EXPECT_EQ(reg(copy, 0x04), tm.tm_hour);
+  EXPECT_EQ(reg(copy, 0x00), tm.tm_sec);
+  EXPECT_EQ(reg(copy, 0x40), 0xab) << "NVRAM stays";
+}
+
+TEST_F(CmosRtcTest, RestoreRefusesTruncatedAndOutOfRangeState) {
+  set_cmos(0x40, 0xab);
+  const std::vector<uint8_t> good = rtc_.save().value();
+  ASSERT_EQ(good.size(), kStateSize);
+  system_clock::time_point other = now_ + 1h;
+  CmosRtc target([&] { return other; });
+  set_cmos(0x41, 0);  // (only rtc_ changes; target keeps its defaults)
+  const std::vector<uint8_t> before = target.save().value();
+
+  for (size_t len = 0; len < good.size(); ++len) {
+    auto r = target.restore(std::span(good).first(len));
+    ASSERT_FALSE(r.ok()) << len;
+    EXPECT_EQ(r.error().code, ErrorCode::kCorrupt) << len;
+  }
+  std::vector<uint8_t> longer = good;
+  longer.push_back(0);
+  EXPECT_FALSE(target.restore(longer).ok());
+
+  auto with_time = [&](int64_t secs) {
+    std::vector<uint8_t> b = good;
+    const auto ns = static_cast<uint64_t>(secs) * 1'000'000'000ULL;
+    for (size_t i = 0; i < 8; ++i) b[kStateTime + i] = static_cast<uint8_t>(ns >> (8 * i));
+    return b;
+  };
+  auto with_byte = [&](size_t at, uint8_t value) {
+    std::vector<uint8_t> b = good;
+    b[at] = value;
+    return b;
+  };
+  const std::vector<std::pair<std::vector<uint8_t>, const char*>> bad = {
+      {with_byte(0, 2), "version"},
+      {with_byte(kStateIndex, 0x80), "index with the NMI bit"},
+      {with_byte(kStateRam + 0x0a, 0xa6), "register A with UIP"},
+      {with_byte(kStateRam + 0x0c, 0x80), "register C"},
+      {with_byte(kStateRam + 0x0d, 0x00), "register D"},
+      {with_time(7258118400), "2200-01-01"},
+      {with_time(-2208988801), "1899-12-31 23:59:59"},
+      {with_time(-9'000'000'000), "a negative time far out"},
+  };
+  for (const auto& [b, why] : bad) {
+    auto r = target.restore(b);
+    ASSERT_FALSE(r.ok()) << why;
+    EXPECT_EQ(r.error().code, ErrorCode::kCorrupt) << why;
+    EXPECT_NE(r.error().message().find("cmos-rtc"), std::string::npos) << r.error().message();
+  }
+  EXPECT_EQ(target.save().value(), before);
+  EXPECT_TRUE(target.restore(with_time(7258118399)).ok()) << "2199-12-31 23:59:59 is a valid time";
+}
+
 }  // namespace
 }  // namespace ringvm

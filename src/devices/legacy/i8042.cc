@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/state_codec.h"
 
 namespace ringvm {
 namespace {
@@ -68,6 +69,13 @@ enum : uint8_t {
 constexpr size_t kMaxOutput = 16;
 // The keyboard's own buffer, as on real keyboards: scancodes beyond it are refused.
 constexpr size_t kMaxScancodes = 16;
+// The longest keyboard reply (ACK, then the two ID bytes); a new command drops the old reply.
+constexpr size_t kMaxReplies = 3;
+// Bytes of controller RAM (commands 0x20-0x3f read them, 0x60-0x7f write them).
+constexpr size_t kControllerRam = 32;
+
+// The layout save() writes; restore() refuses any other.
+constexpr uint8_t kStateVersion = 1;
 
 // What 0xF0 0x00 answers for sets 1, 2, 3 through a translating controller (the set number as a
 // set 2 code, translated to set 1).
@@ -321,6 +329,102 @@ void I8042::command(uint8_t cmd) {
     case kCmdReadOutput: push_output(output_port_); break;
     default: RINGVM_LOG_RATELIMITED(info, "i8042: unsupported command {:#04x} ignored", cmd); break;
   }
+}
+
+namespace {
+
+// The encoding of StateWriter::bytes(), a byte at a time from the deque.
+void write_queue(StateWriter& w, const std::deque<uint8_t>& q) {
+  w.u32(static_cast<uint32_t>(q.size()));
+  for (uint8_t b : q) w.u8(b);
+}
+
+Result<std::deque<uint8_t>> read_queue(StateReader& r, std::string_view field, size_t max) {
+  auto s = TRY(r.bytes(field, max));
+  return std::deque<uint8_t>(s.begin(), s.end());
+}
+
+// Controller commands that wait for a data byte (what command() leaves in pending_).
+bool takes_data_byte(uint8_t cmd) {
+  return (cmd >= kCmdWriteRam && cmd < kCmdWriteRam + kControllerRam) || cmd == kCmdWriteOutput || cmd == kCmdWriteKbdOut ||
+         cmd == kCmdWriteAuxOut || cmd == kCmdWriteAux;
+}
+
+}  // namespace
+
+Result<std::vector<uint8_t>> I8042::save() const {
+  std::lock_guard lock(mu_);
+  StateWriter w;
+  w.u8(kStateVersion);
+  w.raw(ram_);
+  write_queue(w, output_);
+  w.u8(last_output_);
+  w.u8(pending_);
+  w.boolean(last_was_command_);
+  w.u8(output_port_);
+  w.u8(port_b_);
+  w.u8(port_b_toggle_);
+  write_queue(w, kbd_replies_);
+  write_queue(w, kbd_scancodes_);
+  w.u8(kbd_pending_);
+  w.u8(kbd_last_);
+  w.u8(kbd_set_);
+  w.boolean(kbd_scanning_);
+  return w.take();
+}
+
+Result<void> I8042::restore(std::span<const uint8_t> state) {
+  StateReader r(state, std::string(name()));
+  const uint8_t version = TRY(r.u8("version"));
+  if (version != kStateVersion)
+    return r.corrupt(fmt::format("state version {}; this ringvm reads version {}", version, kStateVersion));
+  std::array<uint8_t, kControllerRam> ram{};
+  static_assert(sizeof(ram) == sizeof(ram_));
+  RETURN_IF_ERROR(r.raw("controller_ram", ram));
+  std::deque<uint8_t> output = TRY(read_queue(r, "output_buffer", kMaxOutput));
+  const uint8_t last_output = TRY(r.u8("last_output"));
+  const uint8_t pending = TRY(r.u8("pending_command"));
+  const bool last_was_command = TRY(r.boolean("last_was_command"));
+  const uint8_t output_port = TRY(r.u8("output_port"));
+  const uint8_t port_b = TRY(r.u8("port_b"));
+  const uint8_t port_b_toggle = TRY(r.u8("port_b_toggle"));
+  std::deque<uint8_t> kbd_replies = TRY(read_queue(r, "kbd_replies", kMaxReplies));
+  std::deque<uint8_t> kbd_scancodes = TRY(read_queue(r, "kbd_scancodes", kMaxScancodes));
+  const uint8_t kbd_pending = TRY(r.u8("kbd_pending"));
+  const uint8_t kbd_last = TRY(r.u8("kbd_last"));
+  const uint8_t kbd_set = TRY(r.u8("kbd_set"));
+  const bool kbd_scanning = TRY(r.boolean("kbd_scanning"));
+  RETURN_IF_ERROR(r.finish());
+  if (pending != 0 && !takes_data_byte(pending))
+    return r.corrupt(fmt::format("pending command {:#04x} takes no data byte", pending));
+  if (!(output_port & 0x01)) return r.corrupt("the output port holds the CPU reset line asserted");
+  if (port_b & ~0x0f) return r.corrupt(fmt::format("port B {:#04x} stores bits 0-3 only", port_b));
+  if (port_b_toggle & ~(kPortBRefresh | kPortBPitOut))
+    return r.corrupt(fmt::format("port B toggle {:#04x} has bits other than 4 and 5", port_b_toggle));
+  if (kbd_pending != 0 && kbd_pending != kKbdSetLeds && kbd_pending != kKbdTypematic &&
+      kbd_pending != kKbdScancodeSet)
+    return r.corrupt(fmt::format("keyboard command {:#04x} takes no argument byte", kbd_pending));
+  RETURN_IF_ERROR(r.check_range("kbd_set", kbd_set, 1, 3));
+
+  std::lock_guard lock(mu_);
+  ram_ = ram;
+  output_ = std::move(output);
+  last_output_ = last_output;
+  pending_ = pending;
+  last_was_command_ = last_was_command;
+  output_port_ = output_port;
+  port_b_ = port_b;
+  port_b_toggle_ = port_b_toggle;
+  kbd_replies_ = std::move(kbd_replies);
+  kbd_scancodes_ = std::move(kbd_scancodes);
+  kbd_pending_ = kbd_pending;
+  kbd_last_ = kbd_last;
+  kbd_set_ = kbd_set;
+  kbd_scanning_ = kbd_scanning;
+  // The line is driven whatever it was before: the irqchip it feeds may be a new one.
+  irq_level_ = (ram_[0] & kCtrKbdInt) && output_full();
+  if (kbd_irq_) kbd_irq_(irq_level_);
+  return Ok();
 }
 
 }  // namespace ringvm

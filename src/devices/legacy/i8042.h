@@ -16,6 +16,11 @@
 // port, offset 4 the status/command port, and offset 1 is port 0x61 (system control port B), whose
 // refresh and PIT-output bits toggle on every read so the guest's delay loops always end. When the
 // in-kernel PIT exists, KVM claims port 0x61 itself and offset 1 is never reached.
+//
+// save()/restore() carry the controller (RAM with the command byte, output buffer, pending
+// command, output port, port B) and the keyboard (reply and scancode queues, pending command,
+// scancode set, scanning). restore() then drives IRQ 1 to the level the restored state implies,
+// so restore the irqchip first and this device after it.
 #pragma once
 
 #include <array>
@@ -26,6 +31,7 @@
 #include <mutex>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "devices/device.h"
 
@@ -58,6 +64,12 @@ class I8042 final : public Device {
   // scanning (the guest sent 0xF5 and no 0xF4 yet) or when the sequence does not fit its buffer.
   bool send_ctrl_alt_del();
 
+  // Stateful. restore() refuses (kCorrupt, the device unchanged) truncated state, queues longer
+  // than the device ever holds, a pending command that takes no data byte, an asserted reset
+  // line, unknown scancode sets and bits the ports do not have.
+  Result<std::vector<uint8_t>> save() const override;
+  Result<void> restore(std::span<const uint8_t> state) override;
+
  private:
   uint8_t status() const;
   uint8_t read_data();
@@ -74,7 +86,7 @@ class I8042 final : public Device {
   const std::function<void()> on_reset_;
   const IrqLine kbd_irq_;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::array<uint8_t, 32> ram_{};  // controller RAM; byte 0 is the command byte (CTR)
   std::deque<uint8_t> output_;     // controller replies (and 0xd2/0xd3 bytes) waiting
   uint8_t last_output_ = 0;        // what a read of an empty buffer returns

@@ -381,5 +381,119 @@ TEST_F(I8042Test, WideAndUnknownAccessesAreHarmless) {
   EXPECT_EQ(resets_, 0);
 }
 
+// What a guest sees from here on: the status and every byte it can read, then port B twice.
+std::vector<uint8_t> drain(I8042& dev) {
+  auto in = [&dev](uint64_t off) {
+    uint8_t v = 0;
+    dev.read(off, std::span<uint8_t>(&v, 1));
+    return v;
+  };
+  std::vector<uint8_t> seen;
+  for (int i = 0; i < 64 && (in(kStatus) & 0x01); ++i) {
+    seen.push_back(in(kStatus));
+    seen.push_back(in(kData));
+  }
+  seen.push_back(in(kStatus));
+  seen.push_back(in(kPortB));
+  seen.push_back(in(kPortB));
+  return seen;
+}
+
+// A controller mid-conversation: a reply waiting, a command waiting for its data byte, a
+// keyboard in set 3 halfway through "set LEDs" with Ctrl+Alt+Del queued behind the ACK.
+TEST_F(I8042Test, SaveRestoreRoundTrip) {
+  EXPECT_EQ(kbd_command({0xf0, 0x03}), (std::vector<uint8_t>{0xfa, 0xfa}));  // scancode set 3
+  out(kStatus, 0x60);
+  out(kData, 0x05);  // CTR: keyboard interrupt, system flag, no translation
+  out(kPortB, 0x03);
+  in(kPortB);
+  ASSERT_TRUE(dev_.send_ctrl_alt_del());
+  out(kData, 0xed);  // set LEDs: ACK now, the LED byte still to come
+  out(kStatus, 0x20);  // read the CTR: the controller's reply goes first
+  out(kStatus, 0xd1);  // write output port: waits for its byte
+  ASSERT_TRUE(irq_);
+
+  const std::vector<uint8_t> state = dev_.save().value();
+  std::vector<bool> levels;
+  int resets = 0;
+  I8042 copy([&] { ++resets; }, [&](bool level) { levels.push_back(level); });
+  auto r = copy.restore(state);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(levels, std::vector<bool>{true});
+  EXPECT_EQ(copy.save().value(), state);
+
+  // The pending 0xd1 takes the next data byte on both; then both read out the same bytes.
+  for (I8042* d : {&dev_, &copy}) {
+    const uint8_t b = 0x03;
+    d->write(kData, std::span<const uint8_t>(&b, 1));
+  }
+  const std::vector<uint8_t> want = drain(dev_);
+  EXPECT_EQ(drain(copy), want);
+  // CTR reply, the ACK for 0xED, then set 3's Ctrl+Alt+Del (9 bytes), each with its status.
+  ASSERT_EQ(want.size(), 2 * (1 + 1 + 9) + 3u);
+  EXPECT_EQ(want[1], 0x05);
+  EXPECT_EQ(want[3], 0xfa);
+  EXPECT_EQ(want[5], 0x11);
+  // The keyboard still waits for the LED byte, on both.
+  for (I8042* d : {&dev_, &copy}) {
+    const uint8_t leds = 0x02;
+    d->write(kData, std::span<const uint8_t>(&leds, 1));
+  }
+  EXPECT_EQ(drain(copy), drain(dev_));
+  EXPECT_EQ(resets, 0);
+}
+
+TEST_F(I8042Test, RestoreRefusesTruncatedAndOutOfRangeState) {
+  ASSERT_TRUE(dev_.send_ctrl_alt_del());
+  out(kStatus, 0xd1);
+  const std::vector<uint8_t> good = dev_.save().value();
+  // Layout: version, 32 bytes RAM, output (u32 length + bytes), last_output, pending, last_cmd,
+  // output_port, port_b, port_b_toggle, replies (u32 + bytes), scancodes (u32 + the 8 bytes of
+  // set 1, as the translating controller delivers them), kbd_pending, kbd_last, kbd_set, scanning.
+  constexpr size_t kOutLen = 33, kPending = 38, kOutputPort = 40, kPortBAt = 41, kToggle = 42, kReplies = 43,
+                   kScanLen = 47, kKbdPending = 59, kKbdSet = 61, kScanning = 62;
+  ASSERT_EQ(good.size(), 63u);
+  ASSERT_EQ(good[kPending], 0xd1);
+  ASSERT_EQ(good[kScanLen], 8);
+  int calls = 0;
+  I8042 target(nullptr, [&](bool) { ++calls; });
+  const std::vector<uint8_t> before = target.save().value();
+  for (size_t len = 0; len < good.size(); ++len) {
+    auto r = target.restore(std::span(good).first(len));
+    ASSERT_FALSE(r.ok()) << len;
+    EXPECT_EQ(r.error().code, ErrorCode::kCorrupt) << len;
+  }
+  auto with = [&](size_t at, uint8_t v) {
+    std::vector<uint8_t> b = good;
+    b[at] = v;
+    return b;
+  };
+  const std::vector<std::pair<std::vector<uint8_t>, const char*>> bad = {
+      {with(0, 0), "version"},
+      {with(kOutLen, 17), "output buffer longer than 16 (and than the state)"},
+      {with(kPending, 0xaa), "pending self-test takes no data"},
+      {with(kOutputPort, 0x02), "reset line asserted"},
+      {with(kPortBAt, 0x10), "port B bit 4 stored"},
+      {with(kToggle, 0x01), "toggle bit 0"},
+      {with(kReplies, 4), "four reply bytes"},
+      {with(kScanLen, 17), "scancode queue above 16"},
+      {with(kKbdPending, 0xf4), "enable takes no argument"},
+      {with(kKbdSet, 0), "scancode set 0"},
+      {with(kKbdSet, 4), "scancode set 4"},
+      {with(kScanning, 2), "scanning not a boolean"},
+  };
+  for (const auto& [b, why] : bad) {
+    auto r = target.restore(b);
+    ASSERT_FALSE(r.ok()) << why;
+    EXPECT_EQ(r.error().code, ErrorCode::kCorrupt) << why;
+    EXPECT_NE(r.error().message().find("i8042"), std::string::npos) << r.error().message();
+  }
+  std::vector<uint8_t> longer = good;
+  longer.push_back(0);
+  EXPECT_FALSE(target.restore(longer).ok());
+  EXPECT_EQ(target.save().value(), before);
+  EXPECT_EQ(calls, 0);
+}
+
 }  // namespace
 }  // namespace ringvm

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/state_codec.h"
 
 namespace ringvm {
 namespace {
@@ -62,6 +63,9 @@ enum : uint8_t {
 };
 
 constexpr size_t kTriggerLevels[4] = {1, 4, 8, 14};
+
+// The layout save() writes; restore() refuses any other.
+constexpr uint8_t kStateVersion = 1;
 
 }  // namespace
 
@@ -232,6 +236,73 @@ void SerialPort::write_register(uint64_t offset, uint8_t value) {
     case kScr: scr_ = value; return;
     default: return;
   }
+}
+
+Result<std::vector<uint8_t>> SerialPort::save() const {
+  std::lock_guard lock(mu_);
+  StateWriter w;
+  w.u8(kStateVersion);
+  w.u8(static_cast<uint8_t>(rx_count_));
+  for (size_t i = 0; i < rx_count_; ++i) w.u8(rx_[(rx_head_ + i) % kFifoSize]);
+  w.u8(ier_);
+  w.u8(lcr_);
+  w.u8(mcr_);
+  w.u8(fcr_);
+  w.u8(scr_);
+  w.u8(dll_);
+  w.u8(dlm_);
+  w.boolean(overrun_);
+  w.boolean(thr_ipending_);
+  w.u8(msr_delta_);
+  return w.take();
+}
+
+Result<void> SerialPort::restore(std::span<const uint8_t> state) {
+  StateReader r(state, name_);
+  const uint8_t version = TRY(r.u8("version"));
+  if (version != kStateVersion)
+    return r.corrupt(fmt::format("state version {}; this ringvm reads version {}", version, kStateVersion));
+  const uint8_t rx_count = TRY(r.u8("rx_count"));
+  RETURN_IF_ERROR(r.check_range("rx_count", rx_count, 0, kFifoSize));
+  std::array<uint8_t, kFifoSize> rx{};
+  RETURN_IF_ERROR(r.raw("rx_fifo", std::span<uint8_t>(rx.data(), rx_count)));
+  const uint8_t ier = TRY(r.u8("ier"));
+  const uint8_t lcr = TRY(r.u8("lcr"));
+  const uint8_t mcr = TRY(r.u8("mcr"));
+  const uint8_t fcr = TRY(r.u8("fcr"));
+  const uint8_t scr = TRY(r.u8("scr"));
+  const uint8_t dll = TRY(r.u8("dll"));
+  const uint8_t dlm = TRY(r.u8("dlm"));
+  const bool overrun = TRY(r.boolean("overrun"));
+  const bool thr_ipending = TRY(r.boolean("thr_ipending"));
+  const uint8_t msr_delta = TRY(r.u8("msr_delta"));
+  RETURN_IF_ERROR(r.finish());
+  if (ier & ~kIerMask) return r.corrupt(fmt::format("`ier` {:#04x} sets bits a 16550A does not have", ier));
+  if (mcr & ~kMcrMask) return r.corrupt(fmt::format("`mcr` {:#04x} sets bits a 16550A does not have", mcr));
+  if (fcr & ~(kFcrEnable | kFcrTrigger))
+    return r.corrupt(fmt::format("`fcr` {:#04x} keeps bits the UART never stores", fcr));
+  if (msr_delta & ~0x0f) return r.corrupt(fmt::format("`msr_delta` {:#04x} is not a delta nibble", msr_delta));
+  if (!(fcr & kFcrEnable) && rx_count > 1)
+    return r.corrupt(fmt::format("{} received bytes with the FIFO off, which holds one", rx_count));
+
+  std::lock_guard lock(mu_);
+  rx_ = rx;
+  rx_head_ = 0;
+  rx_count_ = rx_count;
+  ier_ = ier;
+  lcr_ = lcr;
+  mcr_ = mcr;
+  fcr_ = fcr;
+  scr_ = scr;
+  dll_ = dll;
+  dlm_ = dlm;
+  overrun_ = overrun;
+  thr_ipending_ = thr_ipending;
+  msr_delta_ = msr_delta;
+  // The line is driven whatever it was before: the irqchip it feeds may be a new one.
+  irq_level_ = !(compute_iir() & kIirNone);
+  if (irq_) irq_(irq_level_);
+  return Ok();
 }
 
 }  // namespace ringvm

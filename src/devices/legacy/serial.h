@@ -8,6 +8,10 @@
 // The interrupt line follows the IIR: high while any enabled source is pending, low otherwise.
 // Lowering it when the guest drains the sources is what gives the in-kernel PIC/IOAPIC, which
 // treat ISA IRQs as edge-triggered, a fresh edge for the next interrupt.
+//
+// save()/restore() carry every register, the receive FIFO and the pending interrupt sources.
+// restore() then drives the interrupt line to the level the restored IIR implies, so restore the
+// irqchip (KVM's PIC/IOAPIC) first and the UART after it.
 #pragma once
 
 #include <array>
@@ -18,6 +22,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "devices/device.h"
 
@@ -44,6 +49,12 @@ class SerialPort final : public Device {
   // rest must be offered again later). Accepts nothing while the guest holds the UART in loopback.
   size_t enqueue_input(std::span<const uint8_t> bytes);
 
+  // Stateful: the registers, the RX FIFO (oldest byte first) and the interrupt sources. restore()
+  // refuses (kCorrupt, the port unchanged) truncated state, bits a 16550A does not have, and more
+  // bytes in the FIFO than its mode holds; on success it sets the IRQ line to the derived level.
+  Result<std::vector<uint8_t>> save() const override;
+  Result<void> restore(std::span<const uint8_t> state) override;
+
  private:
   uint8_t read_register(uint64_t offset);
   void write_register(uint64_t offset, uint8_t value);
@@ -57,7 +68,7 @@ class SerialPort final : public Device {
   const IrqLine irq_;
   const OutputSink output_;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::array<uint8_t, kFifoSize> rx_{};
   size_t rx_head_ = 0;   // index of the oldest byte
   size_t rx_count_ = 0;  // bytes in the FIFO

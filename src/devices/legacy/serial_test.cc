@@ -260,5 +260,112 @@ TEST_F(SerialTest, WideAccessesAreHarmless) {
   EXPECT_TRUE(output_.empty());
 }
 
+// Reads every register a guest can see, in an order that exposes the state side effects clear
+// (IIR before LSR before MSR, then the divisor latch and the whole RX FIFO). Two ports in the
+// same state give the same bytes.
+std::vector<uint8_t> probe(SerialPort& p) {
+  auto in = [&p](uint64_t off) {
+    uint8_t v = 0;
+    p.read(off, std::span<uint8_t>(&v, 1));
+    return v;
+  };
+  auto out = [&p](uint64_t off, uint8_t v) { p.write(off, std::span<const uint8_t>(&v, 1)); };
+  std::vector<uint8_t> seen;
+  const uint8_t lcr = in(kLcr);
+  out(kLcr, lcr & 0x7f);
+  for (uint64_t off : {kIir, kIer, kLcr, kMcr, kLsr, kMsr, kScr, kIir}) seen.push_back(in(off));
+  out(kLcr, lcr | 0x80);
+  seen.push_back(in(kDll));
+  seen.push_back(in(kDlm));
+  out(kLcr, lcr & 0x7f);
+  while (in(kLsr) & 0x01) seen.push_back(in(kRx));
+  return seen;
+}
+
+// A port with a wrapped, partly full FIFO, an overrun, a modem delta, a divisor and scratch.
+TEST_F(SerialTest, SaveRestoreRoundTrip) {
+  out(kLcr, 0x83);
+  out(kDll, 0x01);
+  out(kDlm, 0x02);
+  out(kLcr, 0x1b);  // 8 bits, even parity
+  out(kScr, 0x5a);
+  out(kFcr, 0x81);  // FIFO on, trigger at 8
+  out(kMcr, 0x1b);  // loopback: transmitted bytes come back
+  for (int i = 0; i < 10; ++i) out(kTx, static_cast<uint8_t>('a' + i));
+  for (int i = 0; i < 4; ++i) in(kRx);  // the FIFO's head moves away from slot 0
+  for (int i = 0; i < 11; ++i) out(kTx, static_cast<uint8_t>('A' + i));  // 17 sent, 16 fit: overrun
+  out(kMcr, 0x0b);                                                       // leave loopback: MSR deltas
+  out(kIer, 0x0d);
+  ASSERT_TRUE(irq());
+
+  auto state = port_.save();
+  ASSERT_TRUE(state.ok()) << state.error().message();
+  std::vector<bool> irqs;
+  SerialPort copy("com1", [&](bool level) { irqs.push_back(level); }, nullptr);
+  auto r = copy.restore(*state);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(irqs, std::vector<bool>{true}) << "restore drives the line to the derived level";
+  EXPECT_EQ(copy.save().value(), *state);
+  const std::vector<uint8_t> want = probe(port_);
+  EXPECT_EQ(probe(copy), want);
+  EXPECT_EQ(want[0], 0xc6) << "the overrun is what the IIR reports first";
+  EXPECT_EQ(want.size(), 10u + SerialPort::kFifoSize) << "ten registers, then a full FIFO";
+
+  // A quiet port restores with the line low, and says so even if it was high before.
+  SerialPort quiet("com1", nullptr, nullptr);
+  irqs.clear();
+  ASSERT_TRUE(copy.restore(quiet.save().value()).ok());
+  EXPECT_EQ(irqs, std::vector<bool>{false});
+}
+
+TEST_F(SerialTest, RestoreRefusesTruncatedState) {
+  out(kFcr, 0x01);
+  const uint8_t data[] = {'x', 'y', 'z'};
+  ASSERT_EQ(port_.enqueue_input(data), 3u);
+  const std::vector<uint8_t> state = port_.save().value();
+  int irq_calls = 0;
+  SerialPort target("com1", [&](bool) { ++irq_calls; }, nullptr);
+  const std::vector<uint8_t> before = target.save().value();
+  for (size_t len = 0; len < state.size(); ++len) {
+    auto r = target.restore(std::span(state).first(len));
+    ASSERT_FALSE(r.ok()) << len;
+    EXPECT_EQ(r.error().code, ErrorCode::kCorrupt) << len;
+    EXPECT_NE(r.error().message().find("com1"), std::string::npos) << r.error().message();
+  }
+  std::vector<uint8_t> longer = state;
+  longer.push_back(0);
+  EXPECT_EQ(target.restore(longer).error().code, ErrorCode::kCorrupt);
+  EXPECT_EQ(target.save().value(), before);
+  EXPECT_EQ(irq_calls, 0);
+}
+
+TEST_F(SerialTest, RestoreRefusesOutOfRangeValues) {
+  out(kFcr, 0x01);
+  const uint8_t data[] = {'x', 'y'};
+  ASSERT_EQ(port_.enqueue_input(data), 2u);
+  const std::vector<uint8_t> good = port_.save().value();
+  // Layout: version, rx_count, 2 rx bytes, ier, lcr, mcr, fcr, scr, dll, dlm, overrun, thr, msr_delta.
+  constexpr size_t kVersion = 0, kCount = 1, kIerAt = 4, kMcrAt = 6, kFcrAt = 7, kOverrunAt = 11, kDeltaAt = 13;
+  ASSERT_EQ(good.size(), 14u);
+  struct Case {
+    size_t at;
+    uint8_t value;
+    const char* why;
+  };
+  for (const Case& c : {Case{kVersion, 2, "version"}, Case{kCount, 17, "rx_count above the FIFO"},
+                        Case{kIerAt, 0x10, "IER bit 4"}, Case{kMcrAt, 0x20, "MCR bit 5"},
+                        Case{kFcrAt, 0x08, "FCR DMA bit"}, Case{kFcrAt, 0x00, "two bytes with the FIFO off"},
+                        Case{kOverrunAt, 2, "overrun not a boolean"}, Case{kDeltaAt, 0x10, "MSR delta bit 4"}}) {
+    std::vector<uint8_t> bad = good;
+    bad[c.at] = c.value;
+    SerialPort target("com1", nullptr, nullptr);
+    const std::vector<uint8_t> before = target.save().value();
+    auto r = target.restore(bad);
+    ASSERT_FALSE(r.ok()) << c.why;
+    EXPECT_EQ(r.error().code, ErrorCode::kCorrupt) << c.why;
+    EXPECT_EQ(target.save().value(), before) << c.why;
+  }
+}
+
 }  // namespace
 }  // namespace ringvm
