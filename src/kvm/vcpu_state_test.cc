@@ -1,4 +1,4 @@
-// VcpuState and VmState encodings (no KVM needed): a round trip gives back every byte, and every
+// VcpuState and KvmVmState encodings (no KVM needed): a round trip gives back every byte, and every
 // hostile variant (truncated, counts and sizes over the limits, trailing bytes, foreign version)
 // is refused with kCorrupt and a message naming the field.
 #include <gtest/gtest.h>
@@ -231,11 +231,11 @@ TEST(VcpuStateTest, MsrsSortTscFirstAndDeadlineLast) {
   EXPECT_EQ(m.back().index, 0x6e0u);
 }
 
-// --- VmState ---
+// --- KvmVmState ---
 
-VmState pattern_vm_state() {
-  VmState s;
-  VmState::Irqchip chips;
+KvmVmState pattern_vm_state() {
+  KvmVmState s;
+  KvmVmState::Irqchip chips;
   fill(chips.pic_master, 30);
   fill(chips.pic_slave, 31);
   fill(chips.ioapic, 32);
@@ -254,13 +254,13 @@ VmState pattern_vm_state() {
   return s;
 }
 
-std::vector<uint8_t> encoded_vm(const VmState& s) {
+std::vector<uint8_t> encoded_vm(const KvmVmState& s) {
   StateWriter w;
   encode(s, w);
   return w.take();
 }
 
-Result<VmState> decoded_vm(std::span<const uint8_t> bytes) {
+Result<KvmVmState> decoded_vm(std::span<const uint8_t> bytes) {
   StateReader r(bytes, "vm");
   auto s = decode_vm_state(r);
   if (!s) return s;
@@ -268,14 +268,14 @@ Result<VmState> decoded_vm(std::span<const uint8_t> bytes) {
   return s;
 }
 
-void expect_vm_corrupt(Result<VmState> r, const std::string& field) {
+void expect_vm_corrupt(Result<KvmVmState> r, const std::string& field) {
   ASSERT_FALSE(r.ok()) << "accepted; expected a complaint about " << field;
   EXPECT_EQ(r.error().code, ErrorCode::kCorrupt) << r.error().message();
   EXPECT_NE(r.error().message().find(field), std::string::npos) << r.error().message();
 }
 
-TEST(VmStateTest, RoundTripKeepsEveryByte) {
-  const VmState s = pattern_vm_state();
+TEST(KvmVmStateTest, RoundTripKeepsEveryByte) {
+  const KvmVmState s = pattern_vm_state();
   auto back = decoded_vm(encoded_vm(s));
   ASSERT_TRUE(back.ok()) << back.error().message();
   ASSERT_TRUE(back->irqchip && back->pit);
@@ -290,8 +290,8 @@ TEST(VmStateTest, RoundTripKeepsEveryByte) {
   EXPECT_EQ(back->host_realtime_ns, s.host_realtime_ns);
 }
 
-TEST(VmStateTest, RoundTripWithoutIrqchipOrPit) {
-  VmState s = pattern_vm_state();
+TEST(KvmVmStateTest, RoundTripWithoutIrqchipOrPit) {
+  KvmVmState s = pattern_vm_state();
   s.irqchip.reset();
   s.pit.reset();
   s.clock.flags = 0;
@@ -302,7 +302,7 @@ TEST(VmStateTest, RoundTripWithoutIrqchipOrPit) {
   EXPECT_EQ(back->clock.clock, s.clock.clock);
 }
 
-TEST(VmStateTest, TruncationTrailingBytesAndVersionAreRefused) {
+TEST(KvmVmStateTest, TruncationTrailingBytesAndVersionAreRefused) {
   const auto bytes = encoded_vm(pattern_vm_state());
   for (size_t n = 0; n < bytes.size(); ++n) {
     auto r = decoded_vm(std::span<const uint8_t>(bytes).first(n));
@@ -318,8 +318,8 @@ TEST(VmStateTest, TruncationTrailingBytesAndVersionAreRefused) {
   expect_vm_corrupt(decoded_vm(foreign), "version 9");
 }
 
-TEST(VmStateTest, WrongChipIdsAndUnknownClockFlagsAreRefused) {
-  VmState s = pattern_vm_state();
+TEST(KvmVmStateTest, WrongChipIdsAndUnknownClockFlagsAreRefused) {
+  KvmVmState s = pattern_vm_state();
   s.irqchip->pic_slave.chip_id = KVM_IRQCHIP_IOAPIC;
   expect_vm_corrupt(decoded_vm(encoded_vm(s)), "pic_slave.chip_id");
   s = pattern_vm_state();
