@@ -371,5 +371,57 @@ TEST_F(SnapshotStateTest, ADifferentTscFrequencyIsScaledOrRefusedByName) {
   }
 }
 
+// Diff snapshots come from the dirty log: a guest that stores to one page shows that page dirty,
+// and the log reads empty again once it has been read.
+TEST_F(SnapshotStateTest, DirtyLogShowsThePageTheGuestWrites) {
+  auto vm = sys_->create_vm();
+  ASSERT_TRUE(vm.ok()) << vm.error().message();
+  TestVm t;
+  t.vm = std::make_unique<KvmVm>(std::move(*vm));
+  (void)t.vm->set_tss_addr(0xfffb'd000);
+  (void)t.vm->set_identity_map_addr(0xfffb'c000);
+  ASSERT_TRUE(t.mem.add_region(0, kRamBytes).ok());
+  ASSERT_TRUE(t.vm->map_memory(t.mem, 0, KVM_MEM_LOG_DIRTY_PAGES).ok());
+  ASSERT_EQ(t.vm->memory_slots().size(), 1u);
+  const MemorySlot slot = t.vm->memory_slots()[0];
+  EXPECT_EQ(slot.slot, 0u);
+  EXPECT_EQ(slot.gpa, 0u);
+  EXPECT_EQ(slot.size, kRamBytes);
+  EXPECT_EQ(slot.flags, static_cast<uint32_t>(KVM_MEM_LOG_DIRTY_PAGES));
+  // 16-bit real mode at kLoadAddr:  1: inc %eax (66 40); mov %ax, 0x2000 (a3 00 20); jmp 1b (eb f9)
+  constexpr uint8_t kStoringGuest[] = {0x66, 0x40, 0xa3, 0x00, 0x20, 0xeb, 0xf9};
+  constexpr uint64_t kStoredPage = 0x2000 / KvmVm::kDirtyPageSize;
+  ASSERT_TRUE(t.mem.write(kLoadAddr, kStoringGuest).ok());
+  auto vcpu = t.vm->create_vcpu(0);
+  ASSERT_TRUE(vcpu.ok()) << vcpu.error().message();
+  t.vcpu = std::make_unique<KvmVcpu>(std::move(*vcpu));
+  ASSERT_TRUE(t.vcpu->enter_real_mode(kLoadAddr, 0).ok());
+
+  auto wrong = t.vm->get_dirty_log(0, kRamBytes / 2);
+  ASSERT_FALSE(wrong.ok()) << "a size other than the slot's would let KVM overrun the bitmap";
+  EXPECT_EQ(wrong.error().code, ErrorCode::kInvalidArgument);
+
+  auto cleared = t.vm->get_dirty_log(0, kRamBytes);  // starts the interval
+  ASSERT_TRUE(cleared.ok()) << cleared.error().message();
+  ASSERT_EQ(cleared->size(), kRamBytes / KvmVm::kDirtyPageSize / 64);
+
+  auto exit = run_for(*t.vcpu, kRunTime);
+  ASSERT_TRUE(exit.ok()) << exit.error().message();
+  ASSERT_EQ(exit->kind, VcpuExitKind::kKicked) << kvm_exit_reason_name(exit->raw_reason);
+
+  auto dirty = t.vm->get_dirty_log(0, kRamBytes);
+  ASSERT_TRUE(dirty.ok()) << dirty.error().message();
+  EXPECT_TRUE(((*dirty)[kStoredPage / 64] >> (kStoredPage % 64)) & 1) << "the page the guest stores to";
+  size_t pages = 0;
+  for (uint64_t w : *dirty) pages += static_cast<size_t>(__builtin_popcountll(w));
+  EXPECT_LE(pages, 4u) << "the guest writes one page (KVM may add its own, e.g. the real-mode TSS)";
+
+  // Manual protection is not enabled here, so reading the log cleared it.
+  auto again = t.vm->get_dirty_log(0, kRamBytes);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(std::all_of(again->begin(), again->end(), [](uint64_t w) { return w == 0; }))
+      << "reading the log clears it";
+}
+
 }  // namespace
 }  // namespace ringvm
