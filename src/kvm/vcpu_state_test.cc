@@ -1,12 +1,13 @@
 // VcpuState and KvmVmState encodings (no KVM needed): a round trip gives back every byte, and every
 // hostile variant (truncated, counts and sizes over the limits, trailing bytes, foreign version)
 // is refused with kCorrupt and a message naming the field.
+#include "kvm/vcpu_state.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <string>
 
-#include "kvm/vcpu_state.h"
 #include "kvm/vm_state.h"
 
 namespace ringvm {
@@ -104,7 +105,8 @@ void expect_equal(const VcpuState& a, const VcpuState& b) {
     EXPECT_TRUE(same(*a.debugregs, *b.debugregs));
   }
   ASSERT_EQ(a.cpuid.size(), b.cpuid.size());
-  for (size_t i = 0; i < a.cpuid.size(); ++i) EXPECT_TRUE(same(a.cpuid[i], b.cpuid[i])) << "cpuid entry " << i;
+  for (size_t i = 0; i < a.cpuid.size(); ++i)
+    EXPECT_TRUE(same(a.cpuid[i], b.cpuid[i])) << "cpuid entry " << i;
   EXPECT_EQ(a.tsc_khz, b.tsc_khz);
 }
 
@@ -219,8 +221,8 @@ TEST(VcpuStateTest, BadBooleanIsRefused) {
 }
 
 TEST(VcpuStateTest, MsrsSortTscFirstAndDeadlineLast) {
-  std::vector<kvm_msr_entry> m = {{0x6e0, 0, 1},     {0x4b564d01, 0, 2}, {0x10, 0, 3},
-                                  {0x3b, 0, 4},      {0x174, 0, 5},      {0x10, 0, 6}};
+  std::vector<kvm_msr_entry> m = {{0x6e0, 0, 1}, {0x4b564d01, 0, 2}, {0x10, 0, 3},
+                                  {0x3b, 0, 4},  {0x174, 0, 5},      {0x10, 0, 6}};
   sort_msrs_for_restore(m);
   ASSERT_EQ(m.size(), 5u) << "the duplicate TSC entry is dropped";
   EXPECT_EQ(m.front().index, 0x10u);

@@ -23,8 +23,8 @@ Result<KvmVmState> decode_vm_state(StateReader& r) {
   KvmVmState s;
   const uint16_t version = TRY(r.u16("vm format version"));
   if (version != KvmVmState::kFormatVersion)
-    return r.corrupt(
-        fmt::format("VM state format version {}; this ringvm reads version {}", version, KvmVmState::kFormatVersion));
+    return r.corrupt(fmt::format("VM state format version {}; this ringvm reads version {}", version,
+                                 KvmVmState::kFormatVersion));
   if (TRY(r.boolean("has_irqchip"))) {
     KvmVmState::Irqchip chips;
     chips.pic_master = TRY(r.pod<kvm_irqchip>("pic_master"));
@@ -34,14 +34,16 @@ Result<KvmVmState> decode_vm_state(StateReader& r) {
                                   KVM_IRQCHIP_PIC_MASTER));
     RETURN_IF_ERROR(r.check_range("pic_slave.chip_id", chips.pic_slave.chip_id, KVM_IRQCHIP_PIC_SLAVE,
                                   KVM_IRQCHIP_PIC_SLAVE));
-    RETURN_IF_ERROR(r.check_range("ioapic.chip_id", chips.ioapic.chip_id, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_IOAPIC));
+    RETURN_IF_ERROR(
+        r.check_range("ioapic.chip_id", chips.ioapic.chip_id, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_IOAPIC));
     s.irqchip = chips;
   }
   if (TRY(r.boolean("has_pit"))) s.pit = TRY(r.pod<kvm_pit_state2>("pit"));
   s.clock.clock = TRY(r.u64("clock"));
   s.clock.flags = TRY(r.u32("clock flags"));
   if ((s.clock.flags & ~KvmVmState::kClockFlags) != 0)
-    return r.corrupt(fmt::format("`clock flags` is {:#x}; only {:#x} are defined", s.clock.flags, KvmVmState::kClockFlags));
+    return r.corrupt(fmt::format("`clock flags` is {:#x}; only {:#x} are defined", s.clock.flags,
+                                 KvmVmState::kClockFlags));
   s.clock.realtime = TRY(r.u64("clock realtime"));
   s.clock.host_tsc = TRY(r.u64("clock host_tsc"));
   s.host_realtime_ns = TRY(r.u64("host_realtime_ns"));

@@ -229,8 +229,8 @@ TEST_F(SnapshotStateTest, GuestContinuesInASecondVmFromTheSavedState) {
   // Read back before the guest runs again.
   auto regs = dst.vcpu->get_regs();
   ASSERT_TRUE(regs.ok());
-  EXPECT_TRUE(same(*regs, vcpu_state->regs)) << "general registers differ; rip " << regs->rip << " vs "
-                                             << vcpu_state->regs.rip;
+  EXPECT_TRUE(same(*regs, vcpu_state->regs))
+      << "general registers differ; rip " << regs->rip << " vs " << vcpu_state->regs.rip;
   auto sregs = dst.vcpu->get_sregs();
   ASSERT_TRUE(sregs.ok());
   const kvm_sregs& s0 = vcpu_state->sregs;
@@ -269,7 +269,8 @@ TEST_F(SnapshotStateTest, GuestContinuesInASecondVmFromTheSavedState) {
   ASSERT_TRUE(lapic.ok());
   for (uint32_t off = 0; off < sizeof(lapic->regs); off += 4) {
     if (off == kLapicTmcct) continue;
-    EXPECT_EQ(lapic_reg(*lapic, off), lapic_reg(vcpu_state->lapic, off)) << "LAPIC register " << std::hex << off;
+    EXPECT_EQ(lapic_reg(*lapic, off), lapic_reg(vcpu_state->lapic, off))
+        << "LAPIC register " << std::hex << off;
   }
   if (deadline) {
     EXPECT_EQ(lapic_reg(*lapic, kLapicLvtt) & (3u << 17), kLvttTscDeadline);
