@@ -31,7 +31,8 @@ bool saved_msr(uint32_t index) {
   if (index == static_cast<uint32_t>(KvmMsr::kApicBase)) return false;
   // Hyper-V's synthetic MSRs: ringvm shows the guest no Hyper-V CPUID, so it cannot have used
   // them, and some have side effects when written (HV_X64_MSR_EOI signals an EOI).
-  if (index >= static_cast<uint32_t>(KvmMsr::kHyperVFirst) && index <= static_cast<uint32_t>(KvmMsr::kHyperVLast))
+  if (index >= static_cast<uint32_t>(KvmMsr::kHyperVFirst) &&
+      index <= static_cast<uint32_t>(KvmMsr::kHyperVLast))
     return false;
   return true;
 }
@@ -44,8 +45,8 @@ Result<std::vector<uint8_t>> get_xsave(const KvmVcpu& vcpu, const VcpuHost& host
   const uint32_t size = host_xsave_bytes(host);
   if (size > VcpuState::kMaxXsaveBytes)
     return make_error(ErrorCode::kUnsupported,
-                      "vCPU {}: the host's XSAVE area is {} bytes; a snapshot holds at most {}", vcpu.id(), size,
-                      VcpuState::kMaxXsaveBytes);
+                      "vCPU {}: the host's XSAVE area is {} bytes; a snapshot holds at most {}", vcpu.id(),
+                      size, VcpuState::kMaxXsaveBytes);
   // KVM_GET_XSAVE2 writes exactly KVM_CAP_XSAVE2's size; KVM_GET_XSAVE writes 4 KiB.
   std::vector<uint8_t> buf(size);
   const unsigned long req = host.xsave2_size != 0 ? kvm_abi::kGetXsave2 : kvm_abi::kGetXsave;
@@ -59,8 +60,8 @@ Result<void> set_xsave(const KvmVcpu& vcpu, const VcpuHost& host, const std::vec
   // (an absent component is in its initial state). State beyond what this host takes would be
   // dropped silently: refuse it instead.
   const size_t size = host_xsave_bytes(host);
-  if (saved.size() > size &&
-      std::any_of(saved.begin() + static_cast<std::ptrdiff_t>(size), saved.end(), [](uint8_t b) { return b != 0; }))
+  if (saved.size() > size && std::any_of(saved.begin() + static_cast<std::ptrdiff_t>(size), saved.end(),
+                                         [](uint8_t b) { return b != 0; }))
     return make_error(ErrorCode::kUnsupported,
                       "vCPU {}: the snapshot's XSAVE area holds {} bytes of state; this host's KVM takes {} "
                       "(a CPU feature such as AMX tiles is missing or not enabled here)",
@@ -95,8 +96,9 @@ Result<std::vector<kvm_msr_entry>> get_all_msrs(const KvmVcpu& vcpu, const KvmSy
     if (got.size() < batch.size()) ++next;  // wanted[next] is one this vCPU does not have
   }
   if (out.size() > VcpuState::kMaxMsrs)
-    return make_error(ErrorCode::kUnsupported, "vCPU {}: the host reports {} MSRs; a snapshot holds at most {}",
-                      vcpu.id(), out.size(), VcpuState::kMaxMsrs);
+    return make_error(ErrorCode::kUnsupported,
+                      "vCPU {}: the host reports {} MSRs; a snapshot holds at most {}", vcpu.id(), out.size(),
+                      VcpuState::kMaxMsrs);
   sort_msrs_for_restore(out);
   return out;
 }
@@ -105,7 +107,8 @@ Result<void> set_all_msrs(const KvmVcpu& vcpu, std::vector<kvm_msr_entry> msrs) 
   sort_msrs_for_restore(msrs);
   for (size_t i = 0; i < msrs.size(); i += kMsrBatch) {
     const auto first = msrs.begin() + static_cast<std::ptrdiff_t>(i);
-    const std::vector<kvm_msr_entry> batch(first, first + static_cast<std::ptrdiff_t>(std::min(kMsrBatch, msrs.size() - i)));
+    const std::vector<kvm_msr_entry> batch(
+        first, first + static_cast<std::ptrdiff_t>(std::min(kMsrBatch, msrs.size() - i)));
     RETURN_IF_ERROR(vcpu.set_msrs(batch));
   }
   return Ok();
@@ -113,7 +116,8 @@ Result<void> set_all_msrs(const KvmVcpu& vcpu, std::vector<kvm_msr_entry> msrs) 
 
 Result<void> require(const KvmSystem& sys, long cap, const char* name, const char* what) {
   if (sys.check_extension(cap) <= 0)
-    return make_error(ErrorCode::kUnsupported, "the snapshot holds {}, but this host's KVM lacks {}", what, name);
+    return make_error(ErrorCode::kUnsupported, "the snapshot holds {}, but this host's KVM lacks {}", what,
+                      name);
   return Ok();
 }
 
@@ -121,7 +125,8 @@ Result<void> require(const KvmSystem& sys, long cap, const char* name, const cha
 
 Result<VcpuState> KvmVcpu::save_state() const {
   if (host_.system == nullptr)
-    return make_error(ErrorCode::kInternal, "vCPU {} was made without its KvmSystem; its state cannot be saved", id_);
+    return make_error(ErrorCode::kInternal,
+                      "vCPU {} was made without its KvmSystem; its state cannot be saved", id_);
   const KvmSystem& sys = *host_.system;
   VcpuState s;
   s.vcpu_id = id_;
@@ -150,10 +155,11 @@ Result<VcpuState> KvmVcpu::save_state() const {
 
 Result<void> KvmVcpu::restore_state(const VcpuState& s) const {
   if (host_.system == nullptr)
-    return make_error(ErrorCode::kInternal, "vCPU {} was made without its KvmSystem; it cannot be restored", id_);
-  if (s.vcpu_id != id_)
-    return make_error(ErrorCode::kInvalidArgument, "the state of vCPU {} cannot be restored into vCPU {}", s.vcpu_id,
+    return make_error(ErrorCode::kInternal, "vCPU {} was made without its KvmSystem; it cannot be restored",
                       id_);
+  if (s.vcpu_id != id_)
+    return make_error(ErrorCode::kInvalidArgument, "the state of vCPU {} cannot be restored into vCPU {}",
+                      s.vcpu_id, id_);
   const KvmSystem& sys = *host_.system;
   auto fail = [&](Error e) { return wrap(std::move(e), "restoring vCPU {}", id_); };
   auto check = [&](Result<void> r) -> Result<void> {
@@ -168,11 +174,12 @@ Result<void> KvmVcpu::restore_state(const VcpuState& s) const {
     if (!here || *here != s.tsc_khz) {
       const std::string here_text = here ? fmt::format("{} kHz", *here) : std::string("an unknown frequency");
       if (sys.check_extension(KVM_CAP_TSC_CONTROL) <= 0)
-        return fail(make_error(ErrorCode::kUnsupported,
-                               "the snapshot's guest TSC runs at {} kHz, this host's at {}, and this host's KVM "
-                               "cannot scale it (no KVM_CAP_TSC_CONTROL): restore on a host with the same TSC "
-                               "frequency",
-                               s.tsc_khz, here_text));
+        return fail(
+            make_error(ErrorCode::kUnsupported,
+                       "the snapshot's guest TSC runs at {} kHz, this host's at {}, and this host's KVM "
+                       "cannot scale it (no KVM_CAP_TSC_CONTROL): restore on a host with the same TSC "
+                       "frequency",
+                       s.tsc_khz, here_text));
       auto r = set_tsc_khz(s.tsc_khz);
       if (!r)
         return fail(wrap(std::move(r).error(), "the snapshot's guest TSC runs at {} kHz, this host's at {}",

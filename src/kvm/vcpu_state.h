@@ -23,22 +23,22 @@ namespace ringvm {
 // MSRs this layer treats specially (Intel SDM vol. 4; KVM's paravirtual MSRs from
 // Documentation/virt/kvm/x86/msr.rst).
 enum class KvmMsr : uint32_t {
-  kTsc = 0x10,                       // IA32_TIME_STAMP_COUNTER
-  kApicBase = 0x1b,                  // IA32_APIC_BASE: restored through the special registers
-  kTscAdjust = 0x3b,                 // IA32_TSC_ADJUST
-  kTscDeadline = 0x6e0,              // IA32_TSC_DEADLINE: meaningful only after TSC and LAPIC
-  kKvmWallClock = 0x11,              // MSR_KVM_WALL_CLOCK (old kvmclock ABI)
-  kKvmSystemTime = 0x12,             // MSR_KVM_SYSTEM_TIME (old kvmclock ABI)
-  kKvmWallClockNew = 0x4b564d00,     // MSR_KVM_WALL_CLOCK_NEW
-  kKvmSystemTimeNew = 0x4b564d01,    // MSR_KVM_SYSTEM_TIME_NEW: the kvmclock page
-  kKvmAsyncPfEn = 0x4b564d02,        // MSR_KVM_ASYNC_PF_EN
-  kKvmStealTime = 0x4b564d03,        // MSR_KVM_STEAL_TIME
-  kKvmPvEoiEn = 0x4b564d04,          // MSR_KVM_PV_EOI_EN
-  kKvmPollControl = 0x4b564d05,      // MSR_KVM_POLL_CONTROL
-  kKvmAsyncPfInt = 0x4b564d06,       // MSR_KVM_ASYNC_PF_INT
-  kKvmAsyncPfAck = 0x4b564d07,       // MSR_KVM_ASYNC_PF_ACK
-  kHyperVFirst = 0x40000000,         // Hyper-V's synthetic MSRs: ringvm offers no Hyper-V
-  kHyperVLast = 0x400000ff,          // enlightenments, so none of these is saved
+  kTsc = 0x10,                     // IA32_TIME_STAMP_COUNTER
+  kApicBase = 0x1b,                // IA32_APIC_BASE: restored through the special registers
+  kTscAdjust = 0x3b,               // IA32_TSC_ADJUST
+  kTscDeadline = 0x6e0,            // IA32_TSC_DEADLINE: meaningful only after TSC and LAPIC
+  kKvmWallClock = 0x11,            // MSR_KVM_WALL_CLOCK (old kvmclock ABI)
+  kKvmSystemTime = 0x12,           // MSR_KVM_SYSTEM_TIME (old kvmclock ABI)
+  kKvmWallClockNew = 0x4b564d00,   // MSR_KVM_WALL_CLOCK_NEW
+  kKvmSystemTimeNew = 0x4b564d01,  // MSR_KVM_SYSTEM_TIME_NEW: the kvmclock page
+  kKvmAsyncPfEn = 0x4b564d02,      // MSR_KVM_ASYNC_PF_EN
+  kKvmStealTime = 0x4b564d03,      // MSR_KVM_STEAL_TIME
+  kKvmPvEoiEn = 0x4b564d04,        // MSR_KVM_PV_EOI_EN
+  kKvmPollControl = 0x4b564d05,    // MSR_KVM_POLL_CONTROL
+  kKvmAsyncPfInt = 0x4b564d06,     // MSR_KVM_ASYNC_PF_INT
+  kKvmAsyncPfAck = 0x4b564d07,     // MSR_KVM_ASYNC_PF_ACK
+  kHyperVFirst = 0x40000000,       // Hyper-V's synthetic MSRs: ringvm offers no Hyper-V
+  kHyperVLast = 0x400000ff,        // enlightenments, so none of these is saved
 };
 
 struct VcpuState {

@@ -1,12 +1,13 @@
-// VcpuState and VmState encodings (no KVM needed): a round trip gives back every byte, and every
+// VcpuState and KvmVmState encodings (no KVM needed): a round trip gives back every byte, and every
 // hostile variant (truncated, counts and sizes over the limits, trailing bytes, foreign version)
 // is refused with kCorrupt and a message naming the field.
+#include "kvm/vcpu_state.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <string>
 
-#include "kvm/vcpu_state.h"
 #include "kvm/vm_state.h"
 
 namespace ringvm {
@@ -104,7 +105,8 @@ void expect_equal(const VcpuState& a, const VcpuState& b) {
     EXPECT_TRUE(same(*a.debugregs, *b.debugregs));
   }
   ASSERT_EQ(a.cpuid.size(), b.cpuid.size());
-  for (size_t i = 0; i < a.cpuid.size(); ++i) EXPECT_TRUE(same(a.cpuid[i], b.cpuid[i])) << "cpuid entry " << i;
+  for (size_t i = 0; i < a.cpuid.size(); ++i)
+    EXPECT_TRUE(same(a.cpuid[i], b.cpuid[i])) << "cpuid entry " << i;
   EXPECT_EQ(a.tsc_khz, b.tsc_khz);
 }
 
@@ -219,8 +221,8 @@ TEST(VcpuStateTest, BadBooleanIsRefused) {
 }
 
 TEST(VcpuStateTest, MsrsSortTscFirstAndDeadlineLast) {
-  std::vector<kvm_msr_entry> m = {{0x6e0, 0, 1},     {0x4b564d01, 0, 2}, {0x10, 0, 3},
-                                  {0x3b, 0, 4},      {0x174, 0, 5},      {0x10, 0, 6}};
+  std::vector<kvm_msr_entry> m = {{0x6e0, 0, 1}, {0x4b564d01, 0, 2}, {0x10, 0, 3},
+                                  {0x3b, 0, 4},  {0x174, 0, 5},      {0x10, 0, 6}};
   sort_msrs_for_restore(m);
   ASSERT_EQ(m.size(), 5u) << "the duplicate TSC entry is dropped";
   EXPECT_EQ(m.front().index, 0x10u);
@@ -231,11 +233,11 @@ TEST(VcpuStateTest, MsrsSortTscFirstAndDeadlineLast) {
   EXPECT_EQ(m.back().index, 0x6e0u);
 }
 
-// --- VmState ---
+// --- KvmVmState ---
 
-VmState pattern_vm_state() {
-  VmState s;
-  VmState::Irqchip chips;
+KvmVmState pattern_vm_state() {
+  KvmVmState s;
+  KvmVmState::Irqchip chips;
   fill(chips.pic_master, 30);
   fill(chips.pic_slave, 31);
   fill(chips.ioapic, 32);
@@ -254,13 +256,13 @@ VmState pattern_vm_state() {
   return s;
 }
 
-std::vector<uint8_t> encoded_vm(const VmState& s) {
+std::vector<uint8_t> encoded_vm(const KvmVmState& s) {
   StateWriter w;
   encode(s, w);
   return w.take();
 }
 
-Result<VmState> decoded_vm(std::span<const uint8_t> bytes) {
+Result<KvmVmState> decoded_vm(std::span<const uint8_t> bytes) {
   StateReader r(bytes, "vm");
   auto s = decode_vm_state(r);
   if (!s) return s;
@@ -268,14 +270,14 @@ Result<VmState> decoded_vm(std::span<const uint8_t> bytes) {
   return s;
 }
 
-void expect_vm_corrupt(Result<VmState> r, const std::string& field) {
+void expect_vm_corrupt(Result<KvmVmState> r, const std::string& field) {
   ASSERT_FALSE(r.ok()) << "accepted; expected a complaint about " << field;
   EXPECT_EQ(r.error().code, ErrorCode::kCorrupt) << r.error().message();
   EXPECT_NE(r.error().message().find(field), std::string::npos) << r.error().message();
 }
 
-TEST(VmStateTest, RoundTripKeepsEveryByte) {
-  const VmState s = pattern_vm_state();
+TEST(KvmVmStateTest, RoundTripKeepsEveryByte) {
+  const KvmVmState s = pattern_vm_state();
   auto back = decoded_vm(encoded_vm(s));
   ASSERT_TRUE(back.ok()) << back.error().message();
   ASSERT_TRUE(back->irqchip && back->pit);
@@ -290,8 +292,8 @@ TEST(VmStateTest, RoundTripKeepsEveryByte) {
   EXPECT_EQ(back->host_realtime_ns, s.host_realtime_ns);
 }
 
-TEST(VmStateTest, RoundTripWithoutIrqchipOrPit) {
-  VmState s = pattern_vm_state();
+TEST(KvmVmStateTest, RoundTripWithoutIrqchipOrPit) {
+  KvmVmState s = pattern_vm_state();
   s.irqchip.reset();
   s.pit.reset();
   s.clock.flags = 0;
@@ -302,7 +304,7 @@ TEST(VmStateTest, RoundTripWithoutIrqchipOrPit) {
   EXPECT_EQ(back->clock.clock, s.clock.clock);
 }
 
-TEST(VmStateTest, TruncationTrailingBytesAndVersionAreRefused) {
+TEST(KvmVmStateTest, TruncationTrailingBytesAndVersionAreRefused) {
   const auto bytes = encoded_vm(pattern_vm_state());
   for (size_t n = 0; n < bytes.size(); ++n) {
     auto r = decoded_vm(std::span<const uint8_t>(bytes).first(n));
@@ -318,8 +320,8 @@ TEST(VmStateTest, TruncationTrailingBytesAndVersionAreRefused) {
   expect_vm_corrupt(decoded_vm(foreign), "version 9");
 }
 
-TEST(VmStateTest, WrongChipIdsAndUnknownClockFlagsAreRefused) {
-  VmState s = pattern_vm_state();
+TEST(KvmVmStateTest, WrongChipIdsAndUnknownClockFlagsAreRefused) {
+  KvmVmState s = pattern_vm_state();
   s.irqchip->pic_slave.chip_id = KVM_IRQCHIP_IOAPIC;
   expect_vm_corrupt(decoded_vm(encoded_vm(s)), "pic_slave.chip_id");
   s = pattern_vm_state();

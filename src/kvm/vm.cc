@@ -256,10 +256,10 @@ uint64_t realtime_ns() {
 
 }  // namespace
 
-Result<VmState> KvmVm::save_state() const {
-  VmState s;
+Result<KvmVmState> KvmVm::save_state() const {
+  KvmVmState s;
   if (has_irqchip_) {
-    VmState::Irqchip chips;
+    KvmVmState::Irqchip chips;
     chips.pic_master = TRY(get_irqchip(fd_.get(), KVM_IRQCHIP_PIC_MASTER));
     chips.pic_slave = TRY(get_irqchip(fd_.get(), KVM_IRQCHIP_PIC_SLAVE));
     chips.ioapic = TRY(get_irqchip(fd_.get(), KVM_IRQCHIP_IOAPIC));
@@ -273,11 +273,11 @@ Result<VmState> KvmVm::save_state() const {
   if (::ioctl(fd_.get(), KVM_GET_CLOCK, &s.clock) != 0) return sys_error("KVM_GET_CLOCK");
   s.host_realtime_ns = realtime_ns();
   // Keep only the flags a state may carry (a newer kernel may report more).
-  s.clock.flags &= VmState::kClockFlags;
+  s.clock.flags &= KvmVmState::kClockFlags;
   return s;
 }
 
-Result<void> KvmVm::restore_state(const VmState& s, bool clock_realtime) {
+Result<void> KvmVm::restore_state(const KvmVmState& s, bool clock_realtime) {
   if (s.irqchip.has_value() != has_irqchip_)
     return make_error(ErrorCode::kInvalidArgument, "{}",
                       s.irqchip ? "the snapshot holds an in-kernel PIC and IOAPIC; this VM has no in-kernel irqchip"

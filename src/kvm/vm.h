@@ -92,7 +92,7 @@ class KvmVm {
 
   // The in-kernel PICs, IOAPIC and PIT (those this VM has) and the kvmclock. Save with every
   // vCPU stopped; the clock is read last.
-  Result<VmState> save_state() const;
+  Result<KvmVmState> save_state() const;
   // Puts `s` back. The VM must have what the state has: an in-kernel irqchip exactly when the
   // state has one, and a PIT when the state has one (a VM with a PIT takes a state without one:
   // its PIT stays in reset state). Call after every vCPU's KvmVcpu::restore_state() and right
@@ -105,7 +105,7 @@ class KvmVm {
   //     host clock) KVM computes the advance from the saved (clock, realtime) pair; otherwise
   //     this adds CLOCK_REALTIME now minus the CLOCK_REALTIME read at save (a few microseconds
   //     less exact: the save-side pair was not read atomically). Never moved backwards.
-  Result<void> restore_state(const VmState& s, bool clock_realtime);
+  Result<void> restore_state(const KvmVmState& s, bool clock_realtime);
 
  private:
   UniqueFd fd_;

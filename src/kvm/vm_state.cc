@@ -2,8 +2,8 @@
 
 namespace ringvm {
 
-void encode(const VmState& s, StateWriter& w) {
-  w.u16(VmState::kFormatVersion);
+void encode(const KvmVmState& s, StateWriter& w) {
+  w.u16(KvmVmState::kFormatVersion);
   w.boolean(s.irqchip.has_value());
   if (s.irqchip) {
     w.pod(s.irqchip->pic_master);
@@ -19,14 +19,14 @@ void encode(const VmState& s, StateWriter& w) {
   w.u64(s.host_realtime_ns);
 }
 
-Result<VmState> decode_vm_state(StateReader& r) {
-  VmState s;
+Result<KvmVmState> decode_vm_state(StateReader& r) {
+  KvmVmState s;
   const uint16_t version = TRY(r.u16("vm format version"));
-  if (version != VmState::kFormatVersion)
-    return r.corrupt(
-        fmt::format("VM state format version {}; this ringvm reads version {}", version, VmState::kFormatVersion));
+  if (version != KvmVmState::kFormatVersion)
+    return r.corrupt(fmt::format("VM state format version {}; this ringvm reads version {}", version,
+                                 KvmVmState::kFormatVersion));
   if (TRY(r.boolean("has_irqchip"))) {
-    VmState::Irqchip chips;
+    KvmVmState::Irqchip chips;
     chips.pic_master = TRY(r.pod<kvm_irqchip>("pic_master"));
     chips.pic_slave = TRY(r.pod<kvm_irqchip>("pic_slave"));
     chips.ioapic = TRY(r.pod<kvm_irqchip>("ioapic"));
@@ -34,14 +34,16 @@ Result<VmState> decode_vm_state(StateReader& r) {
                                   KVM_IRQCHIP_PIC_MASTER));
     RETURN_IF_ERROR(r.check_range("pic_slave.chip_id", chips.pic_slave.chip_id, KVM_IRQCHIP_PIC_SLAVE,
                                   KVM_IRQCHIP_PIC_SLAVE));
-    RETURN_IF_ERROR(r.check_range("ioapic.chip_id", chips.ioapic.chip_id, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_IOAPIC));
+    RETURN_IF_ERROR(
+        r.check_range("ioapic.chip_id", chips.ioapic.chip_id, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_IOAPIC));
     s.irqchip = chips;
   }
   if (TRY(r.boolean("has_pit"))) s.pit = TRY(r.pod<kvm_pit_state2>("pit"));
   s.clock.clock = TRY(r.u64("clock"));
   s.clock.flags = TRY(r.u32("clock flags"));
-  if ((s.clock.flags & ~VmState::kClockFlags) != 0)
-    return r.corrupt(fmt::format("`clock flags` is {:#x}; only {:#x} are defined", s.clock.flags, VmState::kClockFlags));
+  if ((s.clock.flags & ~KvmVmState::kClockFlags) != 0)
+    return r.corrupt(fmt::format("`clock flags` is {:#x}; only {:#x} are defined", s.clock.flags,
+                                 KvmVmState::kClockFlags));
   s.clock.realtime = TRY(r.u64("clock realtime"));
   s.clock.host_tsc = TRY(r.u64("clock host_tsc"));
   s.host_realtime_ns = TRY(r.u64("host_realtime_ns"));

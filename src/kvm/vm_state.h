@@ -1,6 +1,7 @@
-// VmState: what KVM holds for a whole x86 VM, outside its vCPUs, that a snapshot must keep — the
-// in-kernel PICs and IOAPIC, the PIT and the kvmclock — and its byte encoding
-// (base/state_codec.h). KvmVm::save_state() fills one; KvmVm::restore_state() puts it back.
+// KvmVmState: what KVM holds for a whole x86 VM, outside its vCPUs, that a snapshot must keep
+// (the in-kernel PICs and IOAPIC, the PIT and the kvmclock), and its byte encoding
+// (base/state_codec.h). Named apart from vmm's VmState, the VM's run state.
+// KvmVm::save_state() fills one; KvmVm::restore_state() puts it back.
 #pragma once
 
 #include <linux/kvm.h>
@@ -13,7 +14,7 @@
 
 namespace ringvm {
 
-struct VmState {
+struct KvmVmState {
   static constexpr uint16_t kFormatVersion = 1;
   // The KVM_GET_CLOCK flags a state may carry.
   static constexpr uint32_t kClockFlags = KVM_CLOCK_TSC_STABLE | KVM_CLOCK_REALTIME | KVM_CLOCK_HOST_TSC;
@@ -36,9 +37,9 @@ struct VmState {
   uint64_t host_realtime_ns = 0;
 };
 
-void encode(const VmState& s, StateWriter& w);
+void encode(const KvmVmState& s, StateWriter& w);
 // Reads what encode() wrote, checking chip ids and clock flags; errors are kCorrupt and name the
 // field. Does not call r.finish().
-Result<VmState> decode_vm_state(StateReader& r);
+Result<KvmVmState> decode_vm_state(StateReader& r);
 
 }  // namespace ringvm
