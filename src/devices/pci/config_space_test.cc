@@ -230,7 +230,8 @@ TEST(PciConfigSpace, RestoreRefusesAnotherFunctionOrImpossibleBars) {
   refused(bar(4, 0x1'0000), "I/O BAR above 64 KiB");
   refused(bar(1, 0x1000), "the upper half of a 64-bit BAR");
   refused(bar(3, 0x1000), "no BAR there");
-  for (size_t n = 0; n < good.size(); n += 7) refused({good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n)}, "truncated");
+  for (size_t n = 0; n < good.size(); n += 7)
+    refused({good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n)}, "truncated");
   b = good;
   b.push_back(0);
   refused(b, "trailing byte");

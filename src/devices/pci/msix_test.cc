@@ -261,7 +261,8 @@ TEST_F(MsixTest, SaveRestoreRoundTripReprogramsEveryRoute) {
   MsixTable& fresh = **t;
   ASSERT_TRUE(restore(fresh, bytes).ok());
   EXPECT_EQ(save(fresh), bytes);
-  for (uint64_t off = 0; off < table_->table_bytes(); off += 4) EXPECT_EQ(read32(fresh, off), read32(*table_, off)) << off;
+  for (uint64_t off = 0; off < table_->table_bytes(); off += 4)
+    EXPECT_EQ(read32(fresh, off), read32(*table_, off)) << off;
   EXPECT_EQ(pba(fresh), 0b10u);
   EXPECT_EQ(fresh.message_control(), table_->message_control());
   // Every programmed vector has its route, from one commit; the untouched one has none.
@@ -309,7 +310,8 @@ TEST_F(MsixTest, RestoreRefusesBadStatesAndChangesNothing) {
   b = good;
   b[4 + 12] = 0x02;  // vector 0's Vector Control: a reserved bit
   refused(b, "reserved control bit");
-  for (size_t n = 0; n < good.size(); ++n) refused({good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n)}, "truncated");
+  for (size_t n = 0; n < good.size(); ++n)
+    refused({good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n)}, "truncated");
   b = good;
   b.push_back(0);
   refused(b, "trailing byte");

@@ -364,7 +364,8 @@ TEST_F(PciBusSnapshotTest, RestoreMapsBarsWhereTheConfigSpacesSay) {
   ASSERT_TRUE(bus2_->restore(*saved).ok());
   EXPECT_EQ(bus2_->save().value(), *saved);
   for (uint8_t slot = 1; slot <= 2; ++slot)
-    for (int bar : {0, 2, 3}) EXPECT_EQ(bus2_->bar_address(slot, bar), bus_->bar_address(slot, bar)) << int{slot} << bar;
+    for (int bar : {0, 2, 3})
+      EXPECT_EQ(bus2_->bar_address(slot, bar), bus_->bar_address(slot, bar)) << int{slot} << bar;
   EXPECT_EQ(bus2_->bar_address(1, 2), b2);
   EXPECT_EQ(bus2_->bar_address(2, 2), a2);
   EXPECT_EQ(bus2_->bar_address(1, 3), io);

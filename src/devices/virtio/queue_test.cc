@@ -453,7 +453,8 @@ TEST_F(VirtQueueTest, RestoreRefusesBadStates) {
   refused(with(2, {8}), nullptr, "misaligned descriptor table");
   refused(with(18, {0, 0, 0, 0, 0, 1}), &drv.mem(), "used ring outside memory");
   for (size_t n = 0; n < good.size(); ++n)
-    refused(std::vector<uint8_t>(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n)), nullptr, "truncated");
+    refused(std::vector<uint8_t>(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n)), nullptr,
+            "truncated");
   auto longer = good;
   longer.push_back(0);
   refused(longer, nullptr, "trailing byte");

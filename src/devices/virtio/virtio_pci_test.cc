@@ -13,10 +13,10 @@
 #include <map>
 
 #include "devices/pci/pci_bus.h"
-#include "devices/virtio/testing/fake_driver.h"
-#include "devices/virtio/worker.h"
 #include "devices/pci/testing/fake_interrupt_controller.h"
 #include "devices/pci/testing/test_pci_bus.h"
+#include "devices/virtio/testing/fake_driver.h"
+#include "devices/virtio/worker.h"
 #include "memory/guest_memory.h"
 
 namespace ringvm {
@@ -650,7 +650,8 @@ TEST_F(VirtioPciSnapshotTest, RoundTripContinuesWhereTheSavedTransportStopped) {
   EXPECT_EQ(r->dev->status(), dev_->status());
   for (uint16_t q = 0; q < 2; ++q) EXPECT_EQ(common_bytes(*r->dev, q), common_bytes(*dev_, q)) << q;
   EXPECT_EQ(r->dev->config_read(PCI_COMMAND, 2), dev_->config_read(PCI_COMMAND, 2));
-  for (uint16_t off = 0; off < 256; off += 4) EXPECT_EQ(r->dev->config_read(off, 4), dev_->config_read(off, 4)) << off;
+  for (uint16_t off = 0; off < 256; off += 4)
+    EXPECT_EQ(r->dev->config_read(off, 4), dev_->config_read(off, 4)) << off;
   for (uint64_t off = 0; off < dev_->msix().table_bytes(); off += 4) {
     std::array<uint8_t, 4> a{}, b{};
     dev_->msix().table_read(off, a);
