@@ -195,21 +195,26 @@ Result<PciConfigSpace::State> PciConfigSpace::read_state(StateReader& r) const {
   for (auto& a : s.bar_addresses) a = TRY(r.u64("PCI BAR address"));
   for (size_t i = 0; i < kSize; ++i) {
     if (((s.regs[i] ^ regs_[i]) & ~wmask_[i]) != 0)
-      return r.corrupt(fmt::format(
-          "PCI config space byte {:#x} is {:#04x}; its read-only bits are {:#04x} on this function (another device?)",
-          i, s.regs[i], regs_[i] & ~wmask_[i]));
+      return r.corrupt(
+          fmt::format("PCI config space byte {:#x} is {:#04x}; its read-only bits are {:#04x} on this "
+                      "function (another device?)",
+                      i, s.regs[i], regs_[i] & ~wmask_[i]));
   }
   for (size_t i = 0; i < kNumBars; ++i) {
     const Bar& b = bars_[i];
     const uint64_t a = s.bar_addresses[i];
     if (b.info.size == 0 || b.upper_half) {
-      if (a != 0) return r.corrupt(fmt::format("PCI BAR {} has address {:#x} but the function has no BAR there", i, a));
+      if (a != 0)
+        return r.corrupt(fmt::format("PCI BAR {} has address {:#x} but the function has no BAR there", i, a));
       continue;
     }
     const uint64_t limit = b.info.io ? kIoAddressMask : b.info.is_64bit ? ~uint64_t{0} : uint64_t{0xFFFFFFFF};
     if ((a & (b.info.size - 1)) != 0 || a > limit)
-      return r.corrupt(fmt::format("PCI BAR {} address {:#x} cannot be programmed into a {:#x}-byte {} BAR", i, a,
-                                   b.info.size, b.info.io ? "I/O" : b.info.is_64bit ? "64-bit" : "32-bit"));
+      return r.corrupt(fmt::format("PCI BAR {} address {:#x} cannot be programmed into a {:#x}-byte {} BAR",
+                                   i, a, b.info.size,
+                                   b.info.io         ? "I/O"
+                                   : b.info.is_64bit ? "64-bit"
+                                                     : "32-bit"));
   }
   return s;
 }

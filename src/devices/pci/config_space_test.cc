@@ -5,6 +5,8 @@
 
 #include <vector>
 
+#include "base/state_codec.h"
+
 namespace ringvm {
 namespace {
 
@@ -146,6 +148,94 @@ TEST(PciConfigSpace, CapabilitiesRunOutOfRoom) {
   EXPECT_TRUE(cfg.add_capability(big).ok());
   EXPECT_TRUE(cfg.add_capability(big).ok());
   EXPECT_FALSE(cfg.add_capability(big).ok());
+}
+
+// A function with a 64-bit memory BAR 0, a 32-bit BAR 2, an I/O BAR 4 and a capability with
+// writable bytes.
+PciConfigSpace make_with_bars(uint16_t device = 0x1042) {
+  PciConfigSpace cfg(PciIds{0x1AF4, device, 1, 0x010000, 0x1AF4, 0x0002});
+  EXPECT_TRUE(cfg.set_bar(0, PciBarInfo{0x4000, false, true, false}).ok());
+  EXPECT_TRUE(cfg.set_bar(2, PciBarInfo{0x1000, false, false, false}).ok());
+  EXPECT_TRUE(cfg.set_bar(4, PciBarInfo{0x20, true, false, false}).ok());
+  cfg.set_interrupt_pin(1);
+  const std::vector<uint8_t> body = {0x09, 0, 8, 1, 2, 3, 4, 5};
+  const std::vector<uint8_t> mask = {0, 0, 0, 0, 0xFF, 0xFF, 0, 0};
+  EXPECT_TRUE(cfg.add_capability(body, mask).ok());
+  return cfg;
+}
+
+std::vector<uint8_t> save(const PciConfigSpace& cfg) {
+  StateWriter w;
+  cfg.save_state(w);
+  return w.take();
+}
+
+Result<void> restore(PciConfigSpace& cfg, std::span<const uint8_t> data) {
+  StateReader r(data, "cfg");
+  auto s = TRY(cfg.read_state(r));
+  RETURN_IF_ERROR(r.finish());
+  cfg.restore_state(s);
+  return Ok();
+}
+
+TEST(PciConfigSpace, SaveRestoreRoundTrip) {
+  auto cfg = make_with_bars();
+  cfg.write(PCI_BASE_ADDRESS_0, 4, 0xC0004000);
+  cfg.write(PCI_BASE_ADDRESS_1, 4, 0x1);
+  cfg.write(PCI_BASE_ADDRESS_2, 4, 0xD0000000);
+  cfg.write(PCI_BASE_ADDRESS_4, 4, 0xC041);
+  cfg.write(PCI_COMMAND, 2, PCI_COMMAND_MEMORY | PCI_COMMAND_IO | PCI_COMMAND_MASTER);
+  cfg.write(PCI_INTERRUPT_LINE, 1, 11);
+  cfg.write(0x44, 2, 0xBEEF);
+  const auto bytes = save(cfg);
+  ASSERT_EQ(bytes.size(), 256u + 6 * 8);
+
+  auto fresh = make_with_bars();
+  ASSERT_TRUE(restore(fresh, bytes).ok());
+  for (uint16_t off = 0; off < 256; off += 4) EXPECT_EQ(fresh.read(off, 4), cfg.read(off, 4)) << off;
+  EXPECT_EQ(fresh.bar_address(0), 0x1'C000'4000u);
+  EXPECT_EQ(fresh.bar_address(2), 0xD000'0000u);
+  EXPECT_EQ(fresh.bar_address(4), 0xC040u);
+  EXPECT_EQ(fresh.command(), cfg.command());
+  EXPECT_EQ(save(fresh), bytes);
+  // Sizing still works on the restored BARs.
+  fresh.write(PCI_BASE_ADDRESS_2, 4, 0xFFFFFFFF);
+  EXPECT_EQ(fresh.read(PCI_BASE_ADDRESS_2, 4), 0xFFFFF000u);
+}
+
+TEST(PciConfigSpace, RestoreRefusesAnotherFunctionOrImpossibleBars) {
+  auto cfg = make_with_bars();
+  cfg.write(PCI_BASE_ADDRESS_2, 4, 0xD0000000);
+  const auto good = save(cfg);
+  auto fresh = make_with_bars();
+  const auto before = save(fresh);
+  const auto refused = [&](std::vector<uint8_t> bytes, const char* why) {
+    auto r = restore(fresh, bytes);
+    ASSERT_FALSE(r.ok()) << why;
+    EXPECT_EQ(r.error().code, ErrorCode::kCorrupt) << why << ": " << r.error().message();
+    EXPECT_EQ(save(fresh), before) << why;
+  };
+  const auto bar = [&](size_t i, uint64_t a) {
+    auto b = good;
+    for (size_t k = 0; k < 8; ++k) b[256 + 8 * i + k] = static_cast<uint8_t>(a >> (8 * k));
+    return b;
+  };
+  auto other = make_with_bars(0x1043);
+  refused(save(other), "another device ID");
+  auto b = good;
+  b[0x46] ^= 1;  // a read-only byte of the capability
+  refused(b, "read-only capability byte");
+  refused(bar(2, 0xD0000800), "misaligned BAR");
+  refused(bar(2, 0x1'0000'0000), "32-bit BAR above 4 GiB");
+  refused(bar(4, 0x1'0000), "I/O BAR above 64 KiB");
+  refused(bar(1, 0x1000), "the upper half of a 64-bit BAR");
+  refused(bar(3, 0x1000), "no BAR there");
+  for (size_t n = 0; n < good.size(); n += 7)
+    refused({good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n)}, "truncated");
+  b = good;
+  b.push_back(0);
+  refused(b, "trailing byte");
+  EXPECT_TRUE(restore(fresh, bar(0, 0xF'FFFF'C000)).ok()) << "a 64-bit BAR anywhere";
 }
 
 }  // namespace

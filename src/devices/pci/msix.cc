@@ -187,8 +187,8 @@ Result<MsixTable::State> MsixTable::read_state(StateReader& r) const {
 
 Result<void> MsixTable::restore_state(const State& s) {
   if (s.words.size() != entries_.size() || s.pending.size() != entries_.size())
-    return make_error(ErrorCode::kInternal, "MSI-X: a state for {} vectors given to a table of {}", s.words.size(),
-                      entries_.size());
+    return make_error(ErrorCode::kInternal, "MSI-X: a state for {} vectors given to a table of {}",
+                      s.words.size(), entries_.size());
   std::lock_guard lock(mu_);
   std::vector<MsiRoute> routes;
   for (size_t v = 0; v < entries_.size(); ++v) {

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstring>
 
+#include "base/state_codec.h"
 #include "devices/pci/config_space.h"
 #include "devices/pci/msi.h"
 #include "devices/pci/testing/fake_interrupt_controller.h"
@@ -231,6 +232,89 @@ TEST(MsixTable, RejectsBadSizesAndReleasesOnDestruction) {
     EXPECT_EQ(ic.irqfds.size(), 4u);
   }
   EXPECT_TRUE(ic.irqfds.empty());
+}
+
+std::vector<uint8_t> save(const MsixTable& t) {
+  StateWriter w;
+  t.save_state(w);
+  return w.take();
+}
+
+Result<void> restore(MsixTable& t, std::span<const uint8_t> data) {
+  StateReader r(data, "msix");
+  auto s = TRY(t.read_state(r));
+  RETURN_IF_ERROR(r.finish());
+  return t.restore_state(s);
+}
+
+TEST_F(MsixTest, SaveRestoreRoundTripReprogramsEveryRoute) {
+  program(0, 0xFEE01000, 0x41);
+  program(1, 0xFEE02000, 0x42, /*unmask=*/false);
+  table_->write_message_control(PCI_MSIX_FLAGS_ENABLE);
+  table_->fire(1);  // masked: pending
+  const auto bytes = save(*table_);
+
+  FakeInterruptController ic;
+  MsiRouter router(ic);
+  auto t = MsixTable::create(3, router);
+  ASSERT_TRUE(t.ok());
+  MsixTable& fresh = **t;
+  ASSERT_TRUE(restore(fresh, bytes).ok());
+  EXPECT_EQ(save(fresh), bytes);
+  for (uint64_t off = 0; off < table_->table_bytes(); off += 4)
+    EXPECT_EQ(read32(fresh, off), read32(*table_, off)) << off;
+  EXPECT_EQ(pba(fresh), 0b10u);
+  EXPECT_EQ(fresh.message_control(), table_->message_control());
+  // Every programmed vector has its route, from one commit; the untouched one has none.
+  EXPECT_EQ(ic.routing_commits, 1);
+  ASSERT_NE(ic.msi_route(fresh.gsi(0)), nullptr);
+  EXPECT_EQ(ic.msi_route(fresh.gsi(0))->u.msi.address_lo, 0xFEE01000u);
+  EXPECT_EQ(ic.msi_route(fresh.gsi(0))->u.msi.data, 0x41u);
+  ASSERT_NE(ic.msi_route(fresh.gsi(1)), nullptr);
+  EXPECT_EQ(ic.msi_route(fresh.gsi(1))->u.msi.data, 0x42u);
+  EXPECT_EQ(ic.msi_route(fresh.gsi(2)), nullptr);
+  // Firing needs no more routing; the pending vector goes out on unmask.
+  fresh.fire(0);
+  EXPECT_EQ(drain(fresh.eventfd(0)), 1u);
+  EXPECT_EQ(ic.routing_commits, 1);
+  write32(fresh, 16 + PCI_MSIX_ENTRY_VECTOR_CTRL, 0);
+  EXPECT_EQ(drain(fresh.eventfd(1)), 1u);
+  EXPECT_EQ(pba(fresh), 0u);
+}
+
+TEST_F(MsixTest, RestoreRefusesBadStatesAndChangesNothing) {
+  program(0, 0xFEE01000, 0x41);
+  table_->write_message_control(PCI_MSIX_FLAGS_ENABLE);
+  const auto good = save(*table_);
+  // Layout: count u16, enable, mask, then per vector 4 x u32 and a pending bool (17 bytes).
+  ASSERT_EQ(good.size(), 4u + 3 * 17);
+  FakeInterruptController ic;
+  MsiRouter router(ic);
+  auto t = MsixTable::create(3, router);
+  ASSERT_TRUE(t.ok());
+  MsixTable& fresh = **t;
+  const auto before = save(fresh);
+  const auto refused = [&](std::vector<uint8_t> bytes, const char* why) {
+    auto r = restore(fresh, bytes);
+    ASSERT_FALSE(r.ok()) << why;
+    EXPECT_EQ(r.error().code, ErrorCode::kCorrupt) << why << ": " << r.error().message();
+    EXPECT_EQ(save(fresh), before) << why;
+    EXPECT_EQ(ic.routing_commits, 0) << why;
+  };
+  auto b = good;
+  b[0] = 4;
+  refused(b, "another vector count");
+  b = good;
+  b[2] = 2;
+  refused(b, "bad bool");
+  b = good;
+  b[4 + 12] = 0x02;  // vector 0's Vector Control: a reserved bit
+  refused(b, "reserved control bit");
+  for (size_t n = 0; n < good.size(); ++n)
+    refused({good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n)}, "truncated");
+  b = good;
+  b.push_back(0);
+  refused(b, "trailing byte");
 }
 
 }  // namespace

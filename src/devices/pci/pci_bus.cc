@@ -51,13 +51,15 @@ bool valid_size(size_t n) { return n == 1 || n == 2 || n == 4; }
 // The host bridge: identity only, no BARs and no interrupt.
 class PciBus::HostBridge final : public PciDevice {
  public:
-  HostBridge()
-      : cfg_(PciIds{kHostBridgeVendor, PciBus::kHostBridgeDevice, 0,
-                    kClassHostBridge, 0, 0}) {}
+  HostBridge() : cfg_(PciIds{kHostBridgeVendor, PciBus::kHostBridgeDevice, 0, kClassHostBridge, 0, 0}) {}
   std::string_view name() const override { return "pci-host-bridge"; }
   uint32_t config_read(uint16_t offset, uint8_t size) override { return cfg_.read(offset, size); }
-  void config_write(uint16_t offset, uint8_t size, uint32_t value) override { cfg_.write(offset, size, value); }
-  void bar_read(int, uint64_t, std::span<uint8_t> data) override { std::memset(data.data(), 0xFF, data.size()); }
+  void config_write(uint16_t offset, uint8_t size, uint32_t value) override {
+    cfg_.write(offset, size, value);
+  }
+  void bar_read(int, uint64_t, std::span<uint8_t> data) override {
+    std::memset(data.data(), 0xFF, data.size());
+  }
   void bar_write(int, uint64_t, std::span<const uint8_t>) override {}
   void bar_moved(int, uint64_t, uint64_t) override {}
   PciConfigSpace& config() { return cfg_; }

@@ -14,9 +14,9 @@
 // be parked between its 0xCF8 and 0xCFC accesses), the host bridge's config space and which
 // slots hold a function. Where BARs are mapped is not saved: it follows from each function's
 // config space, so restore() must come after every function's own restore; it then maps every
-// BAR where its config space says, as if the guest had just written it (bar_moved()). I/O BARs cannot be re-mapped on the PIO bus
-// from inside its own handler, so they live on a private Bus behind one window device that the
-// PIO bus maps once.
+// BAR where its config space says, as if the guest had just written it (bar_moved()). I/O BARs cannot be
+// re-mapped on the PIO bus from inside its own handler, so they live on a private Bus behind one window
+// device that the PIO bus maps once.
 #pragma once
 
 #include <array>

@@ -8,6 +8,7 @@
 #include <tuple>
 #include <vector>
 
+#include "base/state_codec.h"
 #include "devices/pci/config_space.h"
 #include "devices/pci/testing/test_pci_bus.h"
 
@@ -42,6 +43,7 @@ class TestFunction final : public PciDevice {
     attached_gsi = gsi;
   }
 
+  PciConfigSpace& cfg() { return cfg_; }
   std::vector<std::pair<int, uint64_t>> reads, writes;
   std::vector<std::tuple<int, uint64_t, uint64_t>> moves;
   int attached_slot = -1;
@@ -298,6 +300,117 @@ TEST(PciBus, ThirtyOneDevicesAtMost) {
   ASSERT_TRUE(bus.ok());
   for (int i = 1; i < 32; ++i) ASSERT_TRUE((*bus)->add_device(std::make_shared<TestFunction>()).ok()) << i;
   EXPECT_FALSE((*bus)->add_device(std::make_shared<TestFunction>()).ok());
+}
+
+// Snapshots: a second bus of the same shape, as a restoring process builds it.
+class PciBusSnapshotTest : public PciBusTest {
+ protected:
+  void SetUp() override {
+    PciBusTest::SetUp();
+    auto bus = PciBus::create(pio2_, mmio2_, config());
+    ASSERT_TRUE(bus.ok());
+    bus2_ = *bus;
+  }
+  static PciBusConfig config() {
+    PciBusConfig cfg;
+    cfg.mmio_base = 0xC000'0000;
+    cfg.mmio_size = 0x10'0000;
+    cfg.io_base = 0xC000;
+    cfg.io_size = 0x1000;
+    cfg.intx_gsi = testing::test_intx_gsi;
+    return cfg;
+  }
+  static std::vector<uint8_t> save_cfg(TestFunction& f) {
+    StateWriter w;
+    f.cfg().save_state(w);
+    return w.take();
+  }
+  static void restore_cfg(TestFunction& f, std::span<const uint8_t> data) {
+    StateReader r(data, "fn");
+    auto s = f.cfg().read_state(r);
+    ASSERT_TRUE(s.ok()) << s.error().message();
+    f.cfg().restore_state(*s);
+  }
+
+  Bus pio2_{"pio2"};
+  Bus mmio2_{"mmio2"};
+  std::shared_ptr<PciBus> bus2_;
+};
+
+TEST_F(PciBusSnapshotTest, RestoreMapsBarsWhereTheConfigSpacesSay) {
+  auto a = std::make_shared<TestFunction>(true), b = std::make_shared<TestFunction>();
+  ASSERT_TRUE(bus_->add_device(a).ok());
+  ASSERT_TRUE(bus_->add_device(b).ok());
+  // The guest swaps the two functions' BAR 2 (through a free spot) and moves a's I/O BAR.
+  const uint32_t a2 = cfg_read(1, PCI_BASE_ADDRESS_2), b2 = cfg_read(2, PCI_BASE_ADDRESS_2);
+  cfg_write(1, PCI_BASE_ADDRESS_2, 0xC00F'0000);
+  cfg_write(2, PCI_BASE_ADDRESS_2, a2);
+  cfg_write(1, PCI_BASE_ADDRESS_2, b2);
+  const uint64_t io = bus_->bar_address(1, 3) + 0x100;
+  cfg_write(1, PCI_BASE_ADDRESS_3, static_cast<uint32_t>(io) | PCI_BASE_ADDRESS_SPACE_IO);
+  cfg_write(0, PCI_COMMAND, PCI_COMMAND_MASTER);  // the host bridge's state is the bus's
+  select(2, PCI_VENDOR_ID);                       // a vCPU parked between 0xCF8 and 0xCFC
+  auto saved = bus_->save();
+  ASSERT_TRUE(saved.ok());
+  const auto sa = save_cfg(*a), sb = save_cfg(*b);
+
+  auto a_new = std::make_shared<TestFunction>(true), b_new = std::make_shared<TestFunction>();
+  ASSERT_TRUE(bus2_->add_device(a_new).ok());
+  ASSERT_TRUE(bus2_->add_device(b_new).ok());
+  restore_cfg(*a_new, sa);
+  restore_cfg(*b_new, sb);
+  a_new->moves.clear();
+  b_new->moves.clear();
+  ASSERT_TRUE(bus2_->restore(*saved).ok());
+  EXPECT_EQ(bus2_->save().value(), *saved);
+  for (uint8_t slot = 1; slot <= 2; ++slot)
+    for (int bar : {0, 2, 3})
+      EXPECT_EQ(bus2_->bar_address(slot, bar), bus_->bar_address(slot, bar)) << int{slot} << bar;
+  EXPECT_EQ(bus2_->bar_address(1, 2), b2);
+  EXPECT_EQ(bus2_->bar_address(2, 2), a2);
+  EXPECT_EQ(bus2_->bar_address(1, 3), io);
+  // Each function heard where its BARs went, as after a guest write.
+  EXPECT_EQ(b_new->moves, (std::vector<std::tuple<int, uint64_t, uint64_t>>{{2, b2, 0}, {2, 0, a2}}));
+  // Accesses reach the functions at their new places; the latch is where the vCPU left it.
+  std::array<uint8_t, 4> buf{};
+  ASSERT_TRUE(mmio2_.read(a2, buf));
+  EXPECT_EQ(b_new->reads.back(), std::make_pair(2, uint64_t{0}));
+  std::array<uint8_t, 4> id{};
+  ASSERT_TRUE(pio2_.read(kCfc, id));
+  EXPECT_EQ(id[0], 0x34);
+  ASSERT_TRUE(pio2_.read(kCf8, id));
+  EXPECT_EQ(id[1], 0x10);  // slot 2 << 11
+}
+
+TEST_F(PciBusSnapshotTest, RestoreRefusesAnotherTopologyOrBadLatch) {
+  ASSERT_TRUE(bus_->add_device(std::make_shared<TestFunction>()).ok());
+  auto saved = bus_->save();
+  ASSERT_TRUE(saved.ok());
+  const auto before = bus2_->save().value();
+  const auto refused = [&](std::vector<uint8_t> bytes, const char* why) {
+    auto r = bus2_->restore(bytes);
+    ASSERT_FALSE(r.ok()) << why;
+    EXPECT_EQ(r.error().code, ErrorCode::kCorrupt) << why << ": " << r.error().message();
+    EXPECT_EQ(bus2_->save().value(), before) << why;
+  };
+  refused(*saved, "a function bus2 does not have");
+  ASSERT_TRUE(bus2_->add_device(std::make_shared<TestFunction>()).ok());
+  const auto now = bus2_->save().value();
+  auto b = *saved;
+  b[4 + 3] = 0x7F;  // CONFIG_ADDRESS reserved bits
+  auto r = bus2_->restore(b);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kCorrupt);
+  EXPECT_EQ(bus2_->save().value(), now);
+  for (size_t n = 0; n < saved->size(); n += 5) {
+    auto t = bus2_->restore(std::span<const uint8_t>(saved->data(), n));
+    ASSERT_FALSE(t.ok());
+    EXPECT_EQ(t.error().code, ErrorCode::kCorrupt);
+  }
+  b = *saved;
+  b.push_back(0);
+  EXPECT_FALSE(bus2_->restore(b).ok());
+  EXPECT_TRUE(bus2_->restore(*saved).ok());
 }
 
 }  // namespace

@@ -82,21 +82,24 @@ Result<void> VirtQueue::check_geometry(uint16_t size, uint16_t max_size, uint64_
                                        uint64_t used, const GuestMemory* mem) {
   if (size == 0 || size > max_size || !std::has_single_bit(size))
     return make_error(ErrorCode::kInvalidArgument,
-                      "virtqueue size {} is invalid: it must be a power of two between 1 and {}", size, max_size);
-  if (desc % VRING_DESC_ALIGN_SIZE != 0 || avail % VRING_AVAIL_ALIGN_SIZE != 0 || used % VRING_USED_ALIGN_SIZE != 0)
-    return make_error(ErrorCode::kInvalidArgument,
-                      "virtqueue rings misaligned (desc {:#x} needs 16, avail {:#x} needs 2, used {:#x} needs 4)",
-                      desc, avail, used);
+                      "virtqueue size {} is invalid: it must be a power of two between 1 and {}", size,
+                      max_size);
+  if (desc % VRING_DESC_ALIGN_SIZE != 0 || avail % VRING_AVAIL_ALIGN_SIZE != 0 ||
+      used % VRING_USED_ALIGN_SIZE != 0)
+    return make_error(
+        ErrorCode::kInvalidArgument,
+        "virtqueue rings misaligned (desc {:#x} needs 16, avail {:#x} needs 2, used {:#x} needs 4)", desc,
+        avail, used);
   if (mem == nullptr) return Ok();
   if (!mem->contains(desc, desc_table_bytes(size)))
-    return make_error(ErrorCode::kOutOfRange, "virtqueue descriptor table at {:#x} (size {}) is outside guest memory",
-                      desc, size);
+    return make_error(ErrorCode::kOutOfRange,
+                      "virtqueue descriptor table at {:#x} (size {}) is outside guest memory", desc, size);
   if (!mem->contains(avail, avail_ring_bytes(size)))
-    return make_error(ErrorCode::kOutOfRange, "virtqueue avail ring at {:#x} (size {}) is outside guest memory",
-                      avail, size);
+    return make_error(ErrorCode::kOutOfRange,
+                      "virtqueue avail ring at {:#x} (size {}) is outside guest memory", avail, size);
   if (!mem->contains(used, used_ring_bytes(size)))
-    return make_error(ErrorCode::kOutOfRange, "virtqueue used ring at {:#x} (size {}) is outside guest memory",
-                      used, size);
+    return make_error(ErrorCode::kOutOfRange,
+                      "virtqueue used ring at {:#x} (size {}) is outside guest memory", used, size);
   return Ok();
 }
 

@@ -169,8 +169,8 @@ class VirtQueue {
   void mark_broken(std::string_view why);
   Result<uint16_t> read_avail_idx() const;
   // Size, alignment and (with `mem`) placement of the rings; the error says what is wrong.
-  static Result<void> check_geometry(uint16_t size, uint16_t max_size, uint64_t desc, uint64_t avail, uint64_t used,
-                                     const GuestMemory* mem);
+  static Result<void> check_geometry(uint16_t size, uint16_t max_size, uint64_t desc, uint64_t avail,
+                                     uint64_t used, const GuestMemory* mem);
 
   const uint16_t max_size_;
   uint16_t size_;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <linux/virtio_config.h>
 
+#include "base/state_codec.h"
 #include "devices/virtio/testing/fake_driver.h"
 
 namespace ringvm {
@@ -350,6 +351,116 @@ TEST_F(VirtQueueTest, EventIdxPublishesAvailEvent) {
   ASSERT_TRUE(q.pop());
   EXPECT_FALSE(q.pop());
   EXPECT_EQ(drv.avail_event(), 2);  // kick me when entry 2 arrives
+}
+
+std::vector<uint8_t> save(const VirtQueue& q) {
+  StateWriter w;
+  q.save_state(w);
+  return w.take();
+}
+
+Result<VirtQueue::State> load(const VirtQueue& q, std::span<const uint8_t> data, const GuestMemory* mem) {
+  StateReader r(data, "q");
+  auto s = TRY(q.read_state(r, mem));
+  RETURN_IF_ERROR(r.finish());
+  return s;
+}
+
+TEST_F(VirtQueueTest, SaveRestoreContinuesAtTheSavedIndices) {
+  activate(kEventIdx);
+  for (uint16_t i = 0; i < 3; ++i) {
+    drv.add_chain(i, {4}, {4});
+    auto c = q.pop();
+    ASSERT_TRUE(c);
+    q.add_used(c->head, 4);
+  }
+  drv.set_used_event(2);
+  EXPECT_TRUE(q.needs_notification());
+  const auto bytes = save(q);
+
+  VirtQueue fresh(16);
+  auto s = load(fresh, bytes, &drv.mem());
+  ASSERT_TRUE(s.ok()) << s.error().message();
+  fresh.restore_state(*s);
+  EXPECT_EQ(fresh.size(), 16);
+  EXPECT_EQ(fresh.desc_addr(), FakeDriver::kDescAddr);
+  EXPECT_EQ(fresh.avail_addr(), FakeDriver::kAvailAddr);
+  EXPECT_EQ(fresh.used_addr(), FakeDriver::kUsedAddr);
+  EXPECT_TRUE(fresh.ready());
+  EXPECT_FALSE(fresh.active());
+  EXPECT_EQ(save(fresh), bytes);  // restored but not yet activated: the same state
+  ASSERT_TRUE(fresh.activate(drv.mem(), kEventIdx).ok());
+  EXPECT_EQ(fresh.next_avail(), 3);
+  EXPECT_EQ(fresh.next_used(), 3);
+  // The next request is served once, at used index 3; the suppression state carried over.
+  EXPECT_FALSE(fresh.pop());
+  drv.add_chain(5, {4}, {4});
+  auto c = fresh.pop();
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->head, 5);
+  EXPECT_FALSE(fresh.pop());
+  fresh.add_used(c->head, 4);
+  EXPECT_EQ(drv.used_idx(), 4);
+  EXPECT_EQ(drv.used(3).id, 5u);
+  drv.set_used_event(3);
+  EXPECT_TRUE(fresh.needs_notification());
+  // A reset forgets the position: the next activation starts at 0 again.
+  fresh.reset();
+  drv.configure(fresh);
+  ASSERT_TRUE(fresh.activate(drv.mem(), 0).ok());
+  EXPECT_EQ(fresh.next_avail(), 0);
+}
+
+TEST_F(VirtQueueTest, AnInactiveQueueRestoresItsConfigurationOnly) {
+  drv.configure(q);
+  q.set_size(8);
+  const auto bytes = save(q);
+  VirtQueue fresh(16);
+  auto s = load(fresh, bytes, nullptr);
+  ASSERT_TRUE(s.ok()) << s.error().message();
+  fresh.restore_state(*s);
+  EXPECT_EQ(fresh.size(), 8);
+  // Activation after such a restore starts at 0 (the driver had not started yet).
+  ASSERT_TRUE(fresh.activate(drv.mem(), 0).ok());
+  EXPECT_EQ(fresh.next_avail(), 0);
+}
+
+TEST_F(VirtQueueTest, RestoreRefusesBadStates) {
+  activate();
+  drv.add_chain(0, {4}, {4});
+  q.add_used(q.pop()->head, 4);
+  const auto good = save(q);
+  // Layout: size u16 @0, desc/avail/used u64 @2/10/18, ready @26, active @27, next_avail u16 @28,
+  // next_used @30, signalled_used @32, broken @34.
+  ASSERT_EQ(good.size(), 35u);
+  const auto refused = [&](std::vector<uint8_t> bytes, const GuestMemory* mem, const char* why) {
+    VirtQueue fresh(16);
+    auto s = load(fresh, bytes, mem);
+    ASSERT_FALSE(s.ok()) << why;
+    EXPECT_EQ(s.error().code, ErrorCode::kCorrupt) << why << ": " << s.error().message();
+  };
+  const auto with = [&](size_t at, std::initializer_list<uint8_t> v) {
+    auto b = good;
+    std::copy(v.begin(), v.end(), b.begin() + static_cast<std::ptrdiff_t>(at));
+    return b;
+  };
+  refused(with(0, {12, 0}), nullptr, "size not a power of two");
+  refused(with(0, {32, 0}), nullptr, "size above the maximum");
+  refused(with(0, {0, 0}), nullptr, "size 0");
+  refused(with(26, {2}), nullptr, "bad bool");
+  refused(with(28, {20, 0}), nullptr, "next avail 19 ahead of next used");
+  refused(with(27, {0}), nullptr, "inactive with indices");
+  refused(with(2, {8}), nullptr, "misaligned descriptor table");
+  refused(with(18, {0, 0, 0, 0, 0, 1}), &drv.mem(), "used ring outside memory");
+  for (size_t n = 0; n < good.size(); ++n)
+    refused(std::vector<uint8_t>(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n)), nullptr,
+            "truncated");
+  auto longer = good;
+  longer.push_back(0);
+  refused(longer, nullptr, "trailing byte");
+  // Without the memory, placement is left to activation.
+  VirtQueue fresh(16);
+  EXPECT_TRUE(load(fresh, with(18, {0, 0, 0, 0, 0, 1}), nullptr).ok());
 }
 
 }  // namespace

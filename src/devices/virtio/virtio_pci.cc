@@ -4,11 +4,10 @@
 #include <linux/virtio_config.h>
 #include <linux/virtio_ids.h>
 #include <linux/virtio_pci.h>
+#include <unistd.h>
 
 #include <array>
 #include <bit>
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstring>
 
@@ -496,13 +495,14 @@ Result<void> VirtioPciDevice::restore(std::span<const uint8_t> data) {
   const uint64_t driver_features = TRY(r.u64("driver features"));
   if ((status & VIRTIO_CONFIG_S_FEATURES_OK) &&
       ((driver_features & ~offered_features_) != 0 || !(driver_features & (1ULL << VIRTIO_F_VERSION_1))))
-    return r.corrupt(fmt::format("FEATURES_OK with driver features {:#x}, which were not acceptable (offered {:#x})",
-                                 driver_features, offered_features_));
+    return r.corrupt(
+        fmt::format("FEATURES_OK with driver features {:#x}, which were not acceptable (offered {:#x})",
+                    driver_features, offered_features_));
   const uint16_t queue_select = TRY(r.u16("queue select"));
   const auto check_vector = [&](std::string_view field, uint16_t v) -> Result<void> {
     if (v != kNoVector && v >= msix_->size())
-      return r.corrupt(fmt::format("{} {} is neither an MSI-X vector (0..{}) nor NO_VECTOR", field, v,
-                                   msix_->size() - 1));
+      return r.corrupt(
+          fmt::format("{} {} is neither an MSI-X vector (0..{}) nor NO_VECTOR", field, v, msix_->size() - 1));
     return Ok();
   };
   const uint16_t config_vector = TRY(r.u16("config MSI-X vector"));
@@ -519,7 +519,8 @@ Result<void> VirtioPciDevice::restore(std::span<const uint8_t> data) {
     RETURN_IF_ERROR(check_vector("queue MSI-X vector", qvectors.back()));
   }
   const uint8_t isr = TRY(r.u8("ISR"));
-  if ((isr & ~(kIsrQueue | kIsrConfig)) != 0) return r.corrupt(fmt::format("ISR {:#x} has undefined bits", isr));
+  if ((isr & ~(kIsrQueue | kIsrConfig)) != 0)
+    return r.corrupt(fmt::format("ISR {:#x} has undefined bits", isr));
   const bool line_high = TRY(r.boolean("INTx line"));
   const MsixTable::State msix = TRY(msix_->read_state(r));
   const PciConfigSpace::State cfg = TRY(cfg_.read_state(r));

@@ -15,11 +15,14 @@
 #include "devices/pci/pci_bus.h"
 #include "devices/pci/testing/fake_interrupt_controller.h"
 #include "devices/pci/testing/test_pci_bus.h"
+#include "devices/virtio/testing/fake_driver.h"
+#include "devices/virtio/worker.h"
 #include "memory/guest_memory.h"
 
 namespace ringvm {
 namespace {
 
+using testing::FakeDriver;
 using testing::FakeInterruptController;
 
 constexpr uint64_t kFeatureA = 1ULL << 5;
@@ -40,11 +43,14 @@ class FakeDevice final : public VirtioDevice {
   void write_config(uint64_t offset, std::span<const uint8_t> data) override {
     config_writes.emplace_back(offset, data.size());
   }
-  Result<void> activate(const GuestMemory&, uint64_t acked, std::vector<ActivatedQueue> queues) override {
+  Result<void> activate(const GuestMemory& mem, uint64_t acked, std::vector<ActivatedQueue> queues) override {
     ++activations;
     acked_features = acked;
-    activated = std::move(queues);
     if (fail_activate) return make_error(ErrorCode::kInvalidArgument, "fake refuses");
+    // As a real device does: activate the ready queues (geometry checks; a restored queue keeps
+    // its position).
+    if (activate_rings) queues = TRY(activate_queues("fake", mem, acked, std::move(queues)));
+    activated = std::move(queues);
     return Ok();
   }
   void reset() override {
@@ -55,6 +61,7 @@ class FakeDevice final : public VirtioDevice {
   int activations = 0;
   int resets = 0;
   bool fail_activate = false;
+  bool activate_rings = false;
   uint64_t acked_features = 0;
   std::vector<ActivatedQueue> activated;
   std::vector<std::pair<uint64_t, size_t>> config_writes;
@@ -73,9 +80,9 @@ class VirtioPciTest : public ::testing::Test {
     fake_ = std::make_shared<FakeDevice>();
     recreate({});
   }
-  void recreate(const VirtioPciOptions& options) {
+  void recreate(const VirtioPciOptions& options, const GuestMemory* mem = nullptr) {
     dev_.reset();
-    auto d = VirtioPciDevice::create(fake_, mem_, ic_, router_, options);
+    auto d = VirtioPciDevice::create(fake_, mem != nullptr ? *mem : mem_, ic_, router_, options);
     ASSERT_TRUE(d.ok()) << d.error().message();
     dev_ = *d;
   }
@@ -513,6 +520,265 @@ TEST_F(VirtioPciTest, OnThePciBusDoorbellsFollowTheBar) {
   std::array<uint8_t, 2> numq{};
   ASSERT_TRUE(mmio.read(moved + VIRTIO_PCI_COMMON_NUMQ, numq));
   EXPECT_EQ(numq[0], 2);
+}
+
+// Snapshot round trips: a transport driven by a driver into DRIVER_OK, with requests served, is
+// saved and restored into a fresh transport and device (new interrupt controller and router, as
+// in a new process) on a PCI bus of the same shape.
+class VirtioPciSnapshotTest : public VirtioPciTest {
+ protected:
+  static constexpr uint64_t kQueue1Desc = 0x80000;
+
+  void SetUp() override {
+    fake_ = std::make_shared<FakeDevice>();
+    fake_->activate_rings = true;
+    recreate({}, &drv_.mem());
+    auto bus = PciBus::create(pio_, mmio_, testing::test_pci_bus_config());
+    ASSERT_TRUE(bus.ok());
+    bus_ = *bus;
+    auto slot = bus_->add_device(dev_);
+    ASSERT_TRUE(slot.ok()) << slot.error().message();
+    slot_ = *slot;
+  }
+  // Linux's probe, with queue 0 on the fake driver's rings (size 16) and queue 1 elsewhere.
+  void bring_up_on_driver_rings(uint64_t features = kVersion1 | kFeatureA) {
+    status(VIRTIO_CONFIG_S_ACKNOWLEDGE);
+    status(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+    driver_features(features);
+    status(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+    w(VIRTIO_PCI_COMMON_MSIX, 0, 2);
+    setup_queue(1, 32, 2, kQueue1Desc);
+    w(VIRTIO_PCI_COMMON_Q_SELECT, 0, 2);
+    w(VIRTIO_PCI_COMMON_Q_SIZE, drv_.size(), 2);
+    w(VIRTIO_PCI_COMMON_Q_DESCLO, FakeDriver::kDescAddr, 4);
+    w(VIRTIO_PCI_COMMON_Q_AVAILLO, FakeDriver::kAvailAddr, 4);
+    w(VIRTIO_PCI_COMMON_Q_USEDLO, FakeDriver::kUsedAddr, 4);
+    w(VIRTIO_PCI_COMMON_Q_MSIX, 1, 2);
+    for (uint16_t q = 0; q < 2; ++q) {
+      w(VIRTIO_PCI_COMMON_Q_SELECT, q, 2);
+      w(VIRTIO_PCI_COMMON_Q_ENABLE, 1, 2);
+    }
+    status(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK |
+           VIRTIO_CONFIG_S_DRIVER_OK);
+  }
+  // The driver posts a request on queue 0; the device (the test) serves what is there.
+  static int serve(FakeDevice& d) {
+    VirtQueue* q = d.activated.at(0).queue;
+    int n = 0;
+    while (auto c = q->pop()) {
+      q->add_used(c->head, 4);
+      ++n;
+    }
+    return n;
+  }
+  std::vector<uint8_t> common_bytes(VirtioPciDevice& d, uint16_t queue) {
+    std::vector<uint8_t> out(0x40);
+    std::array<uint8_t, 2> sel{static_cast<uint8_t>(queue), 0};
+    d.bar_write(VirtioPciDevice::kBar, VIRTIO_PCI_COMMON_Q_SELECT, sel);
+    for (size_t off = 0; off < out.size(); off += 4)
+      d.bar_read(VirtioPciDevice::kBar, off, std::span<uint8_t>(out.data() + off, 4));
+    return out;
+  }
+
+  // The restoring side: a new controller, router, device, transport and bus.
+  struct Restored {
+    FakeInterruptController ic;
+    MsiRouter router{ic};
+    Bus pio{"pio"}, mmio{"mmio"};
+    std::shared_ptr<FakeDevice> fake = std::make_shared<FakeDevice>();
+    std::shared_ptr<VirtioPciDevice> dev;
+    std::shared_ptr<PciBus> bus;
+  };
+  std::unique_ptr<Restored> fresh() {
+    auto r = std::make_unique<Restored>();
+    r->fake->activate_rings = true;
+    auto d = VirtioPciDevice::create(r->fake, drv_.mem(), r->ic, r->router);
+    EXPECT_TRUE(d.ok());
+    r->dev = *d;
+    auto bus = PciBus::create(r->pio, r->mmio, testing::test_pci_bus_config());
+    EXPECT_TRUE(bus.ok());
+    r->bus = *bus;
+    EXPECT_TRUE(r->bus->add_device(r->dev).ok());
+    return r;
+  }
+
+  FakeDriver drv_{16};
+  Bus pio_{"pio"}, mmio_{"mmio"};
+  std::shared_ptr<PciBus> bus_;
+  uint8_t slot_ = 0;
+};
+
+TEST_F(VirtioPciSnapshotTest, RoundTripContinuesWhereTheSavedTransportStopped) {
+  bring_up_on_driver_rings();
+  ASSERT_EQ(fake_->activations, 1);
+  enable_msix();
+  for (uint16_t i = 0; i < 3; ++i) drv_.add_chain(static_cast<uint16_t>(2 * i), {8}, {4});
+  EXPECT_EQ(serve(*fake_), 3);
+  fake_->config_changed();  // config generation 1
+  w(VIRTIO_PCI_COMMON_DFSELECT, 1, 4);
+  w(VIRTIO_PCI_COMMON_Q_SELECT, 1, 2);
+  // The guest moved the I/O BAR (the doorbells) and the memory BAR.
+  const uint64_t port = bus_->bar_address(slot_, VirtioPciDevice::kNotifyIoBar) + 0x100;
+  bus_->config_write(slot_, PCI_BASE_ADDRESS_0 + 4 * VirtioPciDevice::kNotifyIoBar, 4,
+                     static_cast<uint32_t>(port) | PCI_BASE_ADDRESS_SPACE_IO);
+  const uint64_t base = bus_->bar_address(slot_, VirtioPciDevice::kBar) + 0x100000;
+  bus_->config_write(slot_, PCI_BASE_ADDRESS_0, 4, static_cast<uint32_t>(base) | 4);
+
+  auto saved = dev_->save();
+  ASSERT_TRUE(saved.ok()) << saved.error().message();
+  auto saved_bus = bus_->save();
+  ASSERT_TRUE(saved_bus.ok());
+  EXPECT_EQ(dev_->state_name(), "virtio-pci-fake");
+  EXPECT_EQ(bus_->state_name(), "pci-bus");
+
+  auto r = fresh();
+  ASSERT_TRUE(r->dev->restore(*saved).ok());
+  ASSERT_TRUE(r->bus->restore(*saved_bus).ok());
+
+  // The device was activated as by DRIVER_OK, with the negotiated features, queues positioned.
+  ASSERT_EQ(r->fake->activations, 1);
+  EXPECT_EQ(r->fake->acked_features, kVersion1 | kFeatureA);
+  ASSERT_EQ(r->fake->activated.size(), 2u);
+  VirtQueue* q0 = r->fake->activated[0].queue;
+  ASSERT_NE(q0, nullptr);
+  EXPECT_TRUE(q0->active());
+  EXPECT_EQ(q0->next_avail(), 3);
+  EXPECT_EQ(q0->next_used(), 3);
+  EXPECT_EQ(r->fake->activated[1].queue->next_avail(), 0);
+  EXPECT_EQ(r->fake->activated[0].kick_fd, r->dev->kick_fd(0));
+  // The same common config (selectors included), config space and MSI-X table.
+  EXPECT_EQ(r->dev->status(), dev_->status());
+  for (uint16_t q = 0; q < 2; ++q) EXPECT_EQ(common_bytes(*r->dev, q), common_bytes(*dev_, q)) << q;
+  EXPECT_EQ(r->dev->config_read(PCI_COMMAND, 2), dev_->config_read(PCI_COMMAND, 2));
+  for (uint16_t off = 0; off < 256; off += 4)
+    EXPECT_EQ(r->dev->config_read(off, 4), dev_->config_read(off, 4)) << off;
+  for (uint64_t off = 0; off < dev_->msix().table_bytes(); off += 4) {
+    std::array<uint8_t, 4> a{}, b{};
+    dev_->msix().table_read(off, a);
+    r->dev->msix().table_read(off, b);
+    EXPECT_EQ(a, b) << off;
+  }
+  EXPECT_TRUE(r->dev->msix().enabled());
+  for (uint16_t v = 0; v < r->dev->msix().size(); ++v) {
+    const auto* route = r->ic.msi_route(r->dev->msix().gsi(v));
+    ASSERT_NE(route, nullptr) << v;
+    EXPECT_EQ(route->u.msi.data, 0x40u + v);
+  }
+  EXPECT_EQ(r->dev->save().value(), *saved);
+  // The BARs are where the guest had put them, the doorbells with them.
+  EXPECT_EQ(r->bus->bar_address(slot_, VirtioPciDevice::kBar), base);
+  EXPECT_EQ(r->bus->bar_address(slot_, VirtioPciDevice::kNotifyIoBar), port);
+  using Io = FakeInterruptController::IoEventFd;
+  EXPECT_EQ(r->ic.ioeventfds,
+            (std::set<Io>{{r->dev->kick_fd(0), port, 2, true}, {r->dev->kick_fd(1), port + 4, 2, true}}));
+  std::array<uint8_t, 2> numq{};
+  ASSERT_TRUE(r->mmio.read(base + VIRTIO_PCI_COMMON_NUMQ, numq));
+  EXPECT_EQ(numq[0], 2);
+
+  // A request the driver posts after the restore is served exactly once, in the next used slot,
+  // and its interrupt goes out through the restored vector.
+  const uint16_t head = drv_.add_chain(8, {8}, {4});
+  EXPECT_EQ(serve(*r->fake), 1);
+  EXPECT_EQ(serve(*r->fake), 0);
+  EXPECT_EQ(drv_.used_idx(), 4);
+  EXPECT_EQ(drv_.used(3).id, head);
+  r->fake->activated[0].notify();
+  EXPECT_EQ(drain(r->dev->msix().eventfd(1)), 1u);
+}
+
+TEST_F(VirtioPciSnapshotTest, InactiveAndIntxStatesRoundTrip) {
+  status(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+  driver_features(kVersion1);
+  setup_queue(1, 32, 2, kQueue1Desc);
+  fake_->config_changed();  // INTx: ISR bit and the line up
+  auto saved = dev_->save();
+  ASSERT_TRUE(saved.ok());
+  auto r = fresh();
+  const uint32_t gsi = testing::test_intx_gsi(slot_, 0);
+  ASSERT_TRUE(r->dev->restore(*saved).ok());
+  EXPECT_EQ(r->fake->activations, 0);
+  EXPECT_EQ(r->dev->status(), VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+  EXPECT_TRUE(r->ic.lines.at(gsi));
+  for (uint16_t q = 0; q < 2; ++q) EXPECT_EQ(common_bytes(*r->dev, q), common_bytes(*dev_, q)) << q;
+  std::array<uint8_t, 1> isr{};
+  r->dev->bar_read(VirtioPciDevice::kBar, VirtioPciDevice::kIsrOffset, isr);
+  EXPECT_EQ(isr[0], VIRTIO_PCI_ISR_CONFIG);
+  EXPECT_FALSE(r->ic.lines.at(gsi));
+}
+
+TEST_F(VirtioPciSnapshotTest, NeedsResetAndFailedRestoreAsSuch) {
+  fake_->fail_activate = true;
+  bring_up_on_driver_rings();
+  ASSERT_TRUE(status() & VIRTIO_CONFIG_S_NEEDS_RESET);
+  auto saved = dev_->save();
+  ASSERT_TRUE(saved.ok());
+  auto r = fresh();
+  ASSERT_TRUE(r->dev->restore(*saved).ok());
+  EXPECT_EQ(r->fake->activations, 0);
+  EXPECT_EQ(r->dev->status(), status());
+
+  status(0);
+  status(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_FAILED);
+  saved = dev_->save();
+  r = fresh();
+  ASSERT_TRUE(r->dev->restore(*saved).ok());
+  EXPECT_EQ(r->fake->activations, 0);
+  EXPECT_EQ(r->dev->status(), VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_FAILED);
+}
+
+TEST_F(VirtioPciSnapshotTest, CorruptStatesAreRefusedAndChangeNothing) {
+  bring_up_on_driver_rings();
+  enable_msix();
+  drv_.add_chain(0, {8}, {4});
+  EXPECT_EQ(serve(*fake_), 1);
+  auto saved = dev_->save();
+  ASSERT_TRUE(saved.ok());
+  const std::vector<uint8_t> good = *saved;
+  // Layout: offered u64 @0, status @8, feature selects u32 @9/@13, driver features u64 @17,
+  // queue select u16 @25, config vector u16 @27, generation @29, queue count u16 @30, then queue
+  // 0: size u16 @32, desc/avail/used u64 @34/@42/@50, ready @58, active @59, next avail u16 @60,
+  // next used @62, signalled @64, broken @66, its MSI-X vector u16 @67.
+  constexpr size_t kQ0 = 32;
+  ASSERT_EQ(good[kQ0], drv_.size());
+  ASSERT_EQ(good[kQ0 + 28], 1);  // next avail
+
+  auto r = fresh();
+  const auto before = r->dev->save().value();
+  const auto refused = [&](std::vector<uint8_t> bytes, const char* why) {
+    auto res = r->dev->restore(bytes);
+    ASSERT_FALSE(res.ok()) << why;
+    EXPECT_EQ(res.error().code, ErrorCode::kCorrupt) << why << ": " << res.error().message();
+    EXPECT_EQ(r->dev->save().value(), before) << why;
+    EXPECT_EQ(r->fake->activations, 0) << why;
+    EXPECT_EQ(r->ic.routing_commits, 0) << why;
+  };
+  const auto with = [&](size_t at, std::initializer_list<uint8_t> v) {
+    auto b = good;
+    std::copy(v.begin(), v.end(), b.begin() + static_cast<std::ptrdiff_t>(at));
+    return b;
+  };
+  refused(with(kQ0, {12, 0}), "queue size not a power of two");
+  refused(with(kQ0, {0, 2}), "queue size above the maximum (256)");
+  refused(with(kQ0 + 28, {40, 0}), "next avail out of range");
+  refused(with(kQ0 + 26, {2}), "bad bool");
+  refused(with(kQ0 + 35, {9, 0}), "MSI-X vector out of range");
+  refused(with(27, {7, 0}), "config vector out of range");
+  refused(with(30, {3, 0}), "queue count");
+  refused(with(0, {0}), "offered features");
+  refused(with(17, {0xFF}), "driver features not offered with FEATURES_OK");
+  refused(with(kQ0 + 18, {0, 0, 0, 0, 0, 1}), "used ring outside guest memory");
+  for (size_t n = 0; n < good.size(); ++n)
+    refused({good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n)}, "truncated");
+  auto longer = good;
+  longer.push_back(0);
+  refused(longer, "trailing byte");
+  // And the good state still restores into the transport the refusals left alone.
+  EXPECT_TRUE(r->dev->restore(good).ok());
+  EXPECT_EQ(r->fake->activations, 1);
+  // A transport that is already active refuses (restore wants a fresh one).
+  auto again = r->dev->restore(good);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code, ErrorCode::kInvalidArgument);
 }
 
 }  // namespace
