@@ -20,6 +20,7 @@
 #include "devices/legacy/cmos_rtc.h"
 #include "devices/legacy/i8042.h"
 #include "devices/legacy/serial.h"
+#include "devices/legacy/vmgenid.h"
 #include "block/image_open.h"
 #include "devices/pci/interrupt_controller.h"
 #include "devices/pci/msi.h"
@@ -177,6 +178,12 @@ Result<void> VmBuilder::add_platform_devices(Vm& vm) {
   RETURN_IF_ERROR(vm.pio_.insert(x86::kAcpiPm1aEvtBlk, AcpiPmDevice::kSize, pm));
   vm.devices_.add_platform(pm);
 
+  // VMGenID: its ID at the address the DSDT's \_SB.VGEN.ADDR names, its notification through the
+  // Generic Event Device's GSI (load_kernel wrote both into the tables; AcpiConfig::vmgenid).
+  // The boot ID is written without a pulse: no driver listens yet.
+  auto vmgenid = TRY(VmGenId::create(vm.mem_, x86::kVmGenIdAddr, irq_line(vm, x86::kGedGsi)));
+  vm.devices_.set_vmgenid(std::move(vmgenid));
+
   // Port 0x80 is the kernel's I/O delay: an ioeventfd makes KVM complete those writes in the
   // kernel, so they never exit to userspace. Reads (rare) reach the sink device.
   UniqueFd delay_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -308,6 +315,7 @@ Result<x86::LoadedKernel> VmBuilder::load_kernel(Vm& vm) {
   x86::AcpiConfig acpi;
   acpi.num_cpus = cfg.cpus;
   acpi.pm_timer = true;  // AcpiPmDevice serves the PM timer at kAcpiPmTmrBlk
+  acpi.vmgenid = true;   // add_platform_devices creates the VmGenId these tables describe
   const uint64_t rsdp = TRY(x86::write_acpi_tables(vm.mem_, acpi));
   auto loaded = x86::load_linux(vm.mem_, kernel, initrd, effective_cmdline(cfg), e820, rsdp);
   if (!loaded) {

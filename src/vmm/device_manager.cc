@@ -1,6 +1,7 @@
 #include "vmm/device_manager.h"
 
 #include "devices/legacy/i8042.h"
+#include "devices/legacy/vmgenid.h"
 #include "devices/pci/interrupt_controller.h"
 #include "devices/pci/msi.h"
 #include "devices/pci/pci_bus.h"
@@ -20,12 +21,18 @@ DeviceManager::~DeviceManager() {
   router_.reset();
   ic_.reset();
   i8042_.reset();
+  vmgenid_.reset();
   while (!platform_.empty()) platform_.pop_back();
 }
 
 void DeviceManager::set_i8042(std::shared_ptr<I8042> kbd) {
   i8042_ = kbd;
   platform_.push_back(std::move(kbd));
+}
+
+void DeviceManager::set_vmgenid(std::shared_ptr<VmGenId> gen) {
+  vmgenid_ = gen;
+  platform_.push_back(std::move(gen));
 }
 
 void DeviceManager::set_interrupts(std::shared_ptr<KvmInterruptController> ic,

@@ -27,6 +27,7 @@ class VirtioBlock;
 class VirtioDevice;
 class VirtioNet;
 class VirtioPciDevice;
+class VmGenId;
 
 class DeviceManager {
  public:
@@ -39,6 +40,9 @@ class DeviceManager {
   void add_platform(std::shared_ptr<Device> dev) { platform_.push_back(std::move(dev)); }
   void set_i8042(std::shared_ptr<I8042> kbd);
   I8042* i8042() const { return i8042_.get(); }
+  // The VM Generation ID (also a platform device): a restore calls new_generation() through it.
+  void set_vmgenid(std::shared_ptr<VmGenId> gen);
+  VmGenId* vmgenid() const { return vmgenid_.get(); }
   void set_interrupts(std::shared_ptr<KvmInterruptController> ic, std::shared_ptr<MsiRouter> router);
   void set_pci(std::shared_ptr<PciBus> pci);
   void add_virtio(std::shared_ptr<VirtioDevice> dev, std::shared_ptr<VirtioPciDevice> transport);
@@ -81,6 +85,7 @@ class DeviceManager {
   std::vector<UniqueFd> fds_;
   std::vector<std::shared_ptr<Device>> platform_;
   std::shared_ptr<I8042> i8042_;
+  std::shared_ptr<VmGenId> vmgenid_;
   std::shared_ptr<KvmInterruptController> ic_;
   std::shared_ptr<MsiRouter> router_;
   std::vector<Virtio> virtio_;

@@ -133,7 +133,6 @@ constexpr uint8_t kGasSystemIo = 1;
 constexpr uint32_t kFadtWbinvd = 1u << 0;     // WBINVD works
 constexpr uint32_t kFadtProcC1 = 1u << 2;     // C1 (HLT) on all processors
 constexpr uint32_t kFadtSlpButton = 1u << 5;  // no fixed-feature sleep button
-constexpr uint32_t kFadtTmrValExt = 1u << 8;  // the PM timer is 32 bits
 constexpr uint16_t kBootArchLegacyDevices = 1u << 0;
 constexpr uint16_t kBootArch8042 = 1u << 1;  // the kernel then probes i8042 without PNP
 constexpr uint16_t kBootArchNoVga = 1u << 2;
@@ -192,7 +191,8 @@ Bytes make_fadt(const AcpiConfig& cfg, uint64_t facs, uint64_t dsdt) {
     f.pm_tmr_blk = kAcpiPmTmrBlk;
     f.pm_tmr_len = kAcpiPmTmrLen;
     f.x_pm_tmr_blk = io_gas(kAcpiPmTmrBlk, kAcpiPmTmrLen);
-    f.flags |= kFadtTmrValExt;
+    // TMR_VAL_EXT stays clear: AcpiPmDevice's timer is 24 bits wide, and ACPICA computes
+    // durations across a wrap from this flag.
   }
   f.p_lvl2_lat = 101;   // > 100: C2 not supported
   f.p_lvl3_lat = 1001;  // > 1000: C3 not supported
@@ -242,6 +242,29 @@ Bytes legacy_device(std::string_view name, std::string_view hid, uint64_t uid,
                             aml::name("_CRS", aml::resource_template(res))});
 }
 
+// \_SB.VGEN: the VMGenID device. ADDR is a method, as the spec has it (Linux evaluates either).
+Bytes vmgenid_device() {
+  using namespace aml;
+  return device("VGEN", {name("_HID", string(kVmGenIdHid)), name("_CID", string(kVmGenIdCid)),
+                         name("_DDN", string("VM_Gen_Counter")),
+                         method("ADDR", 0, false,
+                                {return_value(package({integer(kVmGenIdAddr & 0xffff'ffff),
+                                                       integer(kVmGenIdAddr >> 32)}))})});
+}
+
+// \_SB.GED: the Generic Event Device whose interrupt carries "the generation changed". Linux's
+// evged runs _EVT with the GSI as Arg0 (there is no _E0F, which it would try first).
+Bytes generic_event_device() {
+  using namespace aml;
+  return device("GED", {name("_HID", string("ACPI0013")), name("_UID", integer(0)),
+                        name("_CRS", resource_template({extended_interrupt(kGedGsi, /*edge=*/true,
+                                                                           /*active_low=*/false,
+                                                                           /*shared=*/false)})),
+                        method("_EVT", 1, true,
+                               {if_then(lequal(arg(0), integer(kGedGsi)),
+                                        {notify("\\_SB.VGEN", integer(0x80))})})});
+}
+
 }  // namespace
 
 void fix_checksum(Bytes& table, size_t checksum_offset) {
@@ -251,7 +274,7 @@ void fix_checksum(Bytes& table, size_t checksum_offset) {
   table[checksum_offset] = static_cast<uint8_t>(-sum);
 }
 
-Bytes build_dsdt_aml(uint64_t ram_end) {
+Bytes build_dsdt_aml(uint64_t ram_end, const AcpiConfig& cfg) {
   using namespace aml;
   std::vector<Bytes> prt;
   for (uint32_t slot = 1; slot < 32; ++slot)
@@ -278,7 +301,12 @@ Bytes build_dsdt_aml(uint64_t ram_end) {
                                    io(kI8042CommandPort, kI8042CommandPort, 1, 1), irq_no_flags(kI8042Irq)});
   const Bytes rtc =
       legacy_device("RTC", "PNP0B00", 0, {io(kRtcPort, kRtcPort, 1, kRtcPortSize), irq_no_flags(kRtcIrq)});
-  const Bytes sb = scope("\\_SB", {pci0, com1, kbd, rtc});
+  std::vector<Bytes> sb_devices = {pci0, com1, kbd, rtc};
+  if (cfg.vmgenid) {
+    sb_devices.push_back(vmgenid_device());
+    sb_devices.push_back(generic_event_device());
+  }
+  const Bytes sb = scope("\\_SB", sb_devices);
   const Bytes s5 = name("\\_S5", package({integer(kSlpTypS5), integer(kSlpTypS5), integer(0), integer(0)}));
   Bytes out(sb.size() + s5.size());
   std::copy(s5.begin(), s5.end(), std::copy(sb.begin(), sb.end(), out.begin()));
@@ -301,7 +329,7 @@ Result<uint64_t> write_acpi_tables(const GuestMemory& mem, const AcpiConfig& cfg
     blobs.emplace_back(at, std::move(b));
     return at;
   };
-  const uint64_t dsdt = place(make_table("DSDT", kDsdtRevision, build_dsdt_aml(ram_end)));
+  const uint64_t dsdt = place(make_table("DSDT", kDsdtRevision, build_dsdt_aml(ram_end, cfg)));
   const uint64_t facs = place(make_facs());
   std::vector<uint64_t> entries = {place(make_fadt(cfg, facs, dsdt)), place(make_madt(cfg.num_cpus))};
   if (cfg.pci_ecam) entries.push_back(place(make_mcfg()));
@@ -312,7 +340,7 @@ Result<uint64_t> write_acpi_tables(const GuestMemory& mem, const AcpiConfig& cfg
   }
   const uint64_t xsdt = place(make_table("XSDT", 1, xsdt_body));
   const uint64_t rsdt = place(make_table("RSDT", 1, rsdt_body));
-  if (next > kAcpiAreaEnd)
+  if (next > kAcpiTablesEnd)
     return make_error(ErrorCode::kResourceExhausted, "ACPI: tables of {} bytes overflow the area at {:#x}",
                       next - kAcpiAreaStart, kAcpiAreaStart);
 
@@ -331,7 +359,8 @@ Result<uint64_t> write_acpi_tables(const GuestMemory& mem, const AcpiConfig& cfg
   fix_checksum(rsdp, offsetof(Rsdp, extended_checksum));
   blobs.emplace_back(kRsdpAddr, std::move(rsdp));
 
-  RETURN_IF_ERROR(mem.fill(kAcpiAreaStart, 0, kAcpiAreaEnd - kAcpiAreaStart));
+  // Up to the VMGenID page only: the device owns what is there.
+  RETURN_IF_ERROR(mem.fill(kAcpiAreaStart, 0, kAcpiTablesEnd - kAcpiAreaStart));
   for (const auto& [at, b] : blobs) RETURN_IF_ERROR(mem.write(at, b));
   return kRsdpAddr;
 }

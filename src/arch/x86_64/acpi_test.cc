@@ -10,10 +10,12 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "arch/x86_64/aml.h"
 #include "arch/x86_64/layout.h"
+#include "devices/legacy/vmgenid.h"
 
 namespace ringvm::x86 {
 namespace {
@@ -139,6 +141,7 @@ TEST_F(AcpiTest, FadtDescribesTheLegacyPmBlocks) {
   const Tables with_timer = load(mem_, write_acpi_tables(mem_, {.num_cpus = 1, .pm_timer = true}).value());
   EXPECT_EQ(le32(with_timer.by_sig.at("FACP"), 76), kAcpiPmTmrBlk);
   EXPECT_EQ(with_timer.by_sig.at("FACP")[91], 4);
+  EXPECT_EQ(le32(with_timer.by_sig.at("FACP"), 112) & (1u << 8), 0u) << "TMR_VAL_EXT clear: a 24-bit timer";
 }
 
 TEST_F(AcpiTest, MadtHasOneEnabledLapicPerVcpu) {
@@ -246,8 +249,125 @@ TEST(Dsdt, IaslDisassemblesIt) {
   EXPECT_NE(text.find("QWordMemory"), std::string::npos);
   EXPECT_NE(text.find("EisaId (\"PNP0501\")"), std::string::npos);
   EXPECT_NE(text.find("{4}"), std::string::npos) << "COM1's IRQ";
+  EXPECT_NE(text.find("Device (VGEN)"), std::string::npos);
+  EXPECT_NE(text.find("Name (_CID, \"VM_GEN_COUNTER\")"), std::string::npos);
+  EXPECT_NE(text.find("Method (ADDR, 0, NotSerialized)"), std::string::npos);
+  EXPECT_NE(text.find("Name (_HID, \"ACPI0013\" /* Generic Event Device */)"), std::string::npos);
+  EXPECT_NE(text.find("Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, )"), std::string::npos);
+  EXPECT_NE(text.find("Method (_EVT, 1, Serialized)"), std::string::npos);
+  EXPECT_NE(text.find("Notify (\\_SB.VGEN, 0x80)"), std::string::npos);
   EXPECT_TRUE(std::filesystem::exists(dir / "rebuilt.aml")) << log_text;
   if (!HasFailure()) std::filesystem::remove_all(dir);
+}
+
+Bytes from_hex(std::string_view hex) {
+  Bytes b;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2)
+    b.push_back(static_cast<uint8_t>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
+  return b;
+}
+
+// Each against iasl 20200925's output for the same ASL (compiled with -oa, which keeps the
+// absolute name paths ringvm writes), and the ACPI 6.4 opcodes: ArgOp 0x68, LEqualOp 0x93,
+// IfOp 0xa0, NotifyOp 0x86, Extended Interrupt descriptor tag 0x89.
+TEST(Aml, StatementEncodingsMatchIasl) {
+  EXPECT_EQ(aml::arg(0), (Bytes{0x68}));
+  EXPECT_EQ(aml::arg(6), (Bytes{0x6e}));
+  // LEqual (Arg0, 0x0F)
+  EXPECT_EQ(aml::lequal(aml::arg(0), aml::integer(15)), (Bytes{0x93, 0x68, 0x0a, 0x0f}));
+  // Notify (\_SB.VGEN, 0x80)
+  const Bytes notify = from_hex("865c2e5f53425f5647454e0a80");
+  EXPECT_EQ(aml::notify("\\_SB.VGEN", aml::integer(0x80)), notify);
+  // If (LEqual (Arg0, 0x0F)) { Notify (\_SB.VGEN, 0x80) }
+  EXPECT_EQ(aml::if_then(aml::lequal(aml::arg(0), aml::integer(15)), {notify}),
+            from_hex("a01293680a0f865c2e5f53425f5647454e0a80"));
+  // Method (_EVT, 1, Serialized) { If ... }
+  EXPECT_EQ(aml::method("_EVT", 1, true,
+                        {aml::if_then(aml::lequal(aml::arg(0), aml::integer(15)), {notify})}),
+            from_hex("14195f45565409a01293680a0f865c2e5f53425f5647454e0a80"));
+  // Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, ) {15}
+  EXPECT_EQ(aml::extended_interrupt(15, true, false, false), from_hex("89060003010f000000"));
+  // Interrupt (ResourceConsumer, Level, ActiveLow, Shared, ,, ) {20}
+  EXPECT_EQ(aml::extended_interrupt(20, false, true, true), from_hex("8906000d0114000000"));
+}
+
+// \_SB.VGEN and \_SB.GED, byte for byte what iasl -oa makes of:
+//   Device (VGEN) { Name (_HID, "RVMM0001") Name (_CID, "VM_GEN_COUNTER")
+//     Name (_DDN, "VM_Gen_Counter") Method (ADDR, 0) { Return (Package (2) { 0xEF000, Zero }) } }
+//   Device (GED) { Name (_HID, "ACPI0013") Name (_UID, Zero)
+//     Name (_CRS, ResourceTemplate () { Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) {15} })
+//     Method (_EVT, 1, Serialized) { If (LEqual (Arg0, 0x0F)) { Notify (\_SB.VGEN, 0x80) } } }
+TEST(Dsdt, HasVmGenIdAndGenericEventDevice) {
+  static_assert(kVmGenIdAddr == 0xEF000 && kGedGsi == 15, "update the iasl bytes below");
+  const Bytes vgen = from_hex(
+      "5b8240055647454e085f4849440d52564d4d3030303100085f4349440d564d5f47454e5f434f554e54455200085f44444e0d564d5f"
+      "47656e5f436f756e7465720014104144445200a41208020c00f00e0000");
+  const Bytes ged = from_hex(
+      "5b8249044745445f085f4849440d414350493030313300085f55494400085f435253110e0a0b89060003010f000000790014195f"
+      "45565409a01293680a0f865c2e5f53425f5647454e0a80");
+  const Bytes d = build_dsdt_aml(256 * kMiB);
+  EXPECT_TRUE(contains(d, vgen));
+  EXPECT_TRUE(contains(d, ged));
+  const Bytes off = build_dsdt_aml(256 * kMiB, {.vmgenid = false});
+  EXPECT_FALSE(contains(off, {'V', 'G', 'E', 'N'}));
+  EXPECT_FALSE(contains(off, {'G', 'E', 'D', '_'}));
+  EXPECT_EQ(d.size(), off.size() + vgen.size() + ged.size());
+}
+
+// Reads an AML integer (ZeroOp, OneOp, or a Byte/Word/DWord/QWord prefix) at `pos`.
+std::optional<uint64_t> aml_integer(const Bytes& b, size_t& pos) {
+  if (pos >= b.size()) return std::nullopt;
+  const uint8_t op = b[pos++];
+  if (op == 0x00 || op == 0x01) return op;
+  const size_t n = op == 0x0a ? 1 : op == 0x0b ? 2 : op == 0x0c ? 4 : op == 0x0e ? 8 : 0;
+  if (n == 0 || pos + n > b.size()) return std::nullopt;
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; ++i) v |= uint64_t{b[pos + i]} << (8 * i);
+  pos += n;
+  return v;
+}
+
+// What Linux's vmgenid driver does with the tables: evaluate \_SB.VGEN.ADDR (a method returning
+// Package (2) {low, high}) and read 16 bytes there. They are the device's ID, and a new
+// generation changes them.
+TEST_F(AcpiTest, VmGenIdAddrMethodPointsAtTheDevicesId) {
+  std::vector<bool> pulses;
+  auto dev = VmGenId::create(mem_, kVmGenIdAddr, [&](bool level) { pulses.push_back(level); });
+  ASSERT_TRUE(dev.ok()) << dev.error().message();
+  const Tables t = load(mem_, write_acpi_tables(mem_, {.num_cpus = 1}).value());
+  const Bytes& dsdt = t.by_sig.at("DSDT");
+  // Method (ADDR, 0, NotSerialized) { Return (Package (2) {...}) }: name, flags 0, ReturnOp, PackageOp.
+  const Bytes head = {'A', 'D', 'D', 'R', 0x00, 0xa4, 0x12};
+  auto at = std::search(dsdt.begin(), dsdt.end(), head.begin(), head.end());
+  ASSERT_NE(at, dsdt.end());
+  size_t pos = static_cast<size_t>(at - dsdt.begin()) + head.size();
+  ASSERT_LT(pos + 2, dsdt.size());
+  ++pos;                         // PkgLength (one byte: the package is short)
+  ASSERT_EQ(dsdt[pos++], 2);     // NumElements
+  const auto low = aml_integer(dsdt, pos);
+  const auto high = aml_integer(dsdt, pos);
+  ASSERT_TRUE(low && high);
+  const uint64_t addr = *low | (*high << 32);
+  EXPECT_EQ(addr, kVmGenIdAddr);
+
+  auto id_at_addr = [&] {
+    VmGenId::Id id{};
+    EXPECT_TRUE(mem_.read(addr, id).ok());
+    return id;
+  };
+  EXPECT_EQ(id_at_addr(), (*dev)->id()) << "the tables (written after the device) leave its page alone";
+  const VmGenId::Id first = id_at_addr();
+  ASSERT_TRUE((*dev)->new_generation().ok());
+  EXPECT_NE(id_at_addr(), first);
+  EXPECT_EQ(id_at_addr(), (*dev)->id());
+  EXPECT_EQ(pulses, (std::vector<bool>{true, false}));
+}
+
+TEST_F(AcpiTest, VmGenIdPageIsReservedInE820AndOutsideTheTables) {
+  EXPECT_GE(kVmGenIdAddr, kEbdaStart);
+  EXPECT_LE(kVmGenIdAddr + VmGenId::kIdSize, kHighMemoryStart) << "inside the e820-reserved BIOS area";
+  EXPECT_GE(kVmGenIdAddr, kAcpiTablesEnd);
+  EXPECT_TRUE(write_acpi_tables(mem_, {.num_cpus = 64, .pci_ecam = true, .pm_timer = true}).ok());
 }
 
 }  // namespace

@@ -18,6 +18,10 @@ constexpr uint8_t kBufferOp = 0x11;
 constexpr uint8_t kPackageOp = 0x12;
 constexpr uint8_t kMethodOp = 0x14;
 constexpr uint8_t kReturnOp = 0xa4;
+constexpr uint8_t kArg0Op = 0x68;  // Arg0..Arg6 are 0x68..0x6e
+constexpr uint8_t kNotifyOp = 0x86;
+constexpr uint8_t kLEqualOp = 0x93;
+constexpr uint8_t kIfOp = 0xa0;
 constexpr uint8_t kExtOpPrefix = 0x5b;
 constexpr uint8_t kDeviceOp = 0x82;  // after kExtOpPrefix
 constexpr uint8_t kRootChar = '\\';
@@ -31,7 +35,13 @@ constexpr uint8_t kIoTag = 0x47;          // small I/O port descriptor, 7 data b
 constexpr uint8_t kEndTag = 0x79;         // small end tag, 1 byte checksum
 constexpr uint8_t kDWordAddressTag = 0x87;
 constexpr uint8_t kWordAddressTag = 0x88;
+constexpr uint8_t kExtendedInterruptTag = 0x89;
 constexpr uint8_t kQWordAddressTag = 0x8a;
+// Extended Interrupt flags (byte 3 of the descriptor).
+constexpr uint8_t kIntConsumer = 1u << 0;
+constexpr uint8_t kIntEdge = 1u << 1;
+constexpr uint8_t kIntActiveLow = 1u << 2;
+constexpr uint8_t kIntShared = 1u << 3;
 constexpr uint8_t kResourceMemory = 0;
 constexpr uint8_t kResourceIo = 1;
 constexpr uint8_t kResourceBus = 2;
@@ -212,6 +222,28 @@ Bytes return_value(const Bytes& value) {
   return out;
 }
 
+Bytes arg(uint8_t n) { return {static_cast<uint8_t>(kArg0Op + (n < 7 ? n : 6))}; }
+
+Bytes lequal(const Bytes& left, const Bytes& right) {
+  Bytes out{kLEqualOp};
+  append(out, left);
+  append(out, right);
+  return out;
+}
+
+Bytes if_then(const Bytes& predicate, const std::vector<Bytes>& body) {
+  Bytes b = predicate;
+  append(b, join(body));
+  return with_pkg_length({kIfOp}, b);
+}
+
+Bytes notify(std::string_view object, const Bytes& value) {
+  Bytes out{kNotifyOp};
+  append(out, name_string(object));
+  append(out, value);
+  return out;
+}
+
 Bytes resource_template(const std::vector<Bytes>& descriptors) {
   Bytes data = join(descriptors);
   data.push_back(kEndTag);
@@ -245,6 +277,17 @@ Bytes dword_memory(uint32_t min, uint32_t max) {
 }
 Bytes qword_memory(uint64_t min, uint64_t max) {
   return address_space<uint64_t>(kQWordAddressTag, kResourceMemory, kMemReadWriteNonCacheable, min, max);
+}
+
+
+Bytes extended_interrupt(uint32_t gsi, bool edge, bool active_low, bool shared) {
+  Bytes d{kExtendedInterruptTag};
+  append_le<uint16_t>(d, 6);  // flags, count, one DWord; no resource source
+  d.push_back(static_cast<uint8_t>(kIntConsumer | (edge ? kIntEdge : 0) | (active_low ? kIntActiveLow : 0) |
+                                   (shared ? kIntShared : 0)));
+  d.push_back(1);
+  append_le<uint32_t>(d, gsi);
+  return d;
 }
 
 }  // namespace ringvm::x86::aml

@@ -32,6 +32,20 @@ TEST(E820, Small) {
   EXPECT_EQ(map, want);
 }
 
+// The VMGenID page is memory the guest may map but never allocates: inside one reserved entry.
+TEST(E820, VmGenIdPageIsReserved) {
+  for (uint64_t ram : {64 * kMiB, 3 * kGiB, 8 * kGiB}) {
+    int covering = 0;
+    for (const auto& e : e820_for(ram)) {
+      if (e.addr <= kVmGenIdAddr && kVmGenIdAddr + 16 <= e.end()) {
+        EXPECT_EQ(e.type, E820Type::kReserved);
+        ++covering;
+      }
+    }
+    EXPECT_EQ(covering, 1) << ram;
+  }
+}
+
 TEST(E820, ExactlyThreeGiBStaysBelowTheHole) {
   const auto map = e820_for(3 * kGiB);
   ASSERT_EQ(map.size(), 4u);

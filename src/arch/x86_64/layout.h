@@ -4,7 +4,8 @@
 //
 // Guest-physical map (see docs/boot.md for the picture):
 //   [0, 0x9FC00)                 RAM (boot structures live in its first pages)
-//   [0x9FC00, 0x100000)          reserved: EBDA, VGA hole, ROM area (ACPI tables at 0xE0000)
+//   [0x9FC00, 0x100000)          reserved: EBDA, VGA hole, ROM area (ACPI tables at 0xE0000,
+//                                the VMGenID page at 0xEF000)
 //   [0x100000, low_ram_end)      RAM; low_ram_end = min(ram, kMmioHoleStart)
 //   [0xC000'0000, 0xE000'0000)   PCI 32-bit MMIO window (BARs)
 //   [0xE000'0000, 0xF000'0000)   PCI ECAM (MMCONFIG), 256 buses, reserved in e820
@@ -120,5 +121,25 @@ inline constexpr uint64_t kCmdlineMaxSize = 0x1'0000;  // our own cap, before th
 inline constexpr uint64_t kAcpiAreaStart = 0xE'0000;
 inline constexpr uint64_t kAcpiAreaEnd = 0x10'0000;  // exclusive
 inline constexpr uint64_t kRsdpAddr = kAcpiAreaStart;
+
+// ---- VMGenID (devices/legacy/vmgenid.h) -----------------------------------------------------
+// The 16-byte generation ID: the last page of the 0xE0000 segment, inside the ACPI area that
+// e820 reports reserved ([kEbdaStart, 1 MiB)), above where the tables may reach (kAcpiTablesEnd).
+// Not in 0xF0000-0xFFFFF, where the kernel scans for 4-byte signatures (_MP_, _SM_) that random
+// ID bytes could match; the RSDP scan that also covers this page needs "RSD PTR " and checksums.
+inline constexpr uint64_t kVmGenIdAddr = 0xE'F000;
+inline constexpr uint64_t kAcpiTablesEnd = kVmGenIdAddr;  // exclusive
+// The ACPI Generic Event Device's interrupt, which tells the guest a new ID is there: ISA IRQ
+// 15 (the secondary IDE channel, which no ringvm device uses), edge-triggered and active high
+// as ISA interrupts are by default, so the MADT needs no override for it.
+inline constexpr uint32_t kGedGsi = 15;
+static_assert(kGedGsi < kPciIntxGsiBase && kGedGsi != kCom1Irq && kGedGsi != kCom2Irq && kGedGsi != kI8042Irq &&
+              kGedGsi != kRtcIrq && kGedGsi != kAcpiSciIrq && kGedGsi != 0 && kGedGsi != 2);
+static_assert([] {
+  for (uint32_t irq : kVirtioMmioIrqs)
+    if (irq == kGedGsi) return false;
+  return true;
+}());
+static_assert(kVmGenIdAddr > kRsdpAddr && kVmGenIdAddr + 16 <= 0xF'0000);
 
 }  // namespace ringvm::x86

@@ -32,8 +32,8 @@ Result<VmGenId::Id> random_id() {
 Result<std::shared_ptr<VmGenId>> VmGenId::create(const GuestMemory& mem, uint64_t addr, IrqLine irq) {
   if (addr % 8 != 0 || !mem.contains(addr, kIdSize))
     return make_error(ErrorCode::kInvalidArgument,
-                      "vmgenid: address {:#x} is not 8-byte aligned guest memory with room for {} bytes", addr,
-                      kIdSize);
+                      "vmgenid: address {:#x} is not 8-byte aligned guest memory with room for {} bytes",
+                      addr, kIdSize);
   std::shared_ptr<VmGenId> dev(new VmGenId(mem, addr, std::move(irq)));
   const Id id = TRY(random_id());
   std::lock_guard lock(dev->mu_);
@@ -87,9 +87,10 @@ Result<void> VmGenId::restore(std::span<const uint8_t> state) {
   RETURN_IF_ERROR(r.raw("generation_id", id));
   RETURN_IF_ERROR(r.finish());
   if (addr != addr_)
-    return r.corrupt(fmt::format("the ID was at {:#x}; this ringvm places it at {:#x}, where the guest's ACPI "
-                                 "tables point",
-                                 addr, addr_));
+    return r.corrupt(
+        fmt::format("the ID was at {:#x}; this ringvm places it at {:#x}, where the guest's ACPI "
+                    "tables point",
+                    addr, addr_));
   std::lock_guard lock(mu_);
   return write_id(id);
 }

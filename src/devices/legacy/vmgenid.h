@@ -61,7 +61,8 @@ class VmGenId final : public Device {
   Result<void> restore(std::span<const uint8_t> state) override;
 
  private:
-  VmGenId(const GuestMemory& mem, uint64_t addr, IrqLine irq) : mem_(mem), addr_(addr), irq_(std::move(irq)) {}
+  VmGenId(const GuestMemory& mem, uint64_t addr, IrqLine irq)
+      : mem_(mem), addr_(addr), irq_(std::move(irq)) {}
   Result<void> write_id(const Id& id);
 
   const GuestMemory& mem_;
