@@ -165,7 +165,7 @@ int run_clone(const CloneOptions& o) {
         }
     }
     if (cfg->vsock) {
-      const uint32_t base = o.vsock_cid_base != 0 ? o.vsock_cid_base : cfg->vsock->cid + 1;
+      const uint64_t base = o.vsock_cid_base != 0 ? o.vsock_cid_base : cfg->vsock->cid + 1;
       args.push_back("--vsock-override");
       args.push_back(fmt::format("cid={},socket={}/vsock.sock", base + k, c.dir));
     }

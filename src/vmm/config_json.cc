@@ -518,7 +518,8 @@ Result<SnapshotLoadRequest> parse_snapshot_load(const Json& j) {
   RETURN_IF_ERROR(f.object({"snapshot_path", "mem_backend", "mem_file_path", "track_dirty_pages",
                             "enable_diff_snapshots", "resume_vm", "network_overrides", "clock_realtime"}));
   SnapshotLoadRequest r;
-  r.snapshot_path = TRY(f.existing_file("snapshot_path", *TRY(f.str("snapshot_path", true))));
+  const std::string snapshot_path = *TRY(f.str("snapshot_path", true));
+  r.snapshot_path = TRY(f.existing_file("snapshot_path", snapshot_path));
   const bool backend = f.has("mem_backend"), file = f.has("mem_file_path");
   if (backend == file)
     return make_error(ErrorCode::kInvalidArgument,
@@ -532,9 +533,11 @@ Result<SnapshotLoadRequest> parse_snapshot_load(const Json& j) {
       return make_error(ErrorCode::kUnsupported,
                         "snapshot/load: mem_backend: backend_type Uffd is not supported by ringvm yet (memory "
                         "comes from a file, mapped copy-on-write); use \"File\"");
-    r.mem_path = TRY(m.existing_file("backend_path", *TRY(m.str("backend_path", true))));
+    const std::string path = *TRY(m.str("backend_path", true));
+    r.mem_path = TRY(m.existing_file("backend_path", path));
   } else {
-    r.mem_path = TRY(f.existing_file("mem_file_path", *TRY(f.str("mem_file_path", true))));
+    const std::string path = *TRY(f.str("mem_file_path", true));
+    r.mem_path = TRY(f.existing_file("mem_file_path", path));
   }
   const auto track = TRY(f.boolean("track_dirty_pages"));
   const auto legacy = TRY(f.boolean("enable_diff_snapshots"));

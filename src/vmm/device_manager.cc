@@ -94,6 +94,11 @@ Result<std::vector<NamedState>> DeviceManager::save_states() const {
     if (!transport) return wrap(std::move(transport).error(), "snapshot");
     out.push_back({std::string(v.transport->name()), std::move(*transport)});
   }
+  if (pci_) {
+    auto bus = pci_->save();
+    if (!bus) return wrap(std::move(bus).error(), "snapshot");
+    out.push_back({std::string(pci_->state_name()), std::move(*bus)});
+  }
   return out;
 }
 
@@ -104,6 +109,7 @@ Result<void> DeviceManager::restore_states(const std::vector<NamedState>& states
     names.emplace_back(v.device->state_name());
     names.emplace_back(v.transport->name());
   }
+  if (pci_) names.emplace_back(pci_->state_name());
   for (size_t i = 0; i < std::max(names.size(), states.size()); ++i) {
     if (i < names.size() && i < states.size() && names[i] == states[i].name) continue;
     return make_error(ErrorCode::kInvalidArgument,
@@ -119,6 +125,8 @@ Result<void> DeviceManager::restore_states(const std::vector<NamedState>& states
     RETURN_IF_ERROR(v.device->restore(states[i++].data));
     RETURN_IF_ERROR(v.transport->restore(states[i++].data));
   }
+  // The bus last: it maps every BAR where the restored config spaces say.
+  if (pci_) RETURN_IF_ERROR(pci_->restore(states[i++].data));
   return Ok();
 }
 

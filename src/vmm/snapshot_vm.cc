@@ -75,12 +75,6 @@ Result<void> Vm::restore_from_snapshot() {
   const RestoreSpec& spec = *cfg_.restore;
   const SnapshotState& s = *spec.state;
   const std::string what = fmt::format("snapshot file {}", spec.snapshot_path);
-  {
-    StateReader r(s.vm, what + ": VM state");
-    const auto vs = TRY(decode_vm_state(r));
-    RETURN_IF_ERROR(r.finish());
-    RETURN_IF_ERROR(vm_->restore_state(vs, spec.clock_realtime));
-  }
   if (s.vcpus.size() != vcpus_.size())
     return make_error(ErrorCode::kCorrupt, "{}: {} vCPU states for {} vCPUs", what, s.vcpus.size(), vcpus_.size());
   for (size_t i = 0; i < vcpus_.size(); ++i) {
@@ -89,11 +83,18 @@ Result<void> Vm::restore_from_snapshot() {
     RETURN_IF_ERROR(r.finish());
     if (auto ok = vcpus_[i]->restore_state(st); !ok) return wrap(std::move(ok).error(), "{}: vCPU {}", what, i);
   }
+  // The VM's own state (PIC, IOAPIC, PIT, kvmclock) after every vCPU's (kvm/vcpu.h says why).
+  {
+    StateReader r(s.vm, what + ": VM state");
+    const KvmVmState vs = TRY(decode_vm_state(r));
+    RETURN_IF_ERROR(r.finish());
+    RETURN_IF_ERROR(vm_->restore_state(vs, spec.clock_realtime));
+  }
   if (auto ok = devices_.restore_states(s.devices); !ok) return wrap(std::move(ok).error(), "{}", what);
   if (spec.clock_realtime && rtc_) rtc_->set_time_to_host_now();
   // Every restore is a new generation: a guest resumed twice from one snapshot (clones) reseeds
   // its random number generator in each copy.
-  if (vmgenid_) RETURN_IF_ERROR(vmgenid_->new_generation());
+  if (VmGenId* gen = devices_.vmgenid()) RETURN_IF_ERROR(gen->new_generation());
   restored_ = true;
   if (!spec.resume) {
     // resume_vm false: devices parked now, vCPUs park before their first entry; PATCH /vm

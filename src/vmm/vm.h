@@ -118,7 +118,6 @@ class Vm final : public Machine {
   // Built from a snapshot: each vCPU tells KVM its guest was stopped before its first entry.
   bool restored_ = false;
   std::shared_ptr<class CmosRtc> rtc_;        // clock_realtime sets it to now after a restore
-  std::shared_ptr<class VmGenId> vmgenid_;    // a new generation ID on every restore
 };
 
 }  // namespace ringvm
