@@ -354,6 +354,11 @@ Result<void> VmBuilder::create_vcpus(Vm& vm, const x86::LoadedKernel* kernel) {
 Result<std::unique_ptr<Vm>> VmBuilder::build(const VmConfig& cfg) {
   if (cfg.cpus == 0) return make_error(ErrorCode::kInvalidArgument, "--cpus 0: a VM needs at least one vCPU");
   std::unique_ptr<Vm> vm(new Vm());
+  vm->build_started_ = std::chrono::steady_clock::now();
+  auto built = [&vm] {
+    vm->build_us_ = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                                          vm->build_started_).count();
+  };
   vm->cfg_ = cfg;
   RETURN_IF_ERROR(finalize_config(vm->cfg_));
   vm->loop_.emplace(TRY(EventLoop::create()));
@@ -363,11 +368,13 @@ Result<std::unique_ptr<Vm>> VmBuilder::build(const VmConfig& cfg) {
     RETURN_IF_ERROR(add_platform_devices(*vm));
     RETURN_IF_ERROR(create_vcpus(*vm, nullptr));
     RETURN_IF_ERROR(vm->restore_from_snapshot());
+    built();
     return vm;
   }
   auto kernel = TRY(load_kernel(*vm));
   RETURN_IF_ERROR(add_platform_devices(*vm));
   RETURN_IF_ERROR(create_vcpus(*vm, &kernel));
+  built();
   return vm;
 }
 

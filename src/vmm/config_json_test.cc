@@ -603,5 +603,186 @@ TEST_F(ConfigJsonTest, FinalizeRefusesWhatOnlyAWholeConfigShows) {
   EXPECT_EQ(cli.disks[1].id, "blk1");
 }
 
+
+TEST_F(ConfigJsonTest, SnapshotCreateFieldsAndDefaults) {
+  auto r = parse_snapshot_create(Json{{"snapshot_path", "/s/vm.snap"}, {"mem_file_path", "/s/vm.mem"}});
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_FALSE(r->diff);  // Full by default
+  EXPECT_EQ(r->snapshot_path, "/s/vm.snap");
+  EXPECT_EQ(r->mem_path, "/s/vm.mem");
+  // Nothing has to exist yet: these are files to write.
+  r = parse_snapshot_create(
+      Json{{"snapshot_type", "Diff"}, {"snapshot_path", dir_ + "/new/vm.snap"}, {"mem_file_path", "rel.mem"}});
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_TRUE(r->diff);
+  EXPECT_EQ(r->mem_path, "rel.mem");
+  r = parse_snapshot_create(Json{{"snapshot_type", "Full"}, {"snapshot_path", "a"}, {"mem_file_path", "b"}});
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->diff);
+  // null is "left out", as for every other object.
+  r = parse_snapshot_create(Json{{"snapshot_type", nullptr}, {"snapshot_path", "a"}, {"mem_file_path", "b"}});
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->diff);
+
+  const Json ok{{"snapshot_path", "a"}, {"mem_file_path", "b"}};
+  auto with = [&](const std::string& k, Json v) {
+    Json j = ok;
+    j[k] = std::move(v);
+    return j;
+  };
+  auto without = [&](const std::string& k) {
+    Json j = ok;
+    j.erase(k);
+    return j;
+  };
+  const std::vector<std::pair<Json, std::vector<std::string>>> bad = {
+      {Json::array(), {"snapshot/create", "object"}},
+      {Json("x"), {"snapshot/create", "object"}},
+      {without("snapshot_path"), {"snapshot_path", "required"}},
+      {without("mem_file_path"), {"mem_file_path", "required"}},
+      {with("snapshot_path", 1), {"snapshot_path", "string"}},
+      {with("mem_file_path", false), {"mem_file_path", "string"}},
+      {with("snapshot_path", ""), {"snapshot_path", "files to write"}},
+      {with("mem_file_path", ""), {"mem_file_path", "files to write"}},
+      {with("mem_file_path", "a"), {"same file"}},
+      {with("snapshot_type", "diff"), {"snapshot_type", "\"Full\", \"Diff\""}},
+      {with("snapshot_type", "Incremental"), {"snapshot_type"}},
+      {with("snapshot_type", 1), {"snapshot_type", "string"}},
+      {with("version", "1.0.0"), {"version", "not supported"}},
+      {with("compress", true), {"unknown field \"compress\"", "snapshot_type, snapshot_path, mem_file_path"}},
+  };
+  for (const auto& [j, words] : bad) {
+    SCOPED_TRACE(j.dump());
+    auto e = parse_snapshot_create(j);
+    ASSERT_FALSE(e.ok());
+    for (const std::string& w : words) EXPECT_NE(e.error().message().find(w), std::string::npos) << e.error().message();
+  }
+}
+
+TEST_F(ConfigJsonTest, SnapshotLoadFieldsDefaultsAndLegacySpellings) {
+  const std::string snap = file("vm.snap"), mem = file("vm.mem");
+  const Json backend{{"backend_type", "File"}, {"backend_path", mem}};
+  auto r = parse_snapshot_load(Json{{"snapshot_path", snap}, {"mem_backend", backend}});
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->snapshot_path, snap);
+  EXPECT_EQ(r->mem_path, mem);
+  EXPECT_FALSE(r->track_dirty_pages);
+  EXPECT_FALSE(r->resume);
+  EXPECT_FALSE(r->clock_realtime);
+  EXPECT_TRUE(r->network_overrides.empty());
+  // ringvm's clone-only overrides never come from the API.
+  EXPECT_TRUE(r->mac_overrides.empty());
+  EXPECT_TRUE(r->disk_overrides.empty());
+  EXPECT_FALSE(r->vsock_cid);
+  EXPECT_FALSE(r->vsock_uds);
+  EXPECT_FALSE(r->id);
+
+  r = parse_snapshot_load(Json{{"snapshot_path", snap},
+                               {"mem_backend", backend},
+                               {"track_dirty_pages", true},
+                               {"resume_vm", true},
+                               {"clock_realtime", true},
+                               {"network_overrides", Json::array({{{"iface_id", "eth0"}, {"host_dev_name", "tap5"}},
+                                                                  {{"iface_id", "eth1"}, {"host_dev_name", std::string(15, 't')}}})}});
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_TRUE(r->track_dirty_pages);
+  EXPECT_TRUE(r->resume);
+  EXPECT_TRUE(r->clock_realtime);
+  ASSERT_EQ(r->network_overrides.size(), 2u);
+  EXPECT_EQ(r->network_overrides[0], std::make_pair(std::string("eth0"), std::string("tap5")));
+  EXPECT_EQ(r->network_overrides[1], std::make_pair(std::string("eth1"), std::string(15, 't')));
+
+  // Firecracker's deprecated spellings: mem_file_path for mem_backend File, enable_diff_snapshots
+  // for track_dirty_pages (which wins when both are given).
+  r = parse_snapshot_load(Json{{"snapshot_path", snap}, {"mem_file_path", mem}, {"enable_diff_snapshots", true}});
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r->mem_path, mem);
+  EXPECT_TRUE(r->track_dirty_pages);
+  r = parse_snapshot_load(Json{{"snapshot_path", snap},
+                               {"mem_file_path", mem},
+                               {"enable_diff_snapshots", true},
+                               {"track_dirty_pages", false}});
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->track_dirty_pages);
+  r = parse_snapshot_load(Json{{"snapshot_path", snap},
+                               {"mem_backend", backend},
+                               {"enable_diff_snapshots", false},
+                               {"track_dirty_pages", true}});
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->track_dirty_pages);
+  // An empty override list is no override.
+  r = parse_snapshot_load(Json{{"snapshot_path", snap}, {"mem_backend", backend}, {"network_overrides", Json::array()}});
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->network_overrides.empty());
+}
+
+TEST_F(ConfigJsonTest, SnapshotLoadRefusesBadFieldsNamingThem) {
+  const std::string snap = file("vm.snap"), mem = file("vm.mem");
+  const std::string missing = dir_ + "/no-such-file";
+  const Json backend{{"backend_type", "File"}, {"backend_path", mem}};
+  const Json ok{{"snapshot_path", snap}, {"mem_backend", backend}};
+  auto with = [&](const std::string& k, Json v) {
+    Json j = ok;
+    j[k] = std::move(v);
+    return j;
+  };
+  auto without = [&](const std::string& k) {
+    Json j = ok;
+    j.erase(k);
+    return j;
+  };
+  auto nets = [&](Json arr) { return with("network_overrides", std::move(arr)); };
+  auto net = [](const std::string& id, const std::string& tap) {
+    return Json{{"iface_id", id}, {"host_dev_name", tap}};
+  };
+  Json nine = Json::array();
+  for (int i = 0; i < 9; ++i) nine.push_back(net("eth" + std::to_string(i), "tap" + std::to_string(i)));
+  const std::vector<std::pair<Json, std::vector<std::string>>> bad = {
+      {Json::array(), {"snapshot/load", "object"}},
+      {without("snapshot_path"), {"snapshot_path", "required"}},
+      {with("snapshot_path", 3), {"snapshot_path", "string"}},
+      {with("snapshot_path", ""), {"snapshot_path", "empty"}},
+      {with("snapshot_path", missing), {"snapshot_path", missing}},
+      {with("snapshot_path", dir_), {"snapshot_path", "directory"}},
+      {with("snapshot_path", "/dev/null"), {"snapshot_path", "regular file"}},
+      {without("mem_backend"), {"exactly one of mem_backend", "mem_file_path"}},
+      {with("mem_file_path", mem), {"exactly one of mem_backend", "mem_file_path"}},
+      {with("mem_backend", "File"), {"mem_backend", "object"}},
+      {with("mem_backend", Json{{"backend_type", "Uffd"}, {"backend_path", mem}}), {"Uffd", "not supported"}},
+      {with("mem_backend", Json{{"backend_type", "file"}, {"backend_path", mem}}), {"backend_type", "\"File\""}},
+      {with("mem_backend", Json{{"backend_path", mem}}), {"backend_type", "required"}},
+      {with("mem_backend", Json{{"backend_type", "File"}}), {"backend_path", "required"}},
+      {with("mem_backend", Json{{"backend_type", "File"}, {"backend_path", missing}}), {"backend_path", missing}},
+      {with("mem_backend", Json{{"backend_type", "File"}, {"backend_path", mem}, {"x", 1}}),
+       {"mem_backend", "unknown field \"x\""}},
+      {Json{{"snapshot_path", snap}, {"mem_file_path", missing}}, {"mem_file_path", missing}},
+      {Json{{"snapshot_path", snap}, {"mem_file_path", 1}}, {"mem_file_path", "string"}},
+      {with("track_dirty_pages", "true"), {"track_dirty_pages", "true or false"}},
+      {with("enable_diff_snapshots", 1), {"enable_diff_snapshots"}},
+      {with("resume_vm", "yes"), {"resume_vm"}},
+      {with("clock_realtime", 0), {"clock_realtime"}},
+      {with("version", "1"), {"unknown field \"version\"", "clock_realtime"}},
+      {nets(Json::object()), {"network_overrides", "array"}},
+      {nets(Json::array({"eth0"})), {"network_overrides[]", "object"}},
+      {nets(Json::array({Json{{"iface_id", "eth0"}}})), {"host_dev_name", "required"}},
+      {nets(Json::array({Json{{"host_dev_name", "tap0"}}})), {"iface_id", "required"}},
+      {nets(Json::array({Json{{"iface_id", "eth0"}, {"host_dev_name", "tap0"}, {"guest_mac", "06:00:00:00:00:01"}}})),
+       {"unknown field \"guest_mac\""}},
+      {nets(Json::array({net("eth0", "")})), {"host_dev_name", "1 to 15"}},
+      {nets(Json::array({net("eth0", std::string(16, 't'))})), {"host_dev_name", "1 to 15"}},
+      {nets(Json::array({net("", "tap0")})), {"iface_id"}},
+      {nets(Json::array({net("eth/0", "tap0")})), {"iface_id"}},
+      {nets(Json::array({net(std::string(65, 'e'), "tap0")})), {"iface_id"}},
+      {nets(Json::array({net("eth0", "tap0"), net("eth0", "tap1")})), {"eth0", "given twice"}},
+      {nets(nine), {"network_overrides", "at most 8"}},
+  };
+  for (const auto& [j, words] : bad) {
+    SCOPED_TRACE(j.dump().substr(0, 300));
+    auto e = parse_snapshot_load(j);
+    ASSERT_FALSE(e.ok());
+    for (const std::string& w : words) EXPECT_NE(e.error().message().find(w), std::string::npos) << e.error().message();
+  }
+}
+
 }  // namespace
 }  // namespace ringvm

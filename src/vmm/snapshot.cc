@@ -128,6 +128,11 @@ Result<VmConfig> prepare_restore(const SnapshotLoadRequest& req, const VmConfig&
   auto parsed = parse_config_file(state->config_json, start);
   if (!parsed) return wrap(std::move(parsed).error(), "snapshot file {}: its configuration", req.snapshot_path);
   VmConfig cfg = std::move(*parsed);
+  // Where output goes belongs to the restoring process (its --console, PUT /logger, /metrics),
+  // not to the one that took the snapshot: clones must not share one console file.
+  cfg.console = base.console;
+  cfg.logger = base.logger;
+  cfg.metrics_path = base.metrics_path;
   cfg.console_device = static_cast<ConsoleDevice>(state->console_device);
   cfg.virtio_pio_notify = state->virtio_pio_notify;
   if (cfg.memory_bytes != state->memory_bytes)

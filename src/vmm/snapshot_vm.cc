@@ -1,5 +1,6 @@
 // Vm's half of snapshots (vmm/snapshot.h): writing one from a paused VM, and restoring the
 // states of a VM the builder made from one.
+#include <chrono>
 #include <ctime>
 
 #include "base/log.h"
@@ -75,6 +76,10 @@ Result<void> Vm::restore_from_snapshot() {
   const RestoreSpec& spec = *cfg_.restore;
   const SnapshotState& s = *spec.state;
   const std::string what = fmt::format("snapshot file {}", spec.snapshot_path);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto ms = [&t0] {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  };
   if (s.vcpus.size() != vcpus_.size())
     return make_error(ErrorCode::kCorrupt, "{}: {} vCPU states for {} vCPUs", what, s.vcpus.size(), vcpus_.size());
   for (size_t i = 0; i < vcpus_.size(); ++i) {
@@ -90,7 +95,9 @@ Result<void> Vm::restore_from_snapshot() {
     RETURN_IF_ERROR(r.finish());
     RETURN_IF_ERROR(vm_->restore_state(vs, spec.clock_realtime));
   }
+  spdlog::debug("restore: vCPUs and VM state in {:.3f} ms", ms());
   if (auto ok = devices_.restore_states(s.devices); !ok) return wrap(std::move(ok).error(), "{}", what);
+  spdlog::debug("restore: devices in {:.3f} ms", ms());
   if (spec.clock_realtime && rtc_) rtc_->set_time_to_host_now();
   // Every restore is a new generation: a guest resumed twice from one snapshot (clones) reseeds
   // its random number generator in each copy.

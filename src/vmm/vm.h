@@ -117,6 +117,11 @@ class Vm final : public Machine {
   bool paused_ = false;
   // Built from a snapshot: each vCPU tells KVM its guest was stopped before its first entry.
   bool restored_ = false;
+  // When the build began, and how long until the first vCPU entered the guest (µs, set once):
+  // a restore's latency, in the metrics ("restore") and the log.
+  std::chrono::steady_clock::time_point build_started_{};
+  std::atomic<int64_t> first_entry_us_{-1};
+  int64_t build_us_ = -1;
   std::shared_ptr<class CmosRtc> rtc_;        // clock_realtime sets it to now after a restore
 };
 
