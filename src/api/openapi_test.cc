@@ -269,11 +269,24 @@ Json first_example(std::string_view method, std::string_view path) {
 }
 
 // Brings a fresh TestVm to what an example's x-ringvm-needs names: "fresh", "configured"
-// (the first example of each getting-started PUT applied) or "running" (and started).
+// (the first example of each getting-started PUT applied), "running" (and started), "paused"
+// (and paused), or "snapshot" (still fresh, after another VM, paused, wrote the first example of
+// PUT /snapshot/create).
 void bring_to(TestVm& vm, const std::string& needs, const std::string& why) {
   if (needs == "fresh") return;
-  ASSERT_TRUE(needs == "configured" || needs == "running")
-      << why << ": x-ringvm-needs \"" << needs << "\" is not fresh, configured or running";
+  if (needs == "snapshot") {
+    TestVm other;
+    bring_to(other, "paused", why);
+    if (::testing::Test::HasFatalFailure()) return;
+    const Json body = first_example("PUT", "/snapshot/create");
+    ASSERT_FALSE(body.is_null()) << why << ": needs the document's first example of PUT /snapshot/create";
+    prepare_files(body, why);
+    const ApiResponse r = other.send("PUT", "/snapshot/create", body.dump());
+    ASSERT_EQ(r.status, 204) << why << ": setting up with PUT /snapshot/create " << body.dump() << ": " << r.body;
+    return;
+  }
+  ASSERT_TRUE(needs == "configured" || needs == "running" || needs == "paused")
+      << why << ": x-ringvm-needs \"" << needs << "\" is not fresh, configured, running, paused or snapshot";
   for (const char* p : {"/boot-source", "/drives/{drive_id}", "/network-interfaces/{iface_id}", "/metrics"}) {
     const Json body = first_example("PUT", p);
     ASSERT_FALSE(body.is_null()) << why << ": needs the document's first example of PUT " << p;
@@ -282,10 +295,15 @@ void bring_to(TestVm& vm, const std::string& needs, const std::string& why) {
     const ApiResponse r = vm.send("PUT", concrete_path(*o, body), body.dump());
     ASSERT_EQ(r.status, 204) << why << ": setting up with PUT " << p << " " << body.dump() << ": " << r.body;
   }
-  if (needs == "running") {
+  if (needs == "running" || needs == "paused") {
     const ApiResponse r = vm.send("PUT", "/actions", R"({"action_type":"InstanceStart"})");
     ASSERT_EQ(r.status, 204) << why << ": setting up with InstanceStart: " << r.body;
     ASSERT_EQ(vm.state(), VmState::kRunning) << why;
+  }
+  if (needs == "paused") {
+    const ApiResponse r = vm.send("PATCH", "/vm", R"({"state":"Paused"})");
+    ASSERT_EQ(r.status, 204) << why << ": setting up with PATCH /vm Paused: " << r.body;
+    ASSERT_EQ(vm.state(), VmState::kPaused) << why;
   }
 }
 
