@@ -94,4 +94,9 @@ lab_wanted vsock_main && "$(dirname "$0")/vsock_lab.sh" "$LAB_RESULTS" "$ringvm"
 # `ringvm ctl`, on `ringvm run --api-sock`: two boots (api_main, api_ctl).
 lab_wanted api_main api_ctl && "$(dirname "$0")/api_lab.sh" "$LAB_RESULTS" "$ringvm"
 
+# 8. Snapshots (issue 22): snapshot + kill -9 + restore of a guest with disks, a tap and vsock; 4
+# clones; a Diff snapshot merged and restored; bad snapshot files refused: three boots
+# (snap_main, snap_clones, snap_diff) and host-side loads (snap_bad, of snap_diff's snapshot).
+lab_wanted snap_main snap_clones snap_diff snap_bad && "$(dirname "$0")/snap_lab.sh" "$LAB_RESULTS" "$ringvm"
+
 touch "$LAB_RESULTS/session.done"
