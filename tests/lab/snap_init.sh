@@ -94,7 +94,7 @@ if [ -e /sys/class/net/eth0 ]; then
 fi
 if [ -e /dev/vsock ]; then
   echo "$P-VSOCK-DEVICE ok"
-  (while :; do socat VSOCK-LISTEN:5000,reuseaddr,fork EXEC:/tmp/vsock-cmd.sh >>/tmp/socat.log 2>&1; sleep 0.2; done) &
+  (while :; do socat -t 30 VSOCK-LISTEN:5000,reuseaddr,fork EXEC:/tmp/vsock-cmd.sh >>/tmp/socat.log 2>&1; sleep 0.2; done) &
 fi
 
 # After the restore (in the background, while the ticks go on).

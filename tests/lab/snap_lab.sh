@@ -125,7 +125,10 @@ wait_api() {
 # prints the guest's answer lines (after the "OK <port>" of the CONNECT handshake) on one line.
 vsock_cmd() {
   local out rc=0
-  out=$({ printf 'CONNECT 5000\n%s\n' "$2"; sleep 4; } | timeout 30 socat -t 3 - UNIX-CONNECT:"$1" 2>vsock.err) || rc=$?
+  # Our side ends after the command (ringvm passes the half-close on as SHUTDOWN(SEND)); socat
+  # waits up to 30 s for the guest's answer and its close (a just-restored guest is slow: its
+  # memory comes in page by page).
+  out=$(printf 'CONNECT 5000\n%s\n' "$2" | timeout 40 socat -t 30 - UNIX-CONNECT:"$1" 2>vsock.err) || rc=$?
   echo "$(tr -d '\r' <<<"$out" | tr '\n' ' ' | sed 's/ *$//') (status $rc$(head -c 200 vsock.err | tr '\n' ' '))"
 }
 
