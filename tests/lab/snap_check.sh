@@ -99,7 +99,7 @@ case $run:$aspect in
     expect "boot console then restored console: ticks 1, 2, ..., $({ con; rcon; } | ticks_in | tail -n1), none missing or repeated" \
       eval '{ con; rcon; } | consecutive "$((last + 5))"'
     rms=$(m HOST-RESTORE-MS)
-    expect "restore timed: launch of ringvm run --restore to the first tick: '$rms' ms (API up after $(m HOST-RESTORE-API-MS) ms)" \
+    expect "restore timed: launch of ringvm run --restore to the first tick: '$rms' ms (API up after $(m HOST-RESTORE-API-MS) ms; a booting ringvm's API was up after $(m HOST-BOOT-API-MS) ms)" \
       num "$rms"
     ;;
   snap_main:ping)
