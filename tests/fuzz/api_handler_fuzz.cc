@@ -6,12 +6,18 @@
 // Checks: every status is one ringvm answers; a refusal (>= 400) carries a JSON object with a
 // string fault_message and changes neither the configuration (GET /vm/config) nor the state; a
 // 200 is JSON; a 204 has no body.
+// Files: PUT /logger, /metrics and /snapshot/create write only in a private directory, and
+// /snapshot/load reads only from it (see confine_paths); a good snapshot (a FakeMachine's, of the
+// base configuration) is there as "good.snap" and "good.mem" for loads to find.
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <string_view>
@@ -42,16 +48,51 @@ void check(bool ok, const char* what, const ApiResponse& r) {
   __builtin_trap();
 }
 
-// PUT /logger and PUT /metrics write files: their paths go to the private directory, whatever the
-// input says (the rest of the body stays the fuzzer's).
+// A snapshot file name in the private directory for whatever path the input gave: "snap-" and
+// the last path component's letters, digits, '_', '-' and '.', so "/x/vm.snap" is "snap-vm.snap"
+// wherever the input meant it. For a load (`reading`), "good.snap" and "good.mem" are the good
+// snapshot, which a create can never overwrite. Empty stays empty (a refusal to exercise).
+std::string confine_snapshot_file(const std::string& value, bool reading) {
+  if (value.empty()) return value;
+  std::string name;
+  for (const char c : value.substr(value.rfind('/') + 1))
+    if (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.') name += c;
+  name.resize(std::min<size_t>(name.size(), 40));
+  if (reading && (name == "good.snap" || name == "good.mem")) return g_dir + "/" + name;
+  return g_dir + "/snap-" + name;
+}
+
+// PUT /logger, /metrics and /snapshot/create write files and /snapshot/load reads them: their
+// paths go to the private directory, whatever the input says (the rest of the body stays the
+// fuzzer's).
 std::string confine_paths(std::string_view path, std::string_view body) {
+  const bool create = path == "/snapshot/create", load = path == "/snapshot/load";
   const char* key = path == "/logger" ? "log_path" : path == "/metrics" ? "metrics_path" : nullptr;
-  if (key == nullptr) return std::string(body);
+  if (key == nullptr && !create && !load) return std::string(body);
   Json j = Json::parse(body.begin(), body.end(), nullptr, false);
-  if (!j.is_object() || !j.contains(key) || !j[key].is_string() || j[key].get<std::string>().empty())
-    return std::string(body);
+  if (!j.is_object()) return std::string(body);
+  if (create || load) {
+    auto confine = [&](Json& obj, const char* field) {
+      if (obj.is_object() && obj.contains(field) && obj[field].is_string())
+        obj[field] = confine_snapshot_file(obj[field].get<std::string>(), load);
+    };
+    confine(j, "snapshot_path");
+    confine(j, "mem_file_path");
+    if (j.contains("mem_backend")) confine(j["mem_backend"], "backend_path");
+    return j.dump();
+  }
+  if (!j.contains(key) || !j[key].is_string() || j[key].get<std::string>().empty()) return std::string(body);
   j[key] = path == "/logger" ? g_log : g_metrics;
   return j.dump();
+}
+
+// Removes what the requests of one input wrote.
+void remove_written_files() {
+  ::unlink(g_metrics.c_str());
+  ::unlink(g_log.c_str());
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(g_dir, ec))
+    if (e.path().filename().string().starts_with("snap-")) std::filesystem::remove(e.path(), ec);
 }
 
 }  // namespace
@@ -61,6 +102,10 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   std::string tmpl = "/tmp/ringvm_api_fuzz_XXXXXX";
   if (::mkdtemp(tmpl.data()) == nullptr) __builtin_trap();
   g_dir = tmpl;
+  std::atexit([] {
+    std::error_code ec;
+    std::filesystem::remove_all(g_dir, ec);
+  });
   const std::string kernel = g_dir + "/vmlinux";
   std::ofstream(kernel) << "x";
   g_log = g_dir + "/ringvm.log";
@@ -73,6 +118,12 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   auto cfg = ringvm::parse_config_file(file.dump());
   if (!cfg.ok()) __builtin_trap();
   g_base = *cfg;
+  // The good snapshot: what a paused VM of g_base writes (64 MiB of memory, a sparse file).
+  VmConfig snap_cfg = g_base;
+  snap_cfg.memory_bytes = 64ULL << 20;
+  FakeMachine snapshotter(std::make_shared<FakeMachineLog>(), snap_cfg);
+  if (!snapshotter.snapshot(ringvm::SnapshotCreateRequest{false, g_dir + "/good.snap", g_dir + "/good.mem"}).ok())
+    __builtin_trap();
   return 0;
 }
 
@@ -137,7 +188,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   vm.request_stop(ringvm::StopReason::kQuit);
   runner.join();
   spdlog::set_level(spdlog::level::off);  // a PUT /logger may have turned logging on
-  ::unlink(g_metrics.c_str());
-  ::unlink(g_log.c_str());
+  remove_written_files();
   return 0;
 }
