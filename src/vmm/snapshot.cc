@@ -155,7 +155,8 @@ Result<VmConfig> prepare_restore(const SnapshotLoadRequest& req, const VmConfig&
     NetSpec* n = TRY(find_net(id, "MAC override"));
     n->mac = TRY(parse_mac(mac));
   }
-  for (const auto& [id, path] : req.disk_overrides) {
+  for (const auto& [drive_id, path] : req.disk_overrides) {
+    const std::string& id = drive_id;  // a structured binding cannot be captured (clang)
     auto it = std::find_if(cfg.disks.begin(), cfg.disks.end(), [&](const DiskSpec& d) { return d.id == id; });
     if (it == cfg.disks.end())
       return make_error(ErrorCode::kInvalidArgument, "disk override: drive_id \"{}\" is not a disk of the "
