@@ -51,7 +51,9 @@ Result<void> VmController::configure(std::string_view what,
   VmConfig next = cfg_;
   RETURN_IF_ERROR(edit(next));
   cfg_ = std::move(next);
-  configured_ = true;
+  // Where output goes (Firecracker: logger and metrics; ringvm: the serial console too) belongs
+  // to this process and may be set before a snapshot load; anything about the VM may not.
+  if (what != "logger" && what != "metrics" && what != "serial") configured_ = true;
   return Ok();
 }
 

@@ -698,3 +698,29 @@ TEST_F(SnapshotControllerTest, DiffCreateWithoutTrackDirtyPagesIsTheMachinesCall
 
 }  // namespace
 }  // namespace ringvm
+
+namespace ringvm {
+namespace {
+
+// Where output goes may be set before a snapshot load (Firecracker allows logger and metrics);
+// what the VM is may not.
+TEST(ControllerOutputBeforeLoadTest, LoggerMetricsAndSerialDoNotCountAsConfiguration) {
+  auto log = std::make_shared<testing::FakeMachineLog>();
+  VmController vm(VmConfig{}, testing::FakeMachine::factory(log));
+  for (const char* what : {"logger", "metrics", "serial"})
+    ASSERT_TRUE(vm.configure(what, [](VmConfig&) { return Ok(); }));
+  // A load now fails only on the missing file, not on "configured already".
+  SnapshotLoadRequest req;
+  req.snapshot_path = "/nonexistent/vm.snap";
+  req.mem_path = "/nonexistent/vm.mem";
+  auto r = vm.snapshot_load(req);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message().find("configured already"), std::string::npos) << r.error().message();
+  ASSERT_TRUE(vm.configure("machine-config", [](VmConfig&) { return Ok(); }));
+  r = vm.snapshot_load(req);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("configured already"), std::string::npos) << r.error().message();
+}
+
+}  // namespace
+}  // namespace ringvm
