@@ -446,7 +446,7 @@ class Bench:
         self.tracer.start()
         t_launch = now()
         p = self.spawn(cmd, f"{who}-restore{i}.log")
-        qmp, t_running = None, None
+        qmp, t_running, t_loaded = None, None, None
         deadline = t_launch + self.a.restore_timeout
         t_tick = None
         while now() < deadline and p.poll() is None:
@@ -458,8 +458,16 @@ class Bench:
                 try:
                     if qmp is None and os.path.exists(qmp_path):
                         qmp = Qmp(qmp_path, timeout=5)
-                    if qmp is not None and qmp.cmd("query-status").get("status") == "running":
-                        t_running = now()
+                    if qmp is not None:
+                        status = qmp.cmd("query-status").get("status")
+                        if status == "running":
+                            t_running = now()
+                        elif status == "paused" and t_loaded is None:
+                            # The source was stopped before it migrated, so the destination keeps
+                            # that run state after loading (QEMU's global state): resume it, as
+                            # `ringvm run --restore` resumes at once.
+                            t_loaded = now()
+                            qmp.cmd("cont")
                 except (OSError, ConnectionError, RuntimeError, ValueError):
                     if qmp is not None:
                         qmp.close()
@@ -481,6 +489,7 @@ class Bench:
         out["exec_to_entry_ms"] = None if t_entry is None else (t_entry - base) * 1000
         out["exec_to_tick_ms"] = None if t_tick is None else (t_tick - base) * 1000
         out["exec_to_running_ms"] = None if t_running is None else (t_running - base) * 1000
+        out["exec_to_loaded_ms"] = None if t_loaded is None else (t_loaded - base) * 1000
         ticks = con.ticks()
         out["first_tick"] = ticks[0][0] if ticks else None
         out["tick_continues"] = bool(ticks) and ticks[0][0] == after + 1
@@ -684,31 +693,32 @@ def report(res):
     if rs:
         p("")
         p("== 2. restore latency (ms from exec; entry = first kvm_entry of the process in tracefs; tick = the guest's "
-          "first console tick seen; running = QMP query-status)")
-        p(f"{'vmm':<7} {'run':>3} {'->entry':>9} {'->running':>10} {'->tick':>9} {'build_us':>9} {'first_entry_us':>15} "
+          "first console tick seen; loaded = QMP query-status left inmigrate (paused; then `cont`))")
+        p(f"{'vmm':<7} {'run':>3} {'->entry':>9} {'->loaded':>10} {'->tick':>9} {'build_us':>9} {'first_entry_us':>15} "
           f"{'exec->build':>12} {'tick#':>7} {'cont':>5}")
         for x in rs:
             m = x.get("metrics") or {}
             p(f"{x['who']:<7} {x['run']:>3} {fmt_v(x['exec_to_entry_ms']):>9} "
-              f"{fmt_v(x['exec_to_running_ms']):>10} "
+              f"{fmt_v(x.get('exec_to_loaded_ms') if x.get('exec_to_loaded_ms') is not None else x['exec_to_running_ms']):>10} "
               f"{fmt_v(x['exec_to_tick_ms']):>9} {m.get('build_us', '-'):>9} "
               f"{m.get('first_entry_us', '-'):>15} "
               f"{fmt_v(x.get('exec_to_build_ms')):>12} {x['first_tick'] or '-':>7} "
               f"{'yes' if x['tick_continues'] else 'NO':>5}" + (f"  {x['error']}" if x.get("error") else ""))
         def m_of(who, key):
-            return med([x[key] for x in rs if x["who"] == who])
+            return med([x.get(key) for x in rs if x["who"] == who])
         re_ = m_of("ringvm", "exec_to_entry_ms")
         qe = m_of("qemu", "exec_to_entry_ms")
         rt = m_of("ringvm", "exec_to_tick_ms")
         qt = m_of("qemu", "exec_to_tick_ms")
         qr = m_of("qemu", "exec_to_running_ms")
+        ql = m_of("qemu", "exec_to_loaded_ms")
         fe = med([(x.get("metrics") or {}).get("first_entry_us") for x in rs if x["who"] == "ringvm"])
         bu = med([(x.get("metrics") or {}).get("build_us") for x in rs if x["who"] == "ringvm"])
         p(f"medians: ringvm exec->entry {fmt_v(re_)} ms (build_us {bu}, first_entry_us {fe}), "
           f"exec->tick {fmt_v(rt)} ms; QEMU exec->entry {fmt_v(qe)} ms, "
-          f"exec->running {fmt_v(qr)} ms, exec->tick {fmt_v(qt)} ms")
+          f"exec->loaded {fmt_v(ql)} ms, exec->running (after cont) {fmt_v(qr)} ms, exec->tick {fmt_v(qt)} ms")
         p(f"ratios ringvm/QEMU (goal <= 0.1): to first vCPU entry {fmt_r(ratio(re_, qe))}; "
-          f"to the guest's tick {fmt_r(ratio(rt, qt))}; ringvm's first entry vs QEMU's running {fmt_r(ratio(re_, qr))}")
+          f"to the guest's tick {fmt_r(ratio(rt, qt))}; ringvm's first entry vs QEMU's loaded {fmt_r(ratio(re_, ql))}")
     cl = res.get("clones")
     if cl:
         p("")

@@ -3,13 +3,14 @@
 # of the lab (scripts/lab.sh), ringvm side by side with QEMU (-M microvm, KVM) on the same 256 MiB,
 # 2-vCPU guest: Debian's kernel and a busybox initramfs whose init (snap_bench_init.sh) prints
 # "SNAPB-TICK N UPTIME" every ~20 ms. bench/snapshot/snapshot_bench.py does the work inside L1:
-#  1. snapshot create: ringvm pause + `ctl snapshot create` (Full, CREATE_RUNS times; then Diff after
+#  1. snapshot create: ringvm pause + snapshot create (API requests) (Full, CREATE_RUNS times; then Diff after
 #     5 s of running with --track-dirty-pages) against QEMU `stop` + `migrate "exec:cat > FILE"`
 #     over QMP, interleaved: times and file sizes (apparent and allocated), ratios;
 #  2. restore latency, RUNS interleaved restores each: `ringvm run --restore` against
 #     `qemu ... -incoming "exec:cat FILE"`: exec to the first kvm_entry (tracefs in L1), to QMP
-#     `running` (QEMU), to the guest's next tick on the console; ringvm's start.build_us and
-#     start.first_entry_us from GET /metrics; medians and ratios (goal <= 0.1);
+#     `paused` after loading (the source was stopped, so QEMU's destination stays paused: the
+#     driver sends `cont`, as ringvm resumes at once), to the guest's next tick on the console;
+#     ringvm's start.build_us and start.first_entry_us from GET /metrics; medians and ratios (goal <= 0.1);
 #  3. clone density: one `ringvm run --restore` against `ringvm clone --count 8`, Rss and Pss
 #     (/proc/PID/smaps_rollup) after the same settling time (goal: 8 clones' Pss <= 1.5x one's Rss);
 #  4. tiny guest: tests/guests/counter_pvh.elf with --memory 256M, snapshot once, restore
@@ -18,6 +19,7 @@
 #
 #   bench/snapshot/snapshot_bench.sh [--runs N] [--tiny-runs N] [--clones N] [--settle SECS]
 #                                    [--create-runs N] [--qemu-machine microvm|pc] [--build DIR]
+#                                    [--steps create,restore,clones,tiny]
 #
 # Defaults: 5 restores, 20 tiny restores, 8 clones, 10 s settling, 3 creates, microvm, build/.
 # About 10-15 minutes of lab time. Raw logs, consoles and results.json in
@@ -56,6 +58,7 @@ while (($#)); do
     --settle) args+=(--settle "$2"); shift 2 ;;
     --create-runs) args+=(--create-runs "$2"); shift 2 ;;
     --qemu-machine) args+=(--qemu-machine "$2"); shift 2 ;;
+    --steps) args+=(--steps "$2"); shift 2 ;;
     --build) build=$(cd "$2" && pwd); shift 2 ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
   esac
