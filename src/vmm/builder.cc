@@ -2,6 +2,7 @@
 // address arch/x86_64/layout.h gives it, which is also what the ACPI tables describe.
 #include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -140,6 +141,31 @@ Result<void> VmBuilder::create_kvm(Vm& vm) {
     if (!fd) return sys_error(fmt::format("memory file {}", path));
     vm.mem_ = TRY(GuestMemory::create_x86_from_file(vm.cfg_.memory_bytes, x86::kMmioHoleStart, fd.get(),
                                                     fmt::format("memory file {}", path)));
+    // The file's data extents (holes are zero pages the guest may never touch) go into the page
+    // tables in the background, 2 MiB at a time (Vm::prefault_). Best effort: errors are ignored.
+    vm.prefault_ = std::thread([&vm, fd = std::move(fd)] {
+      uint64_t file_off = 0;
+      for (const GuestRegion& r : vm.mem_.regions()) {
+        off_t pos = static_cast<off_t>(file_off);
+        const off_t end = static_cast<off_t>(file_off + r.size());
+        while (pos < end && !vm.stop_prefault_.load(std::memory_order_relaxed)) {
+          const off_t data = ::lseek(fd.get(), pos, SEEK_DATA);
+          if (data < 0 || data >= end) break;
+          off_t hole = ::lseek(fd.get(), data, SEEK_HOLE);
+          if (hole < 0 || hole > end) hole = end;
+          for (off_t o = data; o < hole && !vm.stop_prefault_.load(std::memory_order_relaxed);) {
+            const off_t n = std::min<off_t>(hole - o, off_t{2} << 20);
+            // SAFETY: [o, o+n) lies inside region r's mapping (file_off <= o < o+n <= end); the
+            // mapping outlives this thread (~Vm joins it first).
+            (void)::madvise(r.host.data() + (o - static_cast<off_t>(file_off)), static_cast<size_t>(n),
+                            MADV_POPULATE_READ);
+            o += n;
+          }
+          pos = hole;
+        }
+        file_off += r.size();
+      }
+    });
   } else {
     vm.mem_ = TRY(GuestMemory::create_x86(vm.cfg_.memory_bytes, x86::kMmioHoleStart,
                                           vm.cfg_.huge_pages == HugePages::kTransparent));

@@ -38,6 +38,8 @@ sigset_t stop_signal_set() {
 }
 
 Vm::~Vm() {
+  stop_prefault_.store(true);
+  if (prefault_.joinable()) prefault_.join();
   request_stop(StopReason::kError);  // wakes parked vCPUs; a no-op after run() returned
   for (auto& t : threads_) t->kick();
   for (auto& t : threads_) t->join();

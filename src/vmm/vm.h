@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/event_loop.h"
@@ -121,6 +122,12 @@ class Vm final : public Machine {
   // a restore's latency, in the metrics ("restore") and the log.
   std::chrono::steady_clock::time_point build_started_{};
   std::atomic<int64_t> first_entry_us_{-1};
+  // A restore maps the memory file's data extents into the page tables on this thread while the
+  // vCPUs start (MADV_POPULATE_READ), so the guest's first touches cost a stage-2 fault only, not
+  // a host page fault as well (lab, 2026-12-07: first tick after restore 1321/2034/6614 ms against
+  // 1887/4119/7116 without, interleaved). Joined before the memory goes; stop_prefault_ ends it early.
+  std::thread prefault_;
+  std::atomic<bool> stop_prefault_{false};
   int64_t build_us_ = -1;
   std::shared_ptr<class CmosRtc> rtc_;        // clock_realtime sets it to now after a restore
 };
