@@ -18,6 +18,7 @@
 #include "api/api_handler.h"
 #include "api/api_server.h"
 #include "kvm/system.h"
+#include "kvm_test_util.h"
 #include "vmm/controller.h"
 #include "vmm/vm.h"
 
@@ -25,34 +26,14 @@ namespace ringvm {
 namespace {
 
 using namespace std::chrono_literals;
+using kvm_test::TempDir;
+using kvm_test::wait_for;
 
 const std::string kTicker = RINGVM_GUESTS_DIR "/ticker_pvh.elf";
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/ringvm-cp-test-XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 uint64_t file_size(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
-}
-
-bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds limit) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(2ms);
-  }
-  return true;
 }
 
 VmConfig ticker_config(const std::string& console, uint32_t cpus) {
@@ -65,12 +46,6 @@ VmConfig ticker_config(const std::string& console, uint32_t cpus) {
   c.console.path = console;
   return c;
 }
-
-#define SKIP_WITHOUT_KVM()                                                              \
-  do {                                                                                  \
-    auto sys = KvmSystem::open();                                                       \
-    if (!sys) GTEST_SKIP() << "host KVM unusable, skipping: " << sys.error().message(); \
-  } while (0)
 
 TEST(ControlPlaneKvm, PausedGuestStopsCountingAndResumesWhereItLeftOff) {
   SKIP_WITHOUT_KVM();

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "kvm/system.h"
+#include "kvm_test_util.h"
 #include "vmm/snapshot_file.h"
 #include "vmm/vm.h"
 
@@ -25,21 +26,10 @@ namespace ringvm {
 namespace {
 
 using namespace std::chrono_literals;
+using kvm_test::TempDir;
+using kvm_test::wait_for;
 
 const std::string kCounter = RINGVM_GUESTS_DIR "/counter_pvh.elf";
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/ringvm-snap-test-XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 std::string read_all(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -53,15 +43,6 @@ size_t line_count(const std::string& path) {
   return static_cast<size_t>(std::count(s.begin(), s.end(), '\n'));
 }
 
-bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds limit) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
-}
-
 VmConfig counter_config(const std::string& console, uint32_t cpus) {
   VmConfig c;
   c.kernel = kCounter;
@@ -72,12 +53,6 @@ VmConfig counter_config(const std::string& console, uint32_t cpus) {
   c.console.path = console;
   return c;
 }
-
-#define SKIP_WITHOUT_KVM()                                                              \
-  do {                                                                                  \
-    auto sys = KvmSystem::open();                                                       \
-    if (!sys) GTEST_SKIP() << "host KVM unusable, skipping: " << sys.error().message(); \
-  } while (0)
 
 pid_t spawn(const std::vector<std::string>& args) {
   const pid_t pid = ::fork();
